@@ -1,0 +1,152 @@
+"""The values that flow through the pipeline: calls, their usage, and halts.
+
+Plain slotted dataclasses, not pydantic models: they are built on every call,
+and validation belongs at the edges (policy load, HTTP parsing), not here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class HaltReason(StrEnum):
+    """Why a run stopped. The string values are part of the public API."""
+
+    BUDGET_TOKENS = "budget.tokens"
+    BUDGET_COST = "budget.cost"
+    BUDGET_TOOL_CALLS = "budget.tool_calls"
+    BUDGET_STEPS = "budget.steps"
+    TIMEOUT = "timeout"
+    LOOP_REPEAT = "loop.repeat"
+    LOOP_SIMILAR = "loop.similar"
+    LOOP_NO_PROGRESS = "loop.no_progress"
+    LOOP_ERROR_REPEAT = "loop.error_repeat"
+    LOOP_PING_PONG = "loop.ping_pong"
+    CIRCUIT_OPEN = "circuit_open"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    GUARD_INPUT = "guard.input"
+    GUARD_OUTPUT = "guard.output"
+    POLICY_DENIED = "policy.denied"
+    APPROVAL_REJECTED = "approval.rejected"
+    APPROVAL_TIMEOUT = "approval.timeout"
+    CONTEXT_OVERFLOW = "context_overflow"
+    KILLED = "killed"
+    ERROR = "error"
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run as stored."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    HALTED = "halted"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a call consumed. Cache tokens are counted apart so prices stay right."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+_call_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class LLMCall:
+    """A request to a model, named by a policy model or route."""
+
+    model: str
+    messages: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    max_tokens: int | None = None
+    kind: Literal["llm"] = "llm"
+    id: int = field(default_factory=lambda: next(_call_ids))
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A request to run a tool; a replay with the same idempotency key returns the first result."""
+
+    name: str
+    args: Mapping[str, Any]
+    idempotency_key: str | None = None
+    kind: Literal["tool"] = "tool"
+    id: int = field(default_factory=lambda: next(_call_ids))
+
+
+Call = LLMCall | ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A tool call a model asked for in its reply."""
+
+    id: str
+    name: str
+    arguments: str  # the model's JSON text, kept verbatim: it may be malformed
+
+
+@dataclass(slots=True)
+class LLMResult:
+    """What a model answered."""
+
+    text: str
+    usage: Usage
+    model: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    finish_reason: str | None = None
+    raw: Any = None
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """What a tool returned; `replayed` is true when it came from the idempotency record."""
+
+    value: Any
+    replayed: bool = False
+
+
+Result = LLMResult | ToolResult
+
+
+class Halt(Exception):
+    """Raised by a gate to stop the run. Carries a stable reason code and the numbers behind it.
+
+    `detail` names the rule that fired and its figures, e.g.
+    ``{"level": "session", "dimension": "usd", "limit": 0.5, "used": 0.49, "needed": 0.02}``;
+    it goes into the escalation packet as-is.
+    """
+
+    def __init__(
+        self, reason: HaltReason, message: str, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+        self.detail: Mapping[str, Any] = detail or {}

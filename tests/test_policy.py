@@ -272,7 +272,7 @@ def test_top_level_must_be_a_mapping() -> None:
 
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(PolicyError, match=r"nope\.yaml:0: cannot read: No such file"):
+    with pytest.raises(PolicyError, match=r"nope\.yaml: cannot read: No such file"):
         load_policy(missing)
 
 
@@ -317,3 +317,8 @@ def test_reload_swaps_snapshot_and_keeps_old_one_on_error(tmp_path: Path) -> Non
     assert str(outcome.error) == (
         f"{path}:32 agents.support.route: unknown route 'dflt' (known: default)"
     )
+
+
+def test_store_only_tools_can_skip_the_key_check() -> None:
+    policy = parse_policy(example_text(), env={}, require_keys=False)
+    assert policy.store == "sqlite:///corral.db"

@@ -355,8 +355,9 @@ class PolicyError(ValueError):
         super().__init__("\n".join(self._format(i) for i in self.issues))
 
     def _format(self, issue: PolicyIssue) -> str:
+        line = f":{issue.line}" if issue.line else ""
         where = f" {issue.path}" if issue.path else ""
-        return f"{self.source}:{issue.line}{where}: {issue.message}"
+        return f"{self.source}{line}{where}: {issue.message}"
 
 
 def _dotted(path: Path_) -> str:
@@ -494,7 +495,7 @@ def _message(error: Any, data_model: type[BaseModel]) -> str:
 # --- cross references -----------------------------------------------------------
 
 
-def _check_references(policy: Policy, env: Mapping[str, str]) -> list[tuple[Path_, str]]:
+def _check_references(policy: Policy, env: Mapping[str, str] | None) -> list[tuple[Path_, str]]:
     found: list[tuple[Path_, str]] = []
 
     def need(path: Path_, kind: str, name: str, known: Mapping[str, object]) -> None:
@@ -517,6 +518,8 @@ def _check_references(policy: Policy, env: Mapping[str, str]) -> list[tuple[Path
         for index, tool in enumerate(agent.tools):
             need(("agents", name, "tools", index), "tool", tool, policy.tools)
 
+    if env is None:
+        return found
     # A key is needed only for a provider some model runs on.
     used: dict[str, list[str]] = {}
     for name, model in policy.models.items():
@@ -539,10 +542,18 @@ def _check_references(policy: Policy, env: Mapping[str, str]) -> list[tuple[Path
 
 
 def parse_policy(
-    text: str, *, source: str = "corral.yaml", env: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str = "corral.yaml",
+    env: Mapping[str, str] | None = None,
+    require_keys: bool = True,
 ) -> Policy:
-    """Validate policy text. Raises PolicyError naming every mistake by line and key path."""
-    environment = os.environ if env is None else env
+    """Validate policy text. Raises PolicyError naming every mistake by line and key path.
+
+    API keys are checked in `env` (default: the process environment) unless
+    `require_keys` is false, for tools that read the store and call no provider.
+    """
+    environment = (os.environ if env is None else env) if require_keys else None
     try:
         root = yaml.compose(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
@@ -574,14 +585,16 @@ def parse_policy(
     return policy
 
 
-def load_policy(path: str | Path, *, env: Mapping[str, str] | None = None) -> Policy:
+def load_policy(
+    path: str | Path, *, env: Mapping[str, str] | None = None, require_keys: bool = True
+) -> Policy:
     """Read and validate a policy file; errors name the file as given."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(source, [PolicyIssue(0, "", f"cannot read: {exc.strerror}")]) from None
-    return parse_policy(text, source=source, env=env)
+    return parse_policy(text, source=source, env=env, require_keys=require_keys)
 
 
 @dataclass(frozen=True, slots=True)

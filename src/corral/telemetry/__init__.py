@@ -1,0 +1,1 @@
+"""Telemetry: the audit log now; spans and metrics later."""

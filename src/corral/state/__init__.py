@@ -1,0 +1,88 @@
+"""The state layer: durable records (Store) and hot atomic counters (Counters).
+
+`open_store` and `open_counters` build them from the policy's `store` and
+`counters` URLs.
+"""
+
+from corral.state.counters import Counters, CounterValue, Hold, Refusal, Reservation
+from corral.state.memory import MemoryCounters
+from corral.state.records import (
+    AgentKeyRecord,
+    ApprovalRecord,
+    ApprovalStatus,
+    ArtifactRecord,
+    AuditEntry,
+    CheckpointRecord,
+    DeadLetterRecord,
+    DeadLetterStatus,
+    IdempotencyRecord,
+    Json,
+    RunRecord,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
+from corral.state.sqlite import SQLiteStore
+from corral.state.store import (
+    ConstraintError,
+    NotFoundError,
+    SchemaVersionError,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "AgentKeyRecord",
+    "ApprovalRecord",
+    "ApprovalStatus",
+    "ArtifactRecord",
+    "AuditEntry",
+    "CheckpointRecord",
+    "ConstraintError",
+    "CounterValue",
+    "Counters",
+    "DeadLetterRecord",
+    "DeadLetterStatus",
+    "Hold",
+    "IdempotencyRecord",
+    "Json",
+    "MemoryCounters",
+    "NotFoundError",
+    "Refusal",
+    "Reservation",
+    "RunRecord",
+    "SQLiteStore",
+    "SchemaVersionError",
+    "StepKind",
+    "StepRecord",
+    "StepStatus",
+    "Store",
+    "StoreError",
+    "open_counters",
+    "open_store",
+]
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names, creating and migrating it if needed.
+
+    sqlite:///relative/path.db, sqlite:////absolute/path.db, or sqlite://:memory:
+    (one connection, gone on close: for tests and throwaway runs).
+    """
+    if url == "sqlite://:memory:":
+        return SQLiteStore(":memory:")
+    if url.startswith(_SQLITE_PREFIX) and len(url) > len(_SQLITE_PREFIX):
+        return SQLiteStore(url.removeprefix(_SQLITE_PREFIX))
+    raise ValueError(
+        f"unsupported store URL {url!r}: use sqlite:///relative/path.db,"
+        " sqlite:////absolute/path.db or sqlite://:memory:"
+    )
+
+
+def open_counters(url: str) -> Counters:
+    """Build the counters a URL names: "memory" keeps them in this process."""
+    if url == "memory":
+        return MemoryCounters()
+    raise ValueError(f"unsupported counters URL {url!r}: use 'memory'")

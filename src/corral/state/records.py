@@ -1,0 +1,159 @@
+"""The durable records a Store keeps, one frozen dataclass per table.
+
+Timestamps are float epoch seconds. Fields typed `Json` hold any value orjson can
+encode; the store encodes them on write and decodes them on read, so a record read
+back compares equal to the one written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from corral.calls import RunStatus
+
+Json: TypeAlias = Any
+StepKind: TypeAlias = Literal["llm", "tool"]
+StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed"]
+DeadLetterStatus: TypeAlias = Literal["open", "retried", "dropped"]
+ApprovalStatus: TypeAlias = Literal["pending", "approved", "rejected", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of an agent, with its running totals and how it ended."""
+
+    id: str
+    agent: str
+    agent_type: str
+    created_at: float
+    updated_at: float
+    task: str | None = None
+    session: str | None = None
+    status: RunStatus = RunStatus.RUNNING
+    halt_reason: str | None = None
+    ended_at: float | None = None
+    trace_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+    tool_calls: int = 0
+    outcome: Json = None
+    error: str | None = None
+    kill_requested_at: float | None = None
+    time_to_safe_fail_ms: float | None = None
+    last_checkpoint_id: int | None = None
+    parent_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One model or tool call of a run; `seq` counts a run's steps from 1."""
+
+    run_id: str
+    seq: int
+    kind: StepKind
+    name: str
+    input: Json
+    started_at: float
+    ended_at: float
+    output: Json = None
+    status: StepStatus = "ok"
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    idempotency_key: str | None = None
+    model_used: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A run's state as of a step; `id` is assigned by the store and only grows."""
+
+    id: int
+    run_id: str
+    step: int
+    state: Json
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A halted run's escalation packet, waiting for a human to retry or drop it."""
+
+    id: int
+    run_id: str
+    reason: str
+    packet: Json
+    status: DeadLetterStatus
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """A tool call waiting for (or decided by) a human."""
+
+    id: str
+    run_id: str
+    step: int
+    tool: str
+    args: Json
+    rule: str
+    requested_at: float
+    timeout_at: float
+    status: ApprovalStatus = "pending"
+    decided_at: float | None = None
+    decided_by: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The recorded result of a tool call, replayed when the same key comes again."""
+
+    key: str
+    run_id: str
+    result: Json
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """A blob a run produced, addressed by its handle."""
+
+    handle: str
+    run_id: str
+    content: bytes
+    media_type: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyRecord:
+    """An API key, kept only as its hash; `agent` is None for admin keys."""
+
+    id: str
+    key_hash: str
+    prefix: str
+    agent: str | None
+    admin: bool
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One link of the hash-chained audit log; the audit module computes the hashes."""
+
+    seq: int
+    ts: float
+    kind: str
+    run_id: str | None
+    payload: Mapping[str, Json]
+    prev_hash: str
+    hash: str

@@ -1,0 +1,678 @@
+"""SQLiteStore: the Store in one SQLite file, shared by the processes of one machine.
+
+All SQLite work runs on one dedicated worker thread that owns the connection: the
+event loop never blocks on disk, and since SQLite admits one writer at a time a
+second thread would only queue behind the first. WAL lets readers in other
+processes (the CLI, the dashboard) proceed during a write; synchronous=NORMAL in
+WAL mode keeps every commit across a process crash and gives up only the last
+commits on power loss, in exchange for no fsync per commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from corral.calls import RunStatus
+from corral.state.records import (
+    AgentKeyRecord,
+    ApprovalRecord,
+    ApprovalStatus,
+    ArtifactRecord,
+    AuditEntry,
+    CheckpointRecord,
+    DeadLetterRecord,
+    DeadLetterStatus,
+    IdempotencyRecord,
+    Json,
+    RunRecord,
+    StepRecord,
+)
+from corral.state.store import (
+    ConstraintError,
+    NotFoundError,
+    SchemaVersionError,
+    Store,
+    StoreError,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Each script moves the schema one version up and runs in its own transaction;
+# PRAGMA user_version records how many have run. Append, never edit: files in the
+# field were migrated by the scripts as they are.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        agent_type TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        task TEXT,
+        session TEXT,
+        status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'halted')),
+        halt_reason TEXT,
+        ended_at REAL,
+        trace_id TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        steps INTEGER NOT NULL,
+        tool_calls INTEGER NOT NULL,
+        outcome TEXT,
+        error TEXT,
+        kill_requested_at REAL,
+        time_to_safe_fail_ms REAL,
+        last_checkpoint_id INTEGER,
+        parent_run_id TEXT REFERENCES runs (id)
+    );
+    CREATE INDEX runs_by_created ON runs (created_at);
+    CREATE INDEX runs_by_status ON runs (status, created_at);
+    CREATE INDEX runs_by_agent ON runs (agent, created_at);
+
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        kind TEXT NOT NULL CHECK (kind IN ('llm', 'tool')),
+        name TEXT NOT NULL,
+        input TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        output TEXT,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'halted', 'replayed')),
+        error TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        idempotency_key TEXT,
+        model_used TEXT,
+        PRIMARY KEY (run_id, seq)
+    );
+
+    -- AUTOINCREMENT so that ids only grow: save_run relies on it to keep the latest.
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        step INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX checkpoints_by_run ON checkpoints (run_id, id);
+
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        reason TEXT NOT NULL,
+        packet TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'retried', 'dropped')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX dead_letters_by_status ON dead_letters (status, id);
+
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        step INTEGER NOT NULL,
+        tool TEXT NOT NULL,
+        args TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        requested_at REAL NOT NULL,
+        timeout_at REAL NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'approved', 'rejected', 'timeout')),
+        decided_at REAL,
+        decided_by TEXT,
+        note TEXT
+    );
+    CREATE INDEX approvals_by_status ON approvals (status, requested_at);
+
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE artifacts (
+        handle TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        content BLOB NOT NULL,
+        media_type TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+
+    CREATE TABLE agent_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        agent TEXT,
+        admin INTEGER NOT NULL CHECK (admin IN (0, 1)),
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        CHECK (admin = 1 OR agent IS NOT NULL)
+    );
+
+    -- pos, not seq, is the insertion order, so an edited seq shows up as a broken chain.
+    -- run_id has no foreign key: the log outlives anything else and records events
+    -- (key changes, policy reloads) that belong to no run.
+    CREATE TABLE audit (
+        pos INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        run_id TEXT,
+        payload TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the database to the latest schema version and return that version.
+
+    Each migration runs in its own transaction that re-reads the version first, so
+    two processes opening a new file at once apply each script exactly once.
+    """
+    latest = len(migrations)
+    current = _user_version(conn)
+    _check_not_newer(conn, current, latest)
+    for version, script in enumerate(migrations[current:], start=current + 1):
+        with _transaction(conn):
+            # Another process may have migrated while this one waited for the lock.
+            current = _user_version(conn)
+            _check_not_newer(conn, current, latest)
+            if current >= version:
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+    return latest
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _check_not_newer(conn: sqlite3.Connection, current: int, latest: int) -> None:
+    if current > latest:
+        where = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+        raise SchemaVersionError(
+            f"{where} has schema version {current}, newer than the {latest} this Corral "
+            "knows: upgrade Corral to open it"
+        )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements; executescript would commit our transaction."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"migration ends with an incomplete statement: {pending.strip()!r}")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+    # then writes fails with SQLITE_BUSY at once, without waiting, if another
+    # connection wrote in between.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _dump(value: Json) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _dump_opt(value: Json) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _load_opt(text: str | None) -> Json:
+    return None if text is None else orjson.loads(text)
+
+
+class _Table(Generic[R]):
+    """Maps a record dataclass to its table: columns in field order, JSON encoded."""
+
+    def __init__(
+        self,
+        name: str,
+        record: type[R],
+        encode: Mapping[str, Callable[[Any], Any]],
+        decode: Mapping[str, Callable[[Any], Any]],
+    ) -> None:
+        # R is always a record dataclass, which a TypeVar cannot say to mypy.
+        self.columns = tuple(f.name for f in fields(record))  # type: ignore[arg-type]
+        self._make: Callable[..., R] = record
+        self._get = attrgetter(*self.columns)
+        self._encode = [(i, encode[c]) for i, c in enumerate(self.columns) if c in encode]
+        self._decode = [(i, decode[c]) for i, c in enumerate(self.columns) if c in decode]
+        names = ", ".join(self.columns)
+        self.select = f"SELECT {names} FROM {name}"
+        self.insert = f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * len(self.columns))})"
+
+    def to_row(self, record: R) -> list[Any]:
+        row = list(self._get(record))
+        for i, encode in self._encode:
+            row[i] = encode(row[i])
+        return row
+
+    def from_row(self, row: Sequence[Any]) -> R:
+        values = list(row)
+        for i, decode in self._decode:
+            values[i] = decode(values[i])
+        return self._make(*values)
+
+
+_RUNS = _Table(
+    "runs", RunRecord, {"outcome": _dump_opt}, {"outcome": _load_opt, "status": RunStatus}
+)
+_STEPS = _Table(
+    "steps",
+    StepRecord,
+    {"input": _dump, "output": _dump_opt},
+    {"input": orjson.loads, "output": _load_opt},
+)
+_CHECKPOINTS = _Table("checkpoints", CheckpointRecord, {}, {"state": orjson.loads})
+_DEAD_LETTERS = _Table(
+    "dead_letters", DeadLetterRecord, {"packet": _dump}, {"packet": orjson.loads}
+)
+_APPROVALS = _Table("approvals", ApprovalRecord, {"args": _dump}, {"args": orjson.loads})
+_IDEMPOTENCY = _Table("idempotency", IdempotencyRecord, {"result": _dump}, {"result": orjson.loads})
+_ARTIFACTS = _Table("artifacts", ArtifactRecord, {}, {})
+_AGENT_KEYS = _Table("agent_keys", AgentKeyRecord, {}, {"admin": bool})
+_AUDIT = _Table("audit", AuditEntry, {"payload": _dump}, {"payload": orjson.loads})
+
+# save_run sets every column but these: the id addresses the row, only request_kill
+# sets the kill time, and last_checkpoint_id is kept monotonic below.
+_SAVED_RUN_COLUMNS = tuple(
+    c for c in _RUNS.columns if c not in {"id", "kill_requested_at", "last_checkpoint_id"}
+)
+_SAVE_RUN = (
+    "UPDATE runs SET "
+    + ", ".join(f"{c} = :{c}" for c in _SAVED_RUN_COLUMNS)
+    + ", last_checkpoint_id = NULLIF(MAX(IFNULL(last_checkpoint_id, 0),"
+    " IFNULL(:last_checkpoint_id, 0)), 0) WHERE id = :id"
+)
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    # Switching a new file to WAL takes an exclusive lock that SQLite does not wait
+    # for with the busy handler, so processes opening a new file at once retry here.
+    # Once the file is in WAL mode (it stays so) the pragma is a no-op.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None leaves transactions to us (explicit BEGIN/COMMIT); the
+    # timeout is SQLite's busy_timeout, how long a writer waits for another process.
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        _enable_wal(conn, busy_timeout)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, what: str) -> T:
+    try:
+        return op(conn)
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintError(f"{what}: {exc}") from exc
+
+
+class SQLiteStore(Store):
+    """A Store in one SQLite file (or ":memory:").
+
+    Construction opens and migrates the file and waits for it: do it at startup,
+    not per request.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._clock = clock
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-sqlite")
+        try:
+            # Created on the worker thread: sqlite3 checks that only it ever uses it.
+            self._conn: sqlite3.Connection | None = self._executor.submit(
+                _connect, self.path, busy_timeout
+            ).result()
+        except BaseException:
+            self._executor.shutdown()
+            raise
+
+    async def _run(self, op: Callable[[sqlite3.Connection], T], what: str = "") -> T:
+        if self._conn is None:
+            raise StoreError(f"store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _guarded, op, self._conn, what)
+
+    async def _one(self, table: _Table[R], where: str, *params: Any) -> R | None:
+        def op(conn: sqlite3.Connection) -> R | None:
+            row = conn.execute(f"{table.select} {where}", params).fetchone()
+            return None if row is None else table.from_row(row)
+
+        return await self._run(op)
+
+    async def _all(self, table: _Table[R], where: str, *params: Any) -> list[R]:
+        def op(conn: sqlite3.Connection) -> list[R]:
+            return [table.from_row(row) for row in conn.execute(f"{table.select} {where}", params)]
+
+        return await self._run(op)
+
+    # _insert and _update run one statement, which SQLite's implicit transaction makes
+    # atomic; writes of several statements use _transaction.
+
+    async def _insert(self, table: _Table[R], record: R, what: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(table.insert, table.to_row(record))
+
+        await self._run(op, what)
+
+    async def _update(self, sql: str, *params: Any, what: str = "") -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, params).rowcount > 0
+
+        return await self._run(op, what)
+
+    # runs
+
+    async def create_run(self, run: RunRecord) -> None:
+        await self._insert(_RUNS, run, f"create_run {run.id!r}")
+
+    async def save_run(self, run: RunRecord) -> None:
+        row = dict(zip(_RUNS.columns, _RUNS.to_row(run), strict=True))
+
+        def op(conn: sqlite3.Connection) -> None:
+            if conn.execute(_SAVE_RUN, row).rowcount == 0:
+                raise NotFoundError(f"save_run: no run {run.id!r}")
+
+        await self._run(op, f"save_run {run.id!r}")
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._one(_RUNS, "WHERE id = ?", run_id)
+
+    async def list_runs(
+        self, *, limit: int = 50, status: RunStatus | None = None, agent: str | None = None
+    ) -> list[RunRecord]:
+        if limit < 0:
+            raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
+        where = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if agent is not None:
+            where.append("agent = ?")
+            params.append(agent)
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        return await self._all(
+            _RUNS, f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT ?", *params, limit
+        )
+
+    async def request_kill(self, run_id: str, at: float) -> bool:
+        return await self._update(
+            "UPDATE runs SET kill_requested_at = IFNULL(kill_requested_at, ?)"
+            " WHERE id = ? AND status = 'running'",
+            at,
+            run_id,
+        )
+
+    # steps
+
+    async def add_steps(self, steps: Sequence[StepRecord]) -> None:
+        if not steps:
+            return
+        rows = [_STEPS.to_row(step) for step in steps]
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(_STEPS.insert, rows)
+
+        await self._run(op, f"add_steps for run {steps[0].run_id!r}")
+
+    async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
+        if last is None:
+            return await self._all(_STEPS, "WHERE run_id = ? ORDER BY seq", run_id)
+        if last < 0:
+            raise ValueError(f"list_steps: last must be >= 0, got {last}")
+        return await self._all(
+            _STEPS,
+            "WHERE run_id = ? AND seq IN"
+            " (SELECT seq FROM steps WHERE run_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            run_id,
+            run_id,
+            last,
+        )
+
+    # checkpoints
+
+    async def add_checkpoint(self, run_id: str, step: int, state: Json) -> CheckpointRecord:
+        encoded = _dump(state)
+
+        def op(conn: sqlite3.Connection) -> CheckpointRecord:
+            created_at = self._clock()
+            with _transaction(conn):
+                checkpoint_id = conn.execute(
+                    "INSERT INTO checkpoints (run_id, step, state, created_at) VALUES (?, ?, ?, ?)",
+                    (run_id, step, encoded, created_at),
+                ).lastrowid
+                assert checkpoint_id is not None  # set by every successful INSERT
+                conn.execute(
+                    "UPDATE runs SET last_checkpoint_id = ? WHERE id = ?", (checkpoint_id, run_id)
+                )
+            return CheckpointRecord(checkpoint_id, run_id, step, state, created_at)
+
+        return await self._run(op, f"add_checkpoint for run {run_id!r}")
+
+    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
+        return await self._one(_CHECKPOINTS, "WHERE id = ?", checkpoint_id)
+
+    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
+        return await self._one(_CHECKPOINTS, "WHERE run_id = ? ORDER BY id DESC LIMIT 1", run_id)
+
+    # dead letters
+
+    async def add_dead_letter(self, run_id: str, reason: str, packet: Json) -> DeadLetterRecord:
+        encoded = _dump(packet)
+
+        def op(conn: sqlite3.Connection) -> DeadLetterRecord:
+            now = self._clock()
+            dead_letter_id = conn.execute(
+                "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, 'open', ?, ?)",
+                (run_id, reason, encoded, now, now),
+            ).lastrowid
+            assert dead_letter_id is not None  # set by every successful INSERT
+            return DeadLetterRecord(dead_letter_id, run_id, reason, packet, "open", now, now)
+
+        return await self._run(op, f"add_dead_letter for run {run_id!r}")
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        return await self._one(_DEAD_LETTERS, "WHERE id = ?", dead_letter_id)
+
+    async def list_dead_letters(
+        self, *, status: DeadLetterStatus | None = "open"
+    ) -> list[DeadLetterRecord]:
+        if status is None:
+            return await self._all(_DEAD_LETTERS, "ORDER BY id")
+        return await self._all(_DEAD_LETTERS, "WHERE status = ? ORDER BY id", status)
+
+    async def set_dead_letter_status(self, dead_letter_id: int, status: DeadLetterStatus) -> bool:
+        return await self._update(
+            "UPDATE dead_letters SET status = ?, updated_at = ? WHERE id = ?",
+            status,
+            self._clock(),
+            dead_letter_id,
+            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
+        )
+
+    # approvals
+
+    async def add_approval(self, approval: ApprovalRecord) -> None:
+        await self._insert(_APPROVALS, approval, f"add_approval {approval.id!r}")
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        return await self._one(_APPROVALS, "WHERE id = ?", approval_id)
+
+    async def list_approvals(self, *, status: ApprovalStatus | None = None) -> list[ApprovalRecord]:
+        if status is None:
+            return await self._all(_APPROVALS, "ORDER BY requested_at, rowid")
+        return await self._all(_APPROVALS, "WHERE status = ? ORDER BY requested_at, rowid", status)
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        status: ApprovalStatus,
+        *,
+        by: str | None,
+        at: float,
+        note: str | None = None,
+    ) -> bool:
+        if status == "pending":
+            raise ValueError(f"decide_approval {approval_id!r}: a decision cannot be 'pending'")
+        # The status test in the WHERE clause makes check-and-set one statement.
+        return await self._update(
+            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, note = ?"
+            " WHERE id = ? AND status = 'pending'",
+            status,
+            at,
+            by,
+            note,
+            approval_id,
+            what=f"decide_approval {approval_id!r} as {status!r}",
+        )
+
+    # idempotency
+
+    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
+        return await self._one(_IDEMPOTENCY, "WHERE key = ?", key)
+
+    async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        row = _IDEMPOTENCY.to_row(record)
+
+        def op(conn: sqlite3.Connection) -> IdempotencyRecord:
+            if conn.execute(f"{_IDEMPOTENCY.insert} ON CONFLICT (key) DO NOTHING", row).rowcount:
+                return record
+            # Records are never updated or deleted, so the winner read here is final.
+            stored = conn.execute(f"{_IDEMPOTENCY.select} WHERE key = ?", (record.key,)).fetchone()
+            return _IDEMPOTENCY.from_row(stored)
+
+        return await self._run(op, f"put_idempotent {record.key!r}")
+
+    # artifacts
+
+    async def put_artifact(self, artifact: ArtifactRecord) -> None:
+        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
+
+    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
+        return await self._one(_ARTIFACTS, "WHERE handle = ?", handle)
+
+    # agent keys
+
+    async def add_agent_key(self, key: AgentKeyRecord) -> None:
+        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
+
+    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
+        return await self._one(_AGENT_KEYS, "WHERE key_hash = ?", key_hash)
+
+    async def list_agent_keys(self) -> list[AgentKeyRecord]:
+        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
+
+    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
+        return await self._update(
+            "UPDATE agent_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", at, key_id
+        )
+
+    # audit
+
+    async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
+        def op(conn: sqlite3.Connection) -> AuditEntry:
+            with _transaction(conn):
+                row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
+                entry = seal(None if row is None else _AUDIT.from_row(row))
+                conn.execute(_AUDIT.insert, _AUDIT.to_row(entry))
+                conn.execute(
+                    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    (entry.seq, entry.hash),
+                )
+            return entry
+
+        return await self._run(op, "append_audit")
+
+    async def list_audit(self) -> list[AuditEntry]:
+        return await self._all(_AUDIT, "ORDER BY pos")
+
+    async def audit_head(self) -> tuple[int, str] | None:
+        def op(conn: sqlite3.Connection) -> tuple[int, str] | None:
+            row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            return None if row is None else (row[0], row[1])
+
+        return await self._run(op)
+
+    # lifecycle
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        # Queued behind any work still pending, so that work finishes first.
+        await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)

@@ -222,6 +222,19 @@ BROKEN = [
         id="duplicate-key",
     ),
     pytest.param(
+        ("fleet:   {usd: 200, per: day}", "fleet:   {usd: 200, per: day, wall_clock: 1h}"),
+        "corral.yaml:25 agent_types.operational.fleet: "
+        "wall_clock applies to a task or a session, not to many runs at once",
+        id="wall-clock-on-fleet",
+    ),
+    pytest.param(
+        ("fast:  {provider: sim, model: gpt-4o-mini,", "fast:  {provider: sim, model: our-llm-7,"),
+        "corral.yaml:14 models.fast: no known price for 'our-llm-7', which runs under a USD "
+        "budget (add price: {input_per_mtok: ..., output_per_mtok: ...}; it is never counted "
+        "as 0 $)",
+        id="unknown-price-under-usd-budget",
+    ),
+    pytest.param(
         ("version: 1", "version: 2"),
         "corral.yaml:4 version: expected one of 1, got 2",
         id="bad-version",
@@ -317,6 +330,26 @@ def test_reload_swaps_snapshot_and_keeps_old_one_on_error(tmp_path: Path) -> Non
     assert str(outcome.error) == (
         f"{path}:32 agents.support.route: unknown route 'dflt' (known: default)"
     )
+
+
+def test_unpriced_model_is_fine_without_a_usd_budget() -> None:
+    policy = parse_policy(
+        "version: 1\n"
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:1/v1'}}\n"
+        "models: {m: {provider: p, model: our-llm-7, context_window: 8000}}\n"
+        "routes: {r: [m]}\n"
+        "agent_types: {t: {session: {tokens: 1000}}}\n"
+        "agents: {a: {type: t, route: r}}\n",
+        env={},
+    )
+    assert policy.prices["m"] is None
+
+
+def test_prices_are_resolved_at_load() -> None:
+    policy = load_policy(EXAMPLE, env=ENV)
+    smart, fast = policy.prices["smart"], policy.prices["fast"]
+    assert smart is not None and smart.input_per_mtok == 2.5  # the policy's override
+    assert fast is not None and fast.input_per_mtok == 0.15  # the price table
 
 
 def test_store_only_tools_can_skip_the_key_check() -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral import __version__
+from corral.calls import RunStatus
 from corral.policy import Policy, PolicyError, load_policy
 from corral.state import RunRecord, Store, open_store
 
@@ -126,7 +127,7 @@ def sim(
 def runs_ls(
     policy: PolicyPath = Path("corral.yaml"),
     limit: Annotated[int, typer.Option(min=1, help="Newest N runs.")] = 50,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only runs of this agent.")] = None,
     as_json: AsJson = False,
 ) -> None:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from rich.console import Console
 from rich.table import Table
 
 from corral.calls import RunStatus, Usage
 from corral.policy import load_policy
-from corral.providers.pricing import price_table
 from corral.providers.sim import Script, SimProvider, SimReply, SimToolCall
 from corral.state import RunRecord, StepRecord, open_store
 from corral.telemetry.audit import AuditLog
@@ -54,7 +54,6 @@ LOOKUP = Script(
 async def run_demo(policy_path: Path, console: Console) -> None:
     os.environ.setdefault("SIM_API_KEY", SIM_KEY_DEFAULT)
     policy = load_policy(policy_path)
-    prices = price_table(policy)
     store = open_store(policy.store)
     audit = AuditLog(store)
     now = time.time()
@@ -82,7 +81,7 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             started = time.perf_counter()
             text, usage, tools = await _complete(client, upstream, call, seq == len(CALLS))
             elapsed_ms = (time.perf_counter() - started) * 1000
-            price = prices[call.model]
+            price = policy.prices[call.model]
             step_cost = price.cost(usage) if price else 0.0
             total, cost = total + usage, cost + step_cost
             reply = text if not tools else f"{text} -> tool call {', '.join(tools)}"
@@ -149,14 +148,14 @@ async def run_demo(policy_path: Path, console: Console) -> None:
 async def _complete(
     client: AsyncOpenAI, upstream: str, call: DemoCall, wants_tool: bool
 ) -> tuple[str, Usage, list[str]]:
-    messages = [{"role": "user", "content": call.prompt}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": call.prompt}]
     headers = {"X-Sim-Script": "lookup"} if wants_tool else {}
     if call.stream:
         parts: list[str] = []
         usage = Usage()
         stream = await client.chat.completions.create(
             model=upstream,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             stream=True,
             stream_options={"include_usage": True},
             extra_headers=headers,
@@ -169,10 +168,12 @@ async def _complete(
         return "".join(parts), usage, []
     reply = await client.chat.completions.create(
         model=upstream,
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         extra_headers=headers,
     )
     message = reply.choices[0].message
     tools = [t.function.name for t in message.tool_calls or [] if t.type == "function"]
-    usage = Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens) if reply.usage else Usage()
+    usage = (
+        Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens) if reply.usage else Usage()
+    )
     return message.content or "", usage, tools

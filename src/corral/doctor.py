@@ -19,7 +19,7 @@ class Check:
     detail: str
 
 
-async def run_checks(path: Path, *, timeout: float = 3.0) -> list[Check]:
+async def run_checks(path: Path, *, probe_timeout: float = 3.0) -> list[Check]:
     checks: list[Check] = []
     try:
         policy = load_policy(path)
@@ -40,7 +40,7 @@ async def run_checks(path: Path, *, timeout: float = 3.0) -> list[Check]:
     checks.append(await _check_store(policy))
     checks.append(await _check_counters(policy))
     used = {model.provider for model in policy.models.values()}
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=probe_timeout) as client:
         for name in sorted(used):
             checks.append(await _check_provider(client, name, policy.providers[name]))
     return checks

@@ -24,9 +24,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
+
+from corral.providers.pricing import ModelPrice, lookup_price
 
 __all__ = [
     "ApprovalRule",
@@ -174,6 +177,12 @@ class WindowedLimits(Limits):
 
     per: Literal["hour", "day", "week"] | None = None
 
+    @model_validator(mode="after")
+    def _no_wall_clock(self) -> WindowedLimits:
+        if self.wall_clock is not None:
+            raise ValueError("wall_clock applies to a task or a session, not to many runs at once")
+        return self
+
 
 class AgentType(_Strict):
     task: Limits | None = None
@@ -200,6 +209,8 @@ class Model(_Strict):
     model: str
     context_window: PositiveCount
     price: Price | None = None
+    # Sent as max_tokens when a call names none, so every call has a worst case.
+    max_output_tokens: PositiveCount = 4096
 
 
 class RateLimit(_Strict):
@@ -323,6 +334,12 @@ class Policy(_Strict):
     approvals: tuple[ApprovalRule, ...] = ()
     guards: Guards = Guards()
     source: str = Field(default="corral.yaml", exclude=True)
+    _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)
+
+    @property
+    def prices(self) -> Mapping[str, ModelPrice | None]:
+        """Each model's price (the policy's override, else the table); None if unknown."""
+        return self._prices
 
     def chain(self, model_or_route: str) -> tuple[Model, ...]:
         """The models to try, in order, for a name that is a route or a single model."""
@@ -538,6 +555,49 @@ def _check_references(policy: Policy, env: Mapping[str, str] | None) -> list[tup
     return found
 
 
+# --- prices ---------------------------------------------------------------------
+
+
+def _price_of(policy: Policy, model: Model) -> ModelPrice | None:
+    if model.price is None:
+        return lookup_price(model.model, policy.providers[model.provider].kind)
+    p = model.price
+    return ModelPrice(
+        p.input_per_mtok,
+        p.output_per_mtok,
+        p.input_per_mtok if p.cache_read_per_mtok is None else p.cache_read_per_mtok,
+        p.input_per_mtok if p.cache_write_per_mtok is None else p.cache_write_per_mtok,
+    )
+
+
+def _under_usd_budget(policy: Policy) -> set[str]:
+    """Models some USD cap applies to: every model under a global cap, else by agent type."""
+    if policy.global_ is not None and policy.global_.usd is not None:
+        return set(policy.models)
+    found: set[str] = set()
+    for agent in policy.agents.values():
+        kind = policy.agent_types[agent.type]
+        levels = (kind.task, kind.session, kind.fleet)
+        if any(level is not None and level.usd is not None for level in levels):
+            found.update(policy.routes[agent.route])
+    return found
+
+
+def _check_prices(policy: Policy) -> list[tuple[Path_, str]]:
+    policy._prices = MappingProxyType(
+        {name: _price_of(policy, model) for name, model in policy.models.items()}
+    )
+    return [
+        (
+            ("models", name),
+            f"no known price for '{policy.models[name].model}', which runs under a USD budget "
+            "(add price: {input_per_mtok: ..., output_per_mtok: ...}; it is never counted as 0 $)",
+        )
+        for name in sorted(_under_usd_budget(policy))
+        if policy.prices[name] is None
+    ]
+
+
 # --- loading --------------------------------------------------------------------
 
 
@@ -577,6 +637,8 @@ def parse_policy(
             issues.append(PolicyIssue(lines.line_of(loc), _dotted(loc), _message(error, Policy)))
         raise PolicyError(source, issues) from None
     problems = _check_references(policy, environment)
+    if not problems:  # prices need every reference resolved
+        problems = _check_prices(policy)
     if problems:
         raise PolicyError(
             source,

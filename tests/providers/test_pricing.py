@@ -6,7 +6,7 @@ import pytest
 
 from corral.calls import Usage
 from corral.policy import parse_policy
-from corral.providers.pricing import ModelPrice, lookup_price, price_table
+from corral.providers.pricing import ModelPrice, lookup_price
 
 POLICY = """
 version: 1
@@ -24,7 +24,7 @@ models:
 
 @pytest.fixture(scope="module")
 def prices() -> dict[str, ModelPrice | None]:
-    return dict(price_table(parse_policy(POLICY, env={})))
+    return dict(parse_policy(POLICY, env={}).prices)
 
 
 def test_override_wins_and_missing_cache_prices_fall_back_to_input(
@@ -51,8 +51,7 @@ def test_unknown_model_has_no_price_rather_than_zero(
     prices: dict[str, ModelPrice | None],
 ) -> None:
     assert prices["mystery"] is None
-    policy = parse_policy(POLICY, env={})
-    assert lookup_price(policy.models["mystery"], "openai") is None
+    assert lookup_price("our-own-finetune-7", "openai") is None
 
 
 def test_cost_counts_every_token_kind() -> None:

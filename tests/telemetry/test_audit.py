@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,7 +55,7 @@ async def test_entries_link_to_their_predecessor(chain: tuple[AuditLog, SQLiteSt
     entries = await store.list_audit()
     assert [e.seq for e in entries] == list(range(1, ENTRIES + 1))
     assert entries[0].prev_hash == ""
-    for before, after in zip(entries, entries[1:], strict=False):
+    for before, after in itertools.pairwise(entries):
         assert after.prev_hash == before.hash
     assert await store.audit_head() == (ENTRIES, entries[-1].hash)
 
@@ -76,7 +77,7 @@ async def test_edit_is_caught(chain: tuple[AuditLog, SQLiteStore]) -> None:
 
 async def test_edit_with_rehash_breaks_the_next_link(chain: tuple[AuditLog, SQLiteStore]) -> None:
     log, store = chain
-    seq, ts, kind, run_id, _, prev, _ = row(store, 3)
+    _, ts, kind, run_id, _, prev, _ = row(store, 3)
     forged = {"seq": 3, "usd": 0.0, "tool": "get_customer"}
     digest = entry_hash(3, float(ts), str(kind), str(run_id), forged, str(prev))  # type: ignore[arg-type]
     tamper(

@@ -1,12 +1,12 @@
-"""Model prices: the policy's override, else the genai-prices table.
+"""Model prices from the genai-prices table.
 
-Resolved once per policy snapshot, so the per-call cost is a multiply-add. Tiered
-prices resolve to their highest tier: a budget must never under-count.
+Looked up once per policy snapshot (the policy's own `price:` overrides win), so
+the per-call cost is a multiply-add. Tiered prices resolve to their highest tier:
+a budget must never under-count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,6 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
 from corral.calls import Usage
-from corral.policy import Model, Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +43,10 @@ def _highest(price: Any) -> float | None:
     return float(max([price.base, *(tier.price for tier in price.tiers)]))
 
 
-def lookup_price(model: Model, provider_kind: str) -> ModelPrice | None:
-    """The model's price, or None when neither the policy nor the table knows it."""
-    if model.price is not None:
-        p = model.price
-        return ModelPrice(
-            p.input_per_mtok,
-            p.output_per_mtok,
-            p.cache_read_per_mtok if p.cache_read_per_mtok is not None else p.input_per_mtok,
-            p.cache_write_per_mtok if p.cache_write_per_mtok is not None else p.input_per_mtok,
-        )
+def lookup_price(model: str, provider_kind: str) -> ModelPrice | None:
+    """The price-table entry for an upstream model, or None when the table does not know it."""
     try:
-        table = calc_price(PriceUsage(), model.model, provider_id=provider_kind).model_price
+        table = calc_price(PriceUsage(), model, provider_id=provider_kind).model_price
     except LookupError:
         return None
     input_price = _highest(table.input_mtok)
@@ -70,11 +61,3 @@ def lookup_price(model: Model, provider_kind: str) -> ModelPrice | None:
         input_price if cache_read is None else cache_read,
         input_price if cache_write is None else cache_write,
     )
-
-
-def price_table(policy: Policy) -> Mapping[str, ModelPrice | None]:
-    """Every policy model's price, by policy model name."""
-    return {
-        name: lookup_price(model, policy.providers[model.provider].kind)
-        for name, model in policy.models.items()
-    }

@@ -40,9 +40,7 @@ def entry_hash(
 
 
 def _recomputed(entry: AuditEntry) -> str:
-    return entry_hash(
-        entry.seq, entry.ts, entry.kind, entry.run_id, entry.payload, entry.prev_hash
-    )
+    return entry_hash(entry.seq, entry.ts, entry.kind, entry.run_id, entry.payload, entry.prev_hash)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Provider adapters, pricing, and the simulated provider used as the upstream in tests."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -142,12 +144,28 @@ def test_sim_refuses_a_bad_fault_spec() -> None:
     assert "--fault 'gpt-4o=explode'" in result.output
 
 
-def test_demo_runs_and_leaves_an_inspectable_run(
-    policy: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_runs_and_leaves_an_inspectable_run(policy: Path) -> None:
+    with socket.socket() as probe:  # a free port for the demo's simulated provider
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    policy.write_text(policy.read_text().replace("127.0.0.1:9", f"127.0.0.1:{port}"))
+    shutil.copy(EXAMPLE.parent / "support_agent.py", policy.parent / "support_agent.py")
     result = runner.invoke(app, ["demo", "--policy", str(policy)])
     assert result.exit_code == 0, result.output
-    assert "completed" in result.output and "audit chain intact" in result.output
+    assert "completed:" in result.output and "halted: budget.cost" in result.output
     listing = runner.invoke(app, ["runs", "ls", "--policy", str(policy), "--json"])
     assert '"status": "completed"' in listing.output
+    assert '"halt_reason": "budget.cost"' in listing.output
     assert runner.invoke(app, ["audit", "verify", "--policy", str(policy)]).exit_code == 0
+
+
+def test_demo_names_a_busy_port(policy: Path) -> None:
+    shutil.copy(EXAMPLE.parent / "support_agent.py", policy.parent / "support_agent.py")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        policy.write_text(policy.read_text().replace("127.0.0.1:9", f"127.0.0.1:{port}"))
+        result = runner.invoke(app, ["demo", "--policy", str(policy)])
+    assert result.exit_code == 1
+    assert f"cannot serve the simulated provider at 127.0.0.1:{port}" in result.output

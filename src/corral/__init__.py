@@ -3,6 +3,7 @@
 from corral.calls import (
     Call,
     Halt,
+    Halted,
     HaltReason,
     LLMCall,
     LLMResult,
@@ -13,6 +14,10 @@ from corral.calls import (
     Usage,
 )
 from corral.policy import LivePolicy, Policy, PolicyError, load_policy
+from corral.runtime.run import Run
+from corral.runtime.supervisor import Supervisor
+from corral.runtime.sync import SyncRun, SyncSupervisor
+from corral.tools.registry import ToolArgumentError
 
 __version__ = "0.1.0"
 
@@ -20,12 +25,18 @@ __all__ = [
     "Call",
     "Halt",
     "HaltReason",
+    "Halted",
     "LLMCall",
     "LLMResult",
     "LivePolicy",
     "Policy",
     "PolicyError",
+    "Run",
     "RunStatus",
+    "Supervisor",
+    "SyncRun",
+    "SyncSupervisor",
+    "ToolArgumentError",
     "ToolCall",
     "ToolCallRequest",
     "ToolResult",

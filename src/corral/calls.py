@@ -118,10 +118,11 @@ class LLMResult:
 
     text: str
     usage: Usage
-    model: str
+    model: str  # the policy model that answered
     tool_calls: tuple[ToolCallRequest, ...] = ()
     finish_reason: str | None = None
     raw: Any = None
+    cost_usd: float = 0.0  # set by the budget gate when it settles
 
 
 @dataclass(slots=True)
@@ -150,3 +151,18 @@ class Halt(Exception):
         self.reason = reason
         self.message = message
         self.detail: Mapping[str, Any] = detail or {}
+
+
+class Halted(Exception):
+    """What the caller of a run gets when the run was halted: the reason and the packet.
+
+    Not retryable by design: the run is over until an operator retries it from the
+    dead-letter queue.
+    """
+
+    def __init__(self, reason: HaltReason, message: str, run_id: str, packet: Mapping[str, Any]):
+        super().__init__(f"run {run_id} halted: {reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+        self.run_id = run_id
+        self.packet = packet

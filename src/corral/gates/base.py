@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from corral.calls import Call, Result, Usage
+from corral.calls import Call, HaltReason, Result
 from corral.policy import Agent, Policy
+from corral.state import RunRecord
 
 Next = Callable[[Call, "RunContext"], Awaitable[Result]]
 
@@ -37,6 +38,19 @@ class StepView:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """One hard cap on one dimension at one level, in counter units (micro-USD for usd)."""
+
+    level: str  # task | session | fleet | global
+    dimension: str  # usd | tokens | tool_calls | steps
+    key: str  # counter key; windowed caps get the window number appended
+    limit: int
+    window: float | None  # seconds, for caps that reset every hour, day or week
+    reason: HaltReason
+    rule: str  # where the policy sets it, e.g. agent_types.operational.session
+
+
 @dataclass(slots=True)
 class RunContext:
     """Everything the gates know about the run a call belongs to.
@@ -45,26 +59,20 @@ class RunContext:
     reload never changes the rules under a run in flight.
     """
 
-    run_id: str
-    agent: str
-    agent_type: str
-    task: str | None
+    record: RunRecord  # the run with its running totals; the record gate keeps it current
     session: str
     policy: Policy
     agent_policy: Agent
-    started_at: float
-    trace_id: str
+    caps: tuple[Cap, ...] = ()
     deadline: float | None = None  # wall-clock time past which the run halts with `timeout`
-    topup: dict[str, float] = field(default_factory=dict)  # budget added by `dlq retry`
-    call_seq: int = 0  # calls made, restored from the checkpoint on resume
-    step_seq: int = 0  # step rows written, always growing
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
-    steps: int = 0
-    tool_calls: int = 0
+    call_seq: int = 0  # calls made; restored from the checkpoint on resume (idempotency keys)
+    step_seq: int = 0  # step rows written; always grows, also across a resume
     kill_requested_at: float | None = None
-    last_checkpoint_id: int | None = None
     recent: deque[StepView] = field(default_factory=lambda: deque(maxlen=10))
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
 
 
 def compose(gates: Sequence[Gate], transport: Next) -> Next:

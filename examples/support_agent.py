@@ -1,0 +1,91 @@
+"""A small support agent supervised by Corral: it answers a ticket with a tool loop.
+
+The agent is ordinary code: ask the model, run the tools it asks for, feed the
+results back, stop when it answers. Corral sits under every call and halts the
+run when a budget would be crossed, whatever the model asks for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corral import Supervisor
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_customer",
+            "description": "Look a customer up by id.",
+            "parameters": {
+                "type": "object",
+                "properties": {"customer_id": {"type": "integer"}},
+                "required": ["customer_id"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "draft_email",
+            "description": "Draft a reply to the customer.",
+            "parameters": {
+                "type": "object",
+                "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
+                "required": ["to", "body"],
+            },
+        },
+    },
+]
+
+
+def register_tools(sup: Supervisor) -> None:
+    @sup.tool()
+    async def get_customer(customer_id: int) -> dict[str, Any]:
+        # A CRM record with its full history: big tool outputs are what make
+        # a looping agent's prompt, and its bill, grow with every turn.
+        history = [f"2026-10-{day:02d}: order #{1000 + day} shipped" for day in range(1, 29)]
+        return {"id": customer_id, "name": "Ada Lovelace", "plan": "pro", "history": history * 4}
+
+    @sup.tool()
+    async def draft_email(to: str, body: str) -> dict[str, Any]:
+        return {"draft_id": f"draft-{len(body)}", "to": to, "status": "draft"}
+
+
+async def answer_ticket(
+    sup: Supervisor, ticket: str, *, headers: dict[str, str] | None = None
+) -> str:
+    """Run the agent on one ticket; returns its answer (or raises corral.Halted)."""
+    async with sup.run(agent="support", task=ticket) as run:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": "You are a support agent. Use tools when needed."},
+            {"role": "user", "content": ticket},
+        ]
+        while True:
+            reply = await run.chat(
+                "default", messages, tools=TOOLS, max_tokens=300, extra_headers=headers or {}
+            )
+            if not reply.tool_calls:
+                await run.complete({"answer": reply.text})
+                return reply.text
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": reply.text,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in reply.tool_calls
+                    ],
+                }
+            )
+            for call in reply.tool_calls:
+                result = await run.tool(call.name, json.loads(call.arguments))
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+                )
+            await run.checkpoint({"turns": len(messages)})

@@ -1,0 +1,5 @@
+"""`python -m corral`: the CLI."""
+
+from corral.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""Budget: hold a call's worst case at every level at once before it runs; settle after.
+
+Counters hold integer units (micro-USD for money) so sums are exact. An LLM call's
+worst case is its input (bounded from above, never under) plus `max_tokens` of
+output; `max_tokens` is clamped to what the tightest remaining cap can still pay, so
+a run spends up to its cap instead of stopping a whole call short of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import orjson
+
+from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result
+from corral.gates.base import Cap, Next, RunContext
+from corral.policy import Policy
+from corral.state import Counters, Hold, Reservation
+
+MICRO_USD = 1_000_000
+WINDOW_SECONDS = {"hour": 3600.0, "day": 86400.0, "week": 604800.0}
+DIMENSIONS = {
+    "usd": HaltReason.BUDGET_COST,
+    "tokens": HaltReason.BUDGET_TOKENS,
+    "tool_calls": HaltReason.BUDGET_TOOL_CALLS,
+    "steps": HaltReason.BUDGET_STEPS,
+}
+# A call that cannot afford even this much output is refused rather than sent.
+MIN_OUTPUT_TOKENS = 1
+# Waiting for holds of calls in flight to settle: short first, then backing off.
+FIRST_WAIT, LONGEST_WAIT = 0.001, 0.05
+
+
+def build_caps(
+    policy: Policy, agent_type: str, run_id: str, session: str, topup: Mapping[str, float]
+) -> tuple[Cap, ...]:
+    """The caps a run answers to, from the policy snapshot; a top-up raises task and session."""
+    kind = policy.agent_types[agent_type]
+    levels = (
+        ("task", kind.task, f"task:{run_id}", f"agent_types.{agent_type}.task"),
+        ("session", kind.session, f"session:{session}", f"agent_types.{agent_type}.session"),
+        ("fleet", kind.fleet, f"fleet:{agent_type}", f"agent_types.{agent_type}.fleet"),
+        ("global", policy.global_, "global", "global"),
+    )
+    caps: list[Cap] = []
+    for level, limits, scope, rule in levels:
+        if limits is None:
+            continue
+        window = WINDOW_SECONDS.get(getattr(limits, "per", None) or "")
+        for dimension, reason in DIMENSIONS.items():
+            value = getattr(limits, dimension)
+            if value is None:
+                continue
+            if level in ("task", "session"):
+                value += topup.get(dimension, 0)
+            units = round(value * MICRO_USD) if dimension == "usd" else int(value)
+            caps.append(
+                Cap(level, dimension, f"budget:{scope}:{dimension}", units, window, reason, rule)
+            )
+    return tuple(caps)
+
+
+def estimate_input_tokens(call: LLMCall) -> int:
+    """An upper bound on the prompt's tokens: no tokenizer emits more tokens than UTF-8
+    bytes, and JSON framing costs more bytes than the tokens a chat template adds."""
+    size = len(orjson.dumps(call.messages))
+    tools = call.params.get("tools")
+    if tools:
+        size += len(orjson.dumps(tools))
+    return size
+
+
+class _Worst:
+    """A call's worst case: fixed units per dimension plus units per output token."""
+
+    __slots__ = ("fixed", "per_output", "want")
+
+    def __init__(self, fixed: dict[str, float], per_output: dict[str, float], want: int) -> None:
+        self.fixed = fixed
+        self.per_output = per_output
+        self.want = want
+
+    def amount(self, dimension: str, output_tokens: int) -> int:
+        return math.ceil(
+            self.fixed.get(dimension, 0) + self.per_output.get(dimension, 0) * output_tokens
+        )
+
+
+class BudgetGate:
+    def __init__(self, counters: Counters, clock: Callable[[], float] = time.time) -> None:
+        self._counters = counters
+        self._clock = clock
+
+    async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
+        if not ctx.caps:
+            return await next(call, ctx)
+        reservation, caps = await self._hold(call, ctx)
+        try:
+            result = await next(call, ctx)
+        except BaseException:
+            await self._counters.release(reservation)
+            raise
+        await self._settle(reservation, caps, ctx, result)
+        return result
+
+    def _worst(self, call: Call, ctx: RunContext) -> _Worst:
+        if call.kind == "tool":
+            return _Worst({"steps": 1, "tool_calls": 1}, {}, 0)
+        chain = ctx.policy.chain(call.model)
+        names = ctx.policy.routes.get(call.model, (call.model,))
+        prices = [ctx.policy.prices[name] for name in names]
+        # Before the route gate picks a model, the dearest one on the chain is the worst case.
+        in_price = max((p.input_per_mtok for p in prices if p), default=0.0)
+        out_price = max((p.output_per_mtok for p in prices if p), default=0.0)
+        tokens_in = estimate_input_tokens(call)
+        want = call.max_tokens or min(model.max_output_tokens for model in chain)
+        # USD per million tokens is micro-USD per token: the counters' own unit.
+        return _Worst(
+            {"usd": tokens_in * in_price, "tokens": tokens_in, "steps": 1},
+            {"usd": out_price, "tokens": 1},
+            want,
+        )
+
+    async def _hold(self, call: Call, ctx: RunContext) -> tuple[Reservation, list[Cap]]:
+        worst = self._worst(call, ctx)
+        caps = [cap for cap in ctx.caps if cap.dimension in worst.fixed]
+        wait = FIRST_WAIT
+        while True:
+            now = self._clock()
+            keys = [self._key(cap, now) for cap in caps]
+            output = worst.want
+            if call.kind == "llm":
+                output, short = await self._affordable(worst, caps, keys)
+                if short is not None:
+                    raise self._halt(short, worst, ctx)
+            holds = [
+                Hold(key, worst.amount(cap.dimension, output), cap.limit, cap.window)
+                for cap, key in zip(caps, keys, strict=True)
+            ]
+            got = await self._counters.reserve(holds)
+            if isinstance(got, Reservation):
+                if call.kind == "llm":
+                    call.max_tokens = output
+                return got, caps
+            cap = caps[keys.index(got.key)]
+            if got.used + worst.amount(cap.dimension, MIN_OUTPUT_TOKENS) > got.limit:
+                raise self._halt((cap, got.used, got.held), worst, ctx)
+            # It would fit once calls in flight settle (they usually spend less than they hold).
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, LONGEST_WAIT)
+
+    async def _affordable(
+        self, worst: _Worst, caps: list[Cap], keys: list[str]
+    ) -> tuple[int, tuple[Cap, int, int] | None]:
+        """Output tokens every cap can pay now, and the cap that can never pay the minimum."""
+        output = worst.want
+        for cap, key in zip(caps, keys, strict=True):
+            per = worst.per_output.get(cap.dimension, 0)
+            if not per:
+                continue
+            used, held = await self._counters.get(key)
+            fixed = worst.fixed[cap.dimension]
+            if used + math.ceil(fixed + per * MIN_OUTPUT_TOKENS) > cap.limit:
+                return 0, (cap, used, held)
+            output = min(output, math.floor((cap.limit - used - held - fixed) / per))
+        # Below the minimum only because of holds in flight: reserve() decides, or we wait.
+        return max(output, MIN_OUTPUT_TOKENS), None
+
+    def _key(self, cap: Cap, now: float) -> str:
+        return cap.key if cap.window is None else f"{cap.key}:{int(now // cap.window)}"
+
+    async def _settle(
+        self, reservation: Reservation, caps: list[Cap], ctx: RunContext, result: Result
+    ) -> None:
+        if isinstance(result, LLMResult):
+            price = ctx.policy.prices.get(result.model)
+            result.cost_usd = price.cost(result.usage) if price else 0.0
+            spent = {
+                "usd": math.ceil(result.cost_usd * MICRO_USD),
+                "tokens": result.usage.total_tokens,
+                "steps": 1,
+            }
+        else:
+            spent = {"steps": 1, "tool_calls": 1}
+        await self._counters.commit(reservation, [spent[cap.dimension] for cap in caps])
+
+    def _halt(self, short: tuple[Cap, int, int], worst: _Worst, ctx: RunContext) -> Halt:
+        cap, used, held = short
+        needed = worst.amount(cap.dimension, MIN_OUTPUT_TOKENS)
+        scale = MICRO_USD if cap.dimension == "usd" else 1
+
+        def shown(units: int) -> float | int:
+            return units / scale if scale != 1 else units
+
+        return Halt(
+            cap.reason,
+            f"{cap.level} {cap.dimension} cap of {shown(cap.limit)} would be crossed: "
+            f"{shown(used)} spent, the next call needs at least {shown(needed)}",
+            {
+                "rule": f"{cap.rule}.{cap.dimension}",
+                "level": cap.level,
+                "dimension": cap.dimension,
+                "limit": shown(cap.limit),
+                "used": shown(used),
+                "held": shown(held),
+                "needed": shown(needed),
+            },
+        )

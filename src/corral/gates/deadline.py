@@ -1,0 +1,38 @@
+"""Deadline: the run's wall-clock limit, enforced before a call and during it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from corral.calls import Call, Halt, HaltReason, Result
+from corral.gates.base import Next, RunContext
+
+
+class DeadlineGate:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
+        if ctx.deadline is None:
+            return await next(call, ctx)
+        remaining = ctx.deadline - self._clock()
+        if remaining <= 0:
+            raise self._halt(ctx, "before the call")
+        limit = asyncio.timeout(remaining)
+        try:
+            async with limit:
+                return await next(call, ctx)
+        except TimeoutError:
+            if limit.expired():  # ours, not a timeout raised from below
+                raise self._halt(ctx, "during the call") from None
+            raise
+
+    def _halt(self, ctx: RunContext, when: str) -> Halt:
+        limit_s = ctx.deadline - ctx.record.created_at if ctx.deadline is not None else 0.0
+        return Halt(
+            HaltReason.TIMEOUT,
+            f"the run's wall-clock limit of {limit_s:g}s passed {when}",
+            {"rule": "wall_clock", "limit_s": limit_s, "deadline": ctx.deadline},
+        )

@@ -1,0 +1,117 @@
+"""Record: every call becomes a step row (with the run's new totals) and an audit entry.
+
+It wraps the gates that may refuse a call, so a refused, failed or replayed call
+is on the record too, with its status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from corral.calls import Call, Halt, LLMResult, Result, ToolResult
+from corral.gates.base import Next, RunContext, StepView
+from corral.state import StepRecord, StepStatus, Store
+from corral.telemetry.audit import AuditLog
+
+
+class RecordGate:
+    def __init__(
+        self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+
+    async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
+        started = self._clock()
+        try:
+            result = await next(call, ctx)
+        except Halt as halt:
+            await self._write(call, ctx, started, None, "halted", str(halt))
+            raise
+        except BaseException as exc:  # cancelled or failed: on the record, then onwards
+            await self._write(call, ctx, started, None, "error", f"{type(exc).__name__}: {exc}")
+            raise
+        replayed = isinstance(result, ToolResult) and result.replayed
+        await self._write(call, ctx, started, result, "replayed" if replayed else "ok", None)
+        return result
+
+    async def _write(
+        self,
+        call: Call,
+        ctx: RunContext,
+        started: float,
+        result: Result | None,
+        status: StepStatus,
+        error: str | None,
+    ) -> None:
+        ctx.step_seq += 1
+        run = ctx.record
+        tokens_in = tokens_out = 0
+        cost = 0.0
+        output: Any = None
+        model_used = None
+        if isinstance(result, LLMResult):
+            tokens_in, tokens_out = result.usage.input_tokens, result.usage.output_tokens
+            cost, model_used = result.cost_usd, result.model
+            output = {
+                "text": result.text,
+                "tool_calls": [
+                    {"id": t.id, "name": t.name, "arguments": t.arguments}
+                    for t in result.tool_calls
+                ],
+            }
+        elif isinstance(result, ToolResult):
+            output = result.value
+        if call.kind == "tool":
+            name, given = call.name, dict(call.args)
+        else:
+            name, given = call.model, {"messages": list(call.messages), **call.params}
+        ended = self._clock()
+        # As in the budget: a call counts once it succeeded (a failed call's hold is released).
+        counted = status == "ok"
+        ctx.record = run = replace(
+            run,
+            updated_at=ended,
+            steps=run.steps + counted,
+            tool_calls=run.tool_calls + (counted and call.kind == "tool"),
+            input_tokens=run.input_tokens + tokens_in,
+            output_tokens=run.output_tokens + tokens_out,
+            cost_usd=run.cost_usd + cost,
+        )
+        step = StepRecord(
+            run_id=run.id,
+            seq=ctx.step_seq,
+            kind=call.kind,
+            name=name,
+            input=given,
+            started_at=started,
+            ended_at=ended,
+            output=output,
+            status=status,
+            error=error,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=cost,
+            idempotency_key=call.idempotency_key if call.kind == "tool" else None,
+            model_used=model_used,
+        )
+        await self._store.record_step(run, step)
+        await self._audit.append(
+            "step",
+            {"seq": step.seq, "kind": step.kind, "name": name, "status": status, "usd": cost},
+            run.id,
+        )
+        ctx.recent.append(view_of(step))
+
+
+def view_of(step: StepRecord) -> StepView:
+    """A step as the packet shows it: a tool's input, or a model call's last message."""
+    shown = step.input
+    if step.kind == "llm":
+        messages = step.input.get("messages") or []
+        shown = {"messages": len(messages), "last": messages[-1] if messages else None}
+    return StepView(step.seq, step.kind, step.name, shown, step.output, step.status, step.error)

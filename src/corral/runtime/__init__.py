@@ -1,0 +1,1 @@
+"""The SDK front door: Supervisor, Run, and the synchronous facade."""

@@ -1,0 +1,180 @@
+"""A Run: one agent working on one task, every call passing the supervisor's pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from corral.calls import (
+    Halt,
+    Halted,
+    HaltReason,
+    LLMCall,
+    LLMResult,
+    Result,
+    RunStatus,
+    ToolCall,
+    ToolResult,
+)
+from corral.gates.base import Next, RunContext
+from corral.runtime.packet import build_packet
+from corral.state import Store
+from corral.telemetry.audit import AuditLog
+
+
+class Run:
+    """Use through `Supervisor.run(...)` or `Supervisor.resume(...)`."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        pipeline: Next,
+        store: Store,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        on_end: Callable[[Run], None] = lambda run: None,
+        state: Any = None,
+    ) -> None:
+        self._ctx = ctx
+        self._on_end = on_end
+        self._pipeline = pipeline
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._halted: Halted | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.state = state  # the last checkpoint's state on a resumed run
+
+    @property
+    def id(self) -> str:
+        return self._ctx.run_id
+
+    @property
+    def status(self) -> RunStatus:
+        return self._ctx.record.status
+
+    @property
+    def context(self) -> RunContext:
+        return self._ctx
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        **params: Any,
+    ) -> LLMResult:
+        """Call a policy model or route. `max_tokens` may come back clamped by the budget."""
+        result = await self._call(LLMCall(model, messages, params, max_tokens=max_tokens))
+        assert isinstance(result, LLMResult)
+        return result
+
+    async def tool(
+        self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Any:
+        """Run a registered tool; a call whose key already ran returns its recorded result."""
+        result = await self._call(ToolCall(name, args, idempotency_key))
+        assert isinstance(result, ToolResult)
+        return result.value
+
+    async def checkpoint(self, state: Any) -> int:
+        """Persist `state` (JSON-encodable); `Supervisor.resume` hands it back."""
+        self._check_open()
+        ctx = self._ctx
+        saved = await self._store.add_checkpoint(ctx.run_id, ctx.call_seq, state)
+        ctx.record = replace(ctx.record, last_checkpoint_id=saved.id)
+        self.state = state
+        await self._audit.append("checkpoint", {"id": saved.id, "call": ctx.call_seq}, ctx.run_id)
+        return saved.id
+
+    async def complete(self, outcome: Any = None) -> None:
+        """End the run on purpose."""
+        self._check_open()
+        now = self._clock()
+        ctx = self._ctx
+        ctx.record = replace(
+            ctx.record, status=RunStatus.COMPLETED, outcome=outcome, ended_at=now, updated_at=now
+        )
+        self._on_end(self)
+        await self._store.save_run(ctx.record)
+        await self._audit.append("run.completed", {"steps": ctx.record.steps}, ctx.run_id)
+
+    async def fail(self, exc: BaseException) -> Halted:
+        """Halt with `error`: the agent's own code raised."""
+        return await self._halt(
+            Halt(HaltReason.ERROR, f"{type(exc).__name__}: {exc}", {"rule": "unhandled error"})
+        )
+
+    def kill(self, requested_at: float) -> None:
+        """Called by the supervisor's watcher: halt at the next gate, cancel calls in flight."""
+        self._ctx.kill_requested_at = requested_at
+        for task in self._inflight:
+            task.cancel("corral: run killed")
+
+    async def _call(self, call: LLMCall | ToolCall) -> Result:
+        self._check_open()
+        ctx = self._ctx
+        ctx.call_seq += 1
+        if isinstance(call, ToolCall) and call.idempotency_key is None:
+            call.idempotency_key = f"{ctx.run_id}:{ctx.call_seq}"
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            return await self._pipeline(call, ctx)
+        except Halt as halt:
+            raise await self._halt(halt) from None
+        except asyncio.CancelledError:
+            if ctx.kill_requested_at is None:
+                raise
+            task.uncancel()
+            raise await self._halt(self._killed()) from None
+        finally:
+            self._inflight.discard(task)
+
+    def _killed(self) -> Halt:
+        return Halt(
+            HaltReason.KILLED,
+            "an operator killed the run during a call",
+            {"rule": "kill switch", "requested_at": self._ctx.kill_requested_at},
+        )
+
+    def _check_open(self) -> None:
+        if self._halted is not None:
+            raise self._halted
+        if self._ctx.record.status is not RunStatus.RUNNING:
+            raise RuntimeError(f"run {self.id} is {self._ctx.record.status.value}")
+
+    async def _halt(self, halt: Halt) -> Halted:
+        if self._halted is not None:  # a concurrent call got here first: one halt per run
+            return self._halted
+        ctx = self._ctx
+        now = self._clock()
+        packet = build_packet(ctx, halt, now)
+        killed_at = ctx.kill_requested_at if halt.reason is HaltReason.KILLED else None
+        safe_fail_ms = None if killed_at is None else (now - killed_at) * 1000
+        if safe_fail_ms is not None:
+            packet["time_to_safe_fail_ms"] = safe_fail_ms
+        ctx.record = replace(
+            ctx.record,
+            status=RunStatus.HALTED,
+            halt_reason=halt.reason.value,
+            error=halt.message,
+            ended_at=now,
+            updated_at=now,
+            time_to_safe_fail_ms=safe_fail_ms,
+        )
+        self._halted = Halted(halt.reason, halt.message, ctx.run_id, packet)
+        self._on_end(self)
+        dead_letter = await self._store.halt_run(ctx.record, packet)
+        await self._audit.append(
+            "run.halted",
+            {"reason": halt.reason.value, "rule": packet["rule"], "dead_letter": dead_letter.id},
+            ctx.run_id,
+        )
+        return self._halted

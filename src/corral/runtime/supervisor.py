@@ -1,0 +1,278 @@
+"""The Supervisor: owns the policy, the state, the pipeline and the runs of one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from corral.calls import Halted, RunStatus
+from corral.gates.allowlist import AllowlistGate
+from corral.gates.base import Gate, Next, RunContext, compose
+from corral.gates.budget import BudgetGate, build_caps
+from corral.gates.deadline import DeadlineGate
+from corral.gates.idempotency import IdempotencyGate
+from corral.gates.kill import KillSwitchGate
+from corral.gates.record import RecordGate, view_of
+from corral.policy import LivePolicy, Policy
+from corral.providers.anthropic import AnthropicAdapter
+from corral.providers.base import Adapter
+from corral.providers.openai import OpenAIAdapter
+from corral.runtime.run import Run
+from corral.runtime.transport import Transport
+from corral.state import Counters, RunRecord, Store, open_counters, open_store
+from corral.telemetry.audit import AuditLog
+from corral.tools.registry import Tool, describe
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# How often the kill watcher asks the store for kill requests; a call in flight is
+# cancelled within this long of `corral runs kill`.
+KILL_POLL_SECONDS = 0.2
+
+
+class Supervisor:
+    """Build with `Supervisor.from_policy(path)`; one per process is the usual shape."""
+
+    def __init__(
+        self,
+        policy: LivePolicy,
+        *,
+        store: Store,
+        counters: Counters,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.counters = counters
+        self.audit = AuditLog(store, clock)
+        self._clock = clock
+        self._env = os.environ if env is None else env
+        self._tools: dict[str, Tool] = {}
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64))
+        self._adapters: dict[str, Adapter] = {}
+        self._adapters_for: Policy | None = None
+        self._runs: dict[str, Run] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        gates: list[Gate] = [
+            KillSwitchGate(),
+            DeadlineGate(clock),
+            RecordGate(store, self.audit, clock),
+            AllowlistGate(),
+            IdempotencyGate(store, clock),
+            BudgetGate(counters, clock),
+        ]
+        self._pipeline: Next = compose(gates, Transport(self._adapters, self._tools))
+
+    @classmethod
+    def from_policy(
+        cls,
+        path: str | Path,
+        *,
+        store: Store | None = None,
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> Supervisor:
+        """Load the policy and open the store and counters it names (unless given)."""
+        live = LivePolicy(path, env=env)
+        return cls(
+            live,
+            store=store or open_store(live.current.store),
+            counters=counters or open_counters(live.current.counters),
+            clock=clock,
+            env=env,
+        )
+
+    def tool(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a typed tool; its scope comes from the policy's `tools` section."""
+
+        def register(fn: F) -> F:
+            tool_name = name or fn.__name__
+            declared = self.policy.current.tools.get(tool_name)
+            if declared is None:
+                known = ", ".join(sorted(self.policy.current.tools)) or "none"
+                raise ValueError(
+                    f"tool '{tool_name}' is not declared in the policy's tools (declared: {known})"
+                )
+            self._tools[tool_name] = describe(fn, tool_name, declared.scope)
+            return fn
+
+        return register
+
+    def run(self, *, agent: str, task: str | None = None, session: str | None = None) -> RunScope:
+        """`async with sup.run(agent=..., task=...) as run:` — completes on a clean exit."""
+        return RunScope(lambda: self._start(agent, task, session))
+
+    def resume(self, run_id: str) -> RunScope:
+        """Continue a run from its last checkpoint; tool calls that already ran replay."""
+        return RunScope(lambda: self._resume(run_id))
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._http.aclose()
+        await self.counters.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Supervisor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- runs ----------------------------------------------------------------
+
+    async def _start(self, agent: str, task: str | None, session: str | None) -> Run:
+        policy = self.policy.current
+        agent_policy = policy.agents.get(agent)
+        if agent_policy is None:
+            known = ", ".join(sorted(policy.agents)) or "none"
+            raise ValueError(f"unknown agent '{agent}' (known: {known})")
+        now = self._clock()
+        run_id = f"run_{uuid.uuid4().hex[:16]}"
+        record = RunRecord(
+            id=run_id,
+            agent=agent,
+            agent_type=agent_policy.type,
+            created_at=now,
+            updated_at=now,
+            task=task,
+            session=session,
+            trace_id=uuid.uuid4().hex,
+        )
+        await self.store.create_run(record)
+        await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
+        ctx = self._context(policy, record, elapsed=0.0, now=now)
+        return self._track(Run(ctx, **self._run_parts()))
+
+    async def _resume(self, run_id: str) -> Run:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise LookupError(f"no run '{run_id}' in the store")
+        if record.status is not RunStatus.RUNNING:
+            halted = record.status is RunStatus.HALTED
+            hint = " (retry it with `corral dlq retry` first)" if halted else ""
+            raise ValueError(f"run {run_id} is {record.status.value}{hint}")
+        if run_id in self._runs:
+            raise ValueError(f"run {run_id} is already active in this process")
+        policy = self.policy.current
+        now = self._clock()
+        # Time the run was not running (crashed, or halted in the queue) does not count.
+        elapsed = (record.ended_at or record.updated_at) - record.created_at
+        ctx = self._context(policy, record, elapsed=elapsed, now=now)
+        checkpoint = await self.store.last_checkpoint(run_id)
+        ctx.call_seq = checkpoint.step if checkpoint else 0
+        steps = await self.store.list_steps(run_id, last=ctx.recent.maxlen)
+        ctx.step_seq = steps[-1].seq if steps else 0
+        ctx.recent.extend(view_of(step) for step in steps)
+        await self.audit.append(
+            "run.resumed", {"checkpoint": checkpoint.id if checkpoint else None}, run_id
+        )
+        state = checkpoint.state if checkpoint else None
+        return self._track(Run(ctx, state=state, **self._run_parts()))
+
+    def _context(
+        self, policy: Policy, record: RunRecord, *, elapsed: float, now: float
+    ) -> RunContext:
+        agent_policy = policy.agents[record.agent]
+        session = record.session or record.id
+        topup = dict(record.topup or {})
+        kind = policy.agent_types[agent_policy.type]
+        limits = [
+            level.wall_clock
+            for level in (kind.task, kind.session)
+            if level is not None and level.wall_clock is not None
+        ]
+        deadline = None
+        if limits:
+            deadline = now + min(limits) + topup.get("wall_clock", 0.0) - elapsed
+        self._ensure_adapters(policy)
+        return RunContext(
+            record=record,
+            session=session,
+            policy=policy,
+            agent_policy=agent_policy,
+            caps=build_caps(policy, agent_policy.type, record.id, session, topup),
+            deadline=deadline,
+        )
+
+    def _run_parts(self) -> dict[str, Any]:
+        return {
+            "pipeline": self._pipeline,
+            "store": self.store,
+            "audit": self.audit,
+            "clock": self._clock,
+            "on_end": self._untrack,
+        }
+
+    def _track(self, run: Run) -> Run:
+        self._runs[run.id] = run
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_kills(), name="corral-kill-watcher")
+        return run
+
+    def _untrack(self, run: Run) -> None:
+        self._runs.pop(run.id, None)
+
+    async def _watch_kills(self) -> None:
+        """Poll the store for kill requests of this process's runs (one query per tick)."""
+        while self._runs:
+            requests = await self.store.kill_requests()
+            for run_id, at in requests.items():
+                run = self._runs.get(run_id)
+                if run is not None and run.context.kill_requested_at is None:
+                    run.kill(at)
+            await asyncio.sleep(KILL_POLL_SECONDS)
+
+    def _ensure_adapters(self, policy: Policy) -> None:
+        """One adapter per provider of the snapshot, all on the shared keep-alive client."""
+        if self._adapters_for is policy:
+            return
+        self._adapters.clear()
+        for name, provider in policy.providers.items():
+            key = self._env.get(provider.api_key_env or "", "")
+            kind = AnthropicAdapter if provider.kind == "anthropic" else OpenAIAdapter
+            self._adapters[name] = kind(self._http, provider.base_url, key, provider.timeout)
+        self._adapters_for = policy
+
+
+class RunScope:
+    """What `sup.run()` and `sup.resume()` return: `async with` it, or `await` it."""
+
+    def __init__(self, open_run: Callable[[], Any]) -> None:
+        self._open = open_run
+        self._run: Run | None = None
+
+    def __await__(self) -> Generator[Any, None, Run]:
+        return self._open().__await__()  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> Run:
+        self._run = await self._open()
+        return self._run
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run = self._run
+        assert run is not None
+        if run.status is not RunStatus.RUNNING:
+            return
+        if exc is None:
+            await run.complete()
+        elif not isinstance(exc, Halted):
+            await run.fail(exc)

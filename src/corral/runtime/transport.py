@@ -1,0 +1,31 @@
+"""The bottom of the pipeline: send an LLM call to its provider, or run a tool."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from corral.calls import Call, LLMResult, Result, ToolResult
+from corral.gates.base import RunContext
+from corral.providers.base import Adapter
+from corral.tools.registry import Tool
+
+
+class Transport:
+    """Calls the first model of the chain (the route gate picks others on failure)."""
+
+    def __init__(self, adapters: Mapping[str, Adapter], tools: Mapping[str, Tool]) -> None:
+        self._adapters = adapters
+        self._tools = tools
+
+    async def __call__(self, call: Call, ctx: RunContext) -> Result:
+        if call.kind == "tool":
+            tool = self._tools.get(call.name)
+            if tool is None:
+                known = ", ".join(sorted(self._tools)) or "none"
+                raise LookupError(f"no tool '{call.name}' is registered (registered: {known})")
+            return ToolResult(await tool.invoke(call.args, call.idempotency_key))
+        policy = ctx.policy
+        name = policy.routes[call.model][0] if call.model in policy.routes else call.model
+        model = policy.models[name]
+        result: LLMResult = await self._adapters[model.provider].complete(name, model, call)
+        return result

@@ -1,0 +1,1 @@
+"""Tools: the registry of typed tool functions an agent may call."""

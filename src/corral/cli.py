@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
+from rich.json import JSON
 from rich.table import Table
 
 from corral import __version__
 from corral.calls import RunStatus
-from corral.policy import Policy, PolicyError, load_policy
-from corral.state import RunRecord, Store, open_store
+from corral.policy import Policy, PolicyError, load_policy, parse_duration
+from corral.state import DeadLetterRecord, RunRecord, Store, open_store
 
 T = TypeVar("T")
 
@@ -28,9 +31,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-runs_app = typer.Typer(help="List and inspect runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect and kill runs.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="The dead-letter queue: halted runs waiting for a human to retry or drop them.",
+    no_args_is_help=True,
+)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 
 out = Console()
@@ -46,6 +54,7 @@ PolicyPath = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.", show_default=False)]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -73,6 +82,19 @@ def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except ValueError as exc:  # a bad store URL or a store from a newer Corral
         fail(str(exc), 2)
+
+
+async def existing_run(store: Store, run_id: str) -> RunRecord:
+    run = await store.get_run(run_id)
+    if run is None:
+        fail(f"no run '{run_id}' in the store (list them with `corral runs ls`)")
+    return run
+
+
+async def audit(store: Store, kind: str, payload: Mapping[str, Any], run_id: str) -> None:
+    from corral.telemetry.audit import AuditLog
+
+    await AuditLog(store).append(kind, payload, run_id)
 
 
 def when(ts: float | None) -> str:
@@ -205,6 +227,201 @@ def runs_show(
     out.print(table)
 
 
+@runs_app.command("kill")
+def runs_kill(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
+    """Ask a running run to halt with 'killed' at its next gate; works from any process."""
+
+    async def kill(store: Store) -> None:
+        at = time.time()
+        if not await store.request_kill(run_id, at):
+            # request_kill refuses unknown and ended runs alike; the run tells which.
+            run = await existing_run(store, run_id)
+            fail(f"run '{run_id}' is {run.status}, not running: only a running run can be killed")
+        await audit(store, "run.kill_requested", {"requested_at": at}, run_id)
+
+    with_store(policy, kill)
+    out.print(
+        f"kill requested for run {run_id}; it halts with 'killed' at its next gate",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# What `dlq ls --status` takes: one dead-letter status, or all of them.
+DeadLetterFilter = Literal["open", "retried", "dropped", "all"]
+
+
+def dead_letter_json(dead: DeadLetterRecord, *, packet: bool) -> dict[str, Any]:
+    return {
+        name: getattr(dead, name)
+        for name in dead.__dataclass_fields__
+        if packet or name != "packet"
+    }
+
+
+@dlq_app.command("ls")
+def dlq_ls(
+    policy: PolicyPath = Path("corral.yaml"),
+    status: Annotated[
+        DeadLetterFilter, typer.Option(help="Only dead letters with this status.")
+    ] = "open",
+    as_json: AsJson = False,
+) -> None:
+    """List dead letters, oldest first (`corral dlq show RUN_ID` prints the packet)."""
+    wanted = None if status == "all" else status
+    rows = with_store(policy, lambda s: s.list_dead_letters(status=wanted))
+    if as_json:
+        print_json([dead_letter_json(d, packet=False) for d in rows])
+        return
+    if not rows:
+        out.print(
+            "The dead-letter queue is empty." if wanted is None else f"No {wanted} dead letters."
+        )
+        return
+    table = Table(title="Dead letters")
+    for column in ("run", "reason", "dead letter", "status", "created"):
+        table.add_column(column)
+    for d in rows:
+        table.add_row(d.run_id, d.reason, str(d.id), d.status, when(d.created_at))
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    run_id: RunId, policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False
+) -> None:
+    """Show a run's newest dead letter and its escalation packet."""
+
+    async def load(store: Store) -> DeadLetterRecord:
+        dead = await store.dead_letter_for_run(run_id)
+        if dead is None:
+            run = await existing_run(store, run_id)
+            fail(f"run '{run_id}' has no dead letter (it is {run.status})")
+        return dead
+
+    dead = with_store(policy, load)
+    if as_json:
+        print_json(dead_letter_json(dead, packet=True))
+        return
+    details = Table.grid(padding=(0, 2))
+    for name, value in dead_letter_json(dead, packet=False).items():
+        details.add_row(name, when(value) if name.endswith("_at") else str(value))
+    out.print(details)
+    out.print(JSON.from_data(dead.packet))
+
+
+def parse_usd(text: str) -> float:
+    """'0.20' -> 0.2. A negative, infinite or non-numeric amount is refused."""
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = math.nan
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"expected a non-negative amount in USD like 0.20, got {text!r}")
+    return amount
+
+
+def topup_text(topup: Mapping[str, float]) -> str:
+    if not topup:
+        return "no budget top-up"
+    parts = []
+    for key, amount in topup.items():
+        if key == "usd":
+            # Two decimals read best, unless they would round the amount away.
+            shown = f"{amount:.2f}" if amount == round(amount, 2) else repr(amount)
+            parts.append(f"+{shown} USD")
+        elif key == "wall_clock":
+            parts.append(f"+{amount:g}s wall clock")
+        else:
+            parts.append(f"+{amount} {key.replace('_', ' ')}")
+    return ", ".join(parts)
+
+
+def added(budget: str) -> Any:
+    return typer.Option(min=0, metavar="N", help=f"Add N to the run's {budget} budget.")
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    run_id: RunId,
+    policy: PolicyPath = Path("corral.yaml"),
+    add_usd: Annotated[
+        float | None,
+        typer.Option(
+            parser=parse_usd, metavar="USD", help="Add this much to the run's cost budget."
+        ),
+    ] = None,
+    add_tokens: Annotated[int | None, added("token")] = None,
+    add_tool_calls: Annotated[int | None, added("tool-call")] = None,
+    add_steps: Annotated[int | None, added("step")] = None,
+    add_wall_clock: Annotated[
+        float | None,
+        typer.Option(
+            parser=parse_duration,
+            metavar="DURATION",
+            help="Add time to the run's wall-clock limit, e.g. 30s, 10m, 1h.",
+        ),
+    ] = None,
+) -> None:
+    """Reopen a halted run with an optional budget top-up; the SDK then resumes it."""
+    given = {
+        "usd": add_usd,
+        "tokens": add_tokens,
+        "tool_calls": add_tool_calls,
+        "steps": add_steps,
+        "wall_clock": add_wall_clock,
+    }
+    topup = {key: amount for key, amount in given.items() if amount is not None}
+
+    async def retry(store: Store) -> RunRecord:
+        run = await existing_run(store, run_id)
+        if run.status != RunStatus.HALTED:
+            fail(f"run '{run_id}' is {run.status}, not halted: only a halted run can be retried")
+        dead = await store.dead_letter_for_run(run_id)
+        if dead is None:
+            fail(f"run '{run_id}' is halted but has no dead letter to retry")
+        if dead.status == "dropped":
+            fail(f"run '{run_id}' was dropped from the dead-letter queue (dead letter {dead.id})")
+        reopened = await store.reopen_run(run_id, topup=topup, at=time.time())
+        await audit(store, "dlq.retry", {"topup": topup, "dead_letter": dead.id}, run_id)
+        return reopened
+
+    reopened = with_store(policy, retry)
+    checkpoint = reopened.last_checkpoint_id
+    out.print(
+        f"run {run_id} reopened from "
+        f"{'the start' if checkpoint is None else f'checkpoint {checkpoint}'}"
+        f" with {topup_text(topup)}; resume it with Supervisor.resume('{run_id}')",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@dlq_app.command("drop")
+def dlq_drop(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
+    """Drop a run's open dead letter: nobody will retry it, and the run stays halted."""
+
+    async def drop(store: Store) -> DeadLetterRecord:
+        dead = await store.dead_letter_for_run(run_id)
+        if dead is None:
+            run = await existing_run(store, run_id)
+            fail(f"run '{run_id}' has no dead letter to drop (it is {run.status})")
+        if not await store.set_dead_letter_status(dead.id, "dropped", only_if="open"):
+            fail(
+                f"run '{run_id}' has nothing open to drop:"
+                f" its dead letter {dead.id} was already {dead.status}"
+            )
+        await audit(store, "dlq.drop", {"dead_letter": dead.id}, run_id)
+        return dead
+
+    dead = with_store(policy, drop)
+    out.print(
+        f"dropped dead letter {dead.id} of run {run_id}; the run stays halted",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @audit_app.command("verify")
 def audit_verify(policy: PolicyPath = Path("corral.yaml")) -> None:
     """Check the audit chain. Exit 0 with the entry count, or 1 naming the first broken entry."""
@@ -232,12 +449,14 @@ def doctor(policy: PolicyPath = Path("corral.yaml")) -> None:
 @app.command()
 def demo(policy: PolicyPath = Path("examples/corral.yaml")) -> None:
     """Start the simulated provider in-process and send a few calls through the OpenAI client."""
-    from corral.demo import run_demo
+    from corral.demo import DemoError, run_demo
 
     try:
         asyncio.run(run_demo(policy, out))
     except PolicyError as exc:
         fail(str(exc), 2)
+    except DemoError as exc:
+        fail(str(exc))
 
 
 def main() -> None:

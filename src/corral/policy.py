@@ -61,6 +61,9 @@ def _duration(value: object) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+parse_duration = _duration
+
+
 def _usd(value: object) -> float:
     """0.5, '0.50' or '$0.50' -> 0.5; negative or non-numeric amounts are refused."""
     number: float | None = None

@@ -18,11 +18,18 @@ StepKind: TypeAlias = Literal["llm", "tool"]
 StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed"]
 DeadLetterStatus: TypeAlias = Literal["open", "retried", "dropped"]
 ApprovalStatus: TypeAlias = Literal["pending", "approved", "rejected", "timeout"]
+# The budgets a dead-letter retry can top up (wall_clock in seconds).
+TOPUP_KEYS: tuple[str, ...] = ("usd", "tokens", "tool_calls", "steps", "wall_clock")
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One run of an agent, with its running totals and how it ended."""
+    """One run of an agent, with its running totals and how it ended.
+
+    `topup` is the budget added on top of the policy's by dead-letter retries, summed
+    over all of them: a mapping from TOPUP_KEYS to amounts (wall_clock in seconds), or
+    None if the run was never topped up.
+    """
 
     id: str
     agent: str
@@ -46,6 +53,7 @@ class RunRecord:
     time_to_safe_fail_ms: float | None = None
     last_checkpoint_id: int | None = None
     parent_run_id: str | None = None
+    topup: Json = None
 
 
 @dataclass(frozen=True, slots=True)

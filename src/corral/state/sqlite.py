@@ -45,6 +45,7 @@ from corral.state.store import (
     SchemaVersionError,
     Store,
     StoreError,
+    add_topup,
 )
 
 T = TypeVar("T")
@@ -186,6 +187,17 @@ MIGRATIONS: tuple[str, ...] = (
         hash TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE runs ADD COLUMN topup TEXT;
+
+    -- kill_requests is polled several times a second. This index holds only runs ever
+    -- asked to be killed and covers the query, so the poll reads neither the table nor
+    -- the runs nobody killed.
+    CREATE INDEX runs_kill_requested ON runs (status, id, kill_requested_at)
+        WHERE kill_requested_at IS NOT NULL;
+
+    CREATE INDEX dead_letters_by_run ON dead_letters (run_id, id);
+    """,
 )
 
 
@@ -298,7 +310,10 @@ class _Table(Generic[R]):
 
 
 _RUNS = _Table(
-    "runs", RunRecord, {"outcome": _dump_opt}, {"outcome": _load_opt, "status": RunStatus}
+    "runs",
+    RunRecord,
+    {"outcome": _dump_opt, "topup": _dump_opt},
+    {"outcome": _load_opt, "topup": _load_opt, "status": RunStatus},
 )
 _STEPS = _Table(
     "steps",
@@ -327,6 +342,35 @@ _SAVE_RUN = (
     + ", last_checkpoint_id = NULLIF(MAX(IFNULL(last_checkpoint_id, 0),"
     " IFNULL(:last_checkpoint_id, 0)), 0) WHERE id = :id"
 )
+
+
+# Answered from the runs_kill_requested index alone (see migration 2).
+_KILL_REQUESTS = (
+    "SELECT id, kill_requested_at FROM runs"
+    " WHERE status = 'running' AND kill_requested_at IS NOT NULL"
+)
+
+
+def _run_params(run: RunRecord) -> dict[str, Any]:
+    """The named parameters of _SAVE_RUN, encoded outside the worker thread."""
+    return dict(zip(_RUNS.columns, _RUNS.to_row(run), strict=True))
+
+
+def _save_run(conn: sqlite3.Connection, params: Mapping[str, Any], what: str) -> None:
+    if conn.execute(_SAVE_RUN, params).rowcount == 0:
+        raise NotFoundError(f"{what}: no run {params['id']!r}")
+
+
+def _insert_dead_letter(
+    conn: sqlite3.Connection, run_id: str, reason: str, packet: str, now: float
+) -> int:
+    dead_letter_id = conn.execute(
+        "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
+        " VALUES (?, ?, ?, 'open', ?, ?)",
+        (run_id, reason, packet, now, now),
+    ).lastrowid
+    assert dead_letter_id is not None  # set by every successful INSERT
+    return dead_letter_id
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
@@ -437,11 +481,10 @@ class SQLiteStore(Store):
         await self._insert(_RUNS, run, f"create_run {run.id!r}")
 
     async def save_run(self, run: RunRecord) -> None:
-        row = dict(zip(_RUNS.columns, _RUNS.to_row(run), strict=True))
+        row = _run_params(run)
 
         def op(conn: sqlite3.Connection) -> None:
-            if conn.execute(_SAVE_RUN, row).rowcount == 0:
-                raise NotFoundError(f"save_run: no run {run.id!r}")
+            _save_run(conn, row, "save_run")
 
         await self._run(op, f"save_run {run.id!r}")
 
@@ -474,6 +517,66 @@ class SQLiteStore(Store):
             run_id,
         )
 
+    async def kill_requests(self) -> dict[str, float]:
+        def op(conn: sqlite3.Connection) -> dict[str, float]:
+            return dict(conn.execute(_KILL_REQUESTS).fetchall())
+
+        return await self._run(op)
+
+    async def halt_run(self, run: RunRecord, packet: Json) -> DeadLetterRecord:
+        if run.status != RunStatus.HALTED or run.halt_reason is None:
+            raise ConstraintError(
+                f"halt_run {run.id!r}: the run must be halted with a halt_reason,"
+                f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
+            )
+        row = _run_params(run)
+        reason = run.halt_reason
+        encoded = _dump(packet)
+
+        def op(conn: sqlite3.Connection) -> DeadLetterRecord:
+            now = self._clock()
+            with _transaction(conn):
+                _save_run(conn, row, "halt_run")
+                dead_letter_id = _insert_dead_letter(conn, run.id, reason, encoded, now)
+            return DeadLetterRecord(dead_letter_id, run.id, reason, packet, "open", now, now)
+
+        return await self._run(op, f"halt_run {run.id!r}")
+
+    async def reopen_run(self, run_id: str, *, topup: Mapping[str, float], at: float) -> RunRecord:
+        add_topup(None, topup)  # refuse a bad top-up before touching the database
+
+        def op(conn: sqlite3.Connection) -> RunRecord:
+            with _transaction(conn):
+                found = conn.execute(
+                    "SELECT status, topup, (SELECT status FROM dead_letters"
+                    " WHERE run_id = runs.id ORDER BY id DESC LIMIT 1) FROM runs WHERE id = ?",
+                    (run_id,),
+                ).fetchone()
+                if found is None:
+                    raise NotFoundError(f"reopen_run: no run {run_id!r}")
+                status, total, newest_dead_letter = found
+                if status != RunStatus.HALTED:
+                    raise ConstraintError(f"reopen_run: run {run_id!r} is {status}, not halted")
+                if newest_dead_letter == "dropped":
+                    raise ConstraintError(
+                        f"reopen_run: run {run_id!r} was dropped from the dead-letter queue"
+                    )
+                conn.execute(
+                    "UPDATE runs SET status = 'running', halt_reason = NULL, ended_at = NULL,"
+                    " kill_requested_at = NULL, time_to_safe_fail_ms = NULL, updated_at = ?,"
+                    " topup = ? WHERE id = ?",
+                    (at, _dump_opt(add_topup(_load_opt(total), topup)), run_id),
+                )
+                conn.execute(
+                    "UPDATE dead_letters SET status = 'retried', updated_at = ?"
+                    " WHERE run_id = ? AND status = 'open'",
+                    (at, run_id),
+                )
+                row = conn.execute(f"{_RUNS.select} WHERE id = ?", (run_id,)).fetchone()
+            return _RUNS.from_row(row)
+
+        return await self._run(op, f"reopen_run {run_id!r}")
+
     # steps
 
     async def add_steps(self, steps: Sequence[StepRecord]) -> None:
@@ -486,6 +589,21 @@ class SQLiteStore(Store):
                 conn.executemany(_STEPS.insert, rows)
 
         await self._run(op, f"add_steps for run {steps[0].run_id!r}")
+
+    async def record_step(self, run: RunRecord, step: StepRecord) -> None:
+        if step.run_id != run.id:
+            raise ConstraintError(
+                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
+            )
+        run_row = _run_params(run)
+        step_row = _STEPS.to_row(step)
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                _save_run(conn, run_row, "record_step")
+                conn.execute(_STEPS.insert, step_row)
+
+        await self._run(op, f"record_step {step.seq} of run {run.id!r}")
 
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
         if last is None:
@@ -534,12 +652,7 @@ class SQLiteStore(Store):
 
         def op(conn: sqlite3.Connection) -> DeadLetterRecord:
             now = self._clock()
-            dead_letter_id = conn.execute(
-                "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, 'open', ?, ?)",
-                (run_id, reason, encoded, now, now),
-            ).lastrowid
-            assert dead_letter_id is not None  # set by every successful INSERT
+            dead_letter_id = _insert_dead_letter(conn, run_id, reason, encoded, now)
             return DeadLetterRecord(dead_letter_id, run_id, reason, packet, "open", now, now)
 
         return await self._run(op, f"add_dead_letter for run {run_id!r}")
@@ -554,12 +667,25 @@ class SQLiteStore(Store):
             return await self._all(_DEAD_LETTERS, "ORDER BY id")
         return await self._all(_DEAD_LETTERS, "WHERE status = ? ORDER BY id", status)
 
-    async def set_dead_letter_status(self, dead_letter_id: int, status: DeadLetterStatus) -> bool:
+    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
+        return await self._one(_DEAD_LETTERS, "WHERE run_id = ? ORDER BY id DESC LIMIT 1", run_id)
+
+    async def set_dead_letter_status(
+        self,
+        dead_letter_id: int,
+        status: DeadLetterStatus,
+        *,
+        only_if: DeadLetterStatus | None = None,
+    ) -> bool:
+        # The status test in the WHERE clause makes check-and-set one statement.
         return await self._update(
-            "UPDATE dead_letters SET status = ?, updated_at = ? WHERE id = ?",
+            "UPDATE dead_letters SET status = ?, updated_at = ?"
+            " WHERE id = ? AND (? IS NULL OR status = ?)",
             status,
             self._clock(),
             dead_letter_id,
+            only_if,
+            only_if,
             what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
         )
 

@@ -8,13 +8,15 @@ depend on the backend.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
 from corral.calls import RunStatus
 from corral.state.records import (
+    TOPUP_KEYS,
     AgentKeyRecord,
     ApprovalRecord,
     ApprovalStatus,
@@ -44,6 +46,27 @@ class ConstraintError(StoreError, ValueError):
 
 class NotFoundError(StoreError, LookupError):
     """A write addressed a record that does not exist."""
+
+
+def add_topup(total: Json, topup: Mapping[str, float]) -> dict[str, float] | None:
+    """`total` (a run's stored topup, None if never topped up) plus `topup`, per key.
+
+    ValueError naming the key if one is not in TOPUP_KEYS or its amount is not a
+    finite non-negative number: a typo must not be stored as a budget nobody reads.
+    """
+    summed: dict[str, float] = dict(total or {})
+    for key, amount in topup.items():
+        if key not in TOPUP_KEYS:
+            raise ValueError(f"topup key {key!r} is not one of {', '.join(TOPUP_KEYS)}")
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise ValueError(f"topup {key!r} must be a non-negative number, got {amount!r}")
+        summed[key] = summed.get(key, 0) + amount
+    return summed or None
 
 
 class Store(ABC):
@@ -79,11 +102,48 @@ class Store(ABC):
         A second request keeps the first time, from which time-to-safe-fail is measured.
         """
 
+    @abstractmethod
+    async def kill_requests(self) -> dict[str, float]:
+        """{run id: kill_requested_at} of the running runs an operator asked to kill.
+
+        One cheap query: the runtime polls it several times a second.
+        """
+
+    @abstractmethod
+    async def halt_run(self, run: RunRecord, packet: Json) -> DeadLetterRecord:
+        """Save a halted run and queue its packet as an open dead letter, atomically.
+
+        The caller sets status halted, halt_reason (the dead letter's reason) and
+        ended_at; the run is saved as by save_run. ConstraintError if the run is not
+        halted or has no halt_reason; NotFoundError if it does not exist; orjson's
+        TypeError if the packet cannot be encoded. Either way nothing is written.
+        """
+
+    @abstractmethod
+    async def reopen_run(self, run_id: str, *, topup: Mapping[str, float], at: float) -> RunRecord:
+        """Set a halted run running again with more budget, atomically; return it.
+
+        Clears halt_reason, ended_at, kill_requested_at and time_to_safe_fail_ms, sets
+        updated_at to `at`, adds `topup` to the run's topup (see add_topup, whose
+        ValueError it raises before writing) and marks the run's open dead letters
+        "retried". NotFoundError if there is no such run; ConstraintError if it is not
+        halted or its newest dead letter was dropped (an operator decided it stays
+        halted).
+        """
+
     # steps
 
     @abstractmethod
     async def add_steps(self, steps: Sequence[StepRecord]) -> None:
         """Insert all the steps in one transaction: all of them are stored or none."""
+
+    @abstractmethod
+    async def record_step(self, run: RunRecord, step: StepRecord) -> None:
+        """Insert the step and save the run (as save_run does) in one transaction.
+
+        ConstraintError if the step belongs to another run or its seq is taken;
+        NotFoundError if the run does not exist. Either way nothing is written.
+        """
 
     @abstractmethod
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
@@ -117,8 +177,22 @@ class Store(ABC):
         """Oldest first; status None lists all."""
 
     @abstractmethod
-    async def set_dead_letter_status(self, dead_letter_id: int, status: DeadLetterStatus) -> bool:
-        """False if there is no such dead letter."""
+    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
+        """The run's newest dead letter, whatever its status; None if it has none."""
+
+    @abstractmethod
+    async def set_dead_letter_status(
+        self,
+        dead_letter_id: int,
+        status: DeadLetterStatus,
+        *,
+        only_if: DeadLetterStatus | None = None,
+    ) -> bool:
+        """False if there is no such dead letter, or, with `only_if`, it has another status.
+
+        The check and the write are one atomic step, so of two operators racing to
+        settle an open dead letter exactly one wins.
+        """
 
     # approvals
 

@@ -28,6 +28,7 @@ test: lint
 
 bench: install-dev
 	$(BIN)/python bench/sim_throughput.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .corral

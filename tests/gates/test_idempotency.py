@@ -11,7 +11,7 @@ import pytest
 from corral.calls import Call, LLMCall, Result, ToolCall, ToolResult
 from corral.gates.base import RunContext
 from corral.gates.idempotency import IdempotencyGate
-from corral.state import SQLiteStore
+from corral.state import IdempotencyRecord, SQLiteStore
 
 from .conftest import Echo, context, messages
 
@@ -76,3 +76,26 @@ async def test_llm_calls_and_unkeyed_tools_pass_through(store: SQLiteStore) -> N
     await gate(LLMCall("r", messages()), context(), transport)
     await gate(ToolCall("lookup", {}), context(), transport)
     assert len(transport.calls) == 2
+
+
+class SlowStore(SQLiteStore):
+    """A store whose idempotency write takes a while, to land a kill in the middle of it."""
+
+    async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        await asyncio.sleep(0.05)
+        return await super().put_idempotent(record)
+
+
+async def test_a_kill_during_the_write_keeps_the_result_on_record(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path / "slow.db")
+    ctx = context()
+    await store.create_run(ctx.record)
+    task = asyncio.create_task(IdempotencyGate(store)(ToolCall("lookup", {}, "k"), ctx, Echo()))
+    await asyncio.sleep(0.01)  # the tool body has run; its record is being written
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    kept = await store.get_idempotent("k")
+    await store.close()
+    assert kept is not None and kept.result == {"tool": "lookup", "args": {}}

@@ -243,3 +243,35 @@ def test_sync_facade_runs_the_same_pipeline(
         loop.call_soon_threadsafe(loop.stop)
         serving.join()
         loop.close()
+
+
+async def test_a_resumed_run_in_a_new_process_cannot_spend_its_caps_again(
+    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    policy = example_policy(tmp_path, sim, {"tool_calls: 50": "tool_calls: 3"})
+
+    def supervisor() -> Supervisor:
+        built = Supervisor.from_policy(policy)  # fresh in-process counters, same store
+
+        @built.tool()
+        async def get_customer(customer_id: int) -> int:
+            return customer_id
+
+        return built
+
+    first = supervisor()
+    run = await first.run(agent="support")
+    await run.tool("get_customer", {"customer_id": 1})
+    await run.tool("get_customer", {"customer_id": 2})
+    await run.checkpoint({"done": 2})
+    await first.close()  # the process ends with the run still running
+
+    second = supervisor()
+    async with second.resume(run.id) as resumed:
+        await resumed.tool("get_customer", {"customer_id": 3})
+        with pytest.raises(Halted) as caught:
+            await resumed.tool("get_customer", {"customer_id": 4})
+    await second.close()
+    assert caught.value.reason is HaltReason.BUDGET_TOOL_CALLS
+    assert caught.value.packet["usage"]["tool_calls"] == 3

@@ -6,6 +6,7 @@ point never runs the tool body again on resume.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -27,8 +28,11 @@ class IdempotencyGate:
             return ToolResult(done.result, replayed=True)
         result = await next(call, ctx)
         assert isinstance(result, ToolResult)  # the tool transport answers tool calls
-        kept = await self._store.put_idempotent(
-            IdempotencyRecord(call.idempotency_key, ctx.run_id, result.value, self._clock())
+        # Shielded: the body has run, so a kill landing now must not drop its record.
+        kept = await asyncio.shield(
+            self._store.put_idempotent(
+                IdempotencyRecord(call.idempotency_key, ctx.run_id, result.value, self._clock())
+            )
         )
         # First writer wins: a concurrent duplicate gets the same answer as the first.
         return ToolResult(kept.result)

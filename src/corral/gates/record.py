@@ -6,6 +6,7 @@ is on the record too, with its status.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,7 +33,14 @@ class RecordGate:
         except Halt as halt:
             await self._write(call, ctx, started, None, "halted", str(halt))
             raise
-        except BaseException as exc:  # cancelled or failed: on the record, then onwards
+        except asyncio.CancelledError:
+            killed = ctx.kill_requested_at is not None
+            status: StepStatus = "halted" if killed else "error"
+            await self._write(
+                call, ctx, started, None, status, "cancelled: run killed" if killed else "cancelled"
+            )
+            raise
+        except Exception as exc:
             await self._write(call, ctx, started, None, "error", f"{type(exc).__name__}: {exc}")
             raise
         replayed = isinstance(result, ToolResult) and result.replayed
@@ -99,11 +107,14 @@ class RecordGate:
             idempotency_key=call.idempotency_key if call.kind == "tool" else None,
             model_used=model_used,
         )
-        await self._store.record_step(run, step)
-        await self._audit.append(
-            "step",
-            {"seq": step.seq, "kind": step.kind, "name": name, "status": status, "usd": cost},
-            run.id,
+        # Shielded: a call that ran must stay on the record even if a kill lands mid-write.
+        await asyncio.shield(self._store.record_step(run, step))
+        await asyncio.shield(
+            self._audit.append(
+                "step",
+                {"seq": step.seq, "kind": step.kind, "name": name, "status": status, "usd": cost},
+                run.id,
+            )
         )
         ctx.recent.append(view_of(step))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import os
 import time
 import uuid
@@ -17,7 +19,7 @@ import httpx
 from corral.calls import Halted, RunStatus
 from corral.gates.allowlist import AllowlistGate
 from corral.gates.base import Gate, Next, RunContext, compose
-from corral.gates.budget import BudgetGate, build_caps
+from corral.gates.budget import MICRO_USD, BudgetGate, build_caps
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
 from corral.gates.kill import KillSwitchGate
@@ -28,11 +30,12 @@ from corral.providers.base import Adapter
 from corral.providers.openai import OpenAIAdapter
 from corral.runtime.run import Run
 from corral.runtime.transport import Transport
-from corral.state import Counters, RunRecord, Store, open_counters, open_store
+from corral.state import Counters, RunRecord, Store, StoreError, open_counters, open_store
 from corral.telemetry.audit import AuditLog
 from corral.tools.registry import Tool, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("corral")
 
 # How often the kill watcher asks the store for kill requests; a call in flight is
 # cancelled within this long of `corral runs kill`.
@@ -180,8 +183,29 @@ class Supervisor:
         await self.audit.append(
             "run.resumed", {"checkpoint": checkpoint.id if checkpoint else None}, run_id
         )
+        await self._restore_counters(ctx)
         state = checkpoint.state if checkpoint else None
         return self._track(Run(ctx, state=state, **self._run_parts()))
+
+    async def _restore_counters(self, ctx: RunContext) -> None:
+        """Raise the run's task and session counters to at least what the run already spent.
+
+        In-process counters start at zero in a new process; without this a resumed
+        run could spend its caps again. Counters shared by several processes already
+        hold it, so only the shortfall is added and nothing is counted twice.
+        """
+        run = ctx.record
+        spent = {
+            "usd": math.ceil(run.cost_usd * MICRO_USD),
+            "tokens": run.input_tokens + run.output_tokens,
+            "steps": run.steps,
+            "tool_calls": run.tool_calls,
+        }
+        for cap in ctx.caps:
+            if cap.level in ("task", "session"):
+                shortfall = spent[cap.dimension] - (await self.counters.get(cap.key)).used
+                if shortfall > 0:
+                    await self.counters.add(cap.key, shortfall)
 
     def _context(
         self, policy: Policy, record: RunRecord, *, elapsed: float, now: float
@@ -229,7 +253,11 @@ class Supervisor:
     async def _watch_kills(self) -> None:
         """Poll the store for kill requests of this process's runs (one query per tick)."""
         while self._runs:
-            requests = await self.store.kill_requests()
+            try:
+                requests = await self.store.kill_requests()
+            except StoreError as exc:  # keep watching: a busy store must not end kill support
+                log.warning("kill watcher could not read kill requests: %s", exc)
+                requests = {}
             for run_id, at in requests.items():
                 run = self._runs.get(run_id)
                 if run is not None and run.context.kill_requested_at is None:

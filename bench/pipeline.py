@@ -37,14 +37,11 @@ from pathlib import Path
 import yaml
 
 from corral.calls import Call, LLMCall, LLMResult, Result, ToolCall, Usage
-from corral.gates.allowlist import AllowlistGate
-from corral.gates.base import Gate, Next, RunContext, compose
-from corral.gates.budget import BudgetGate, build_caps
-from corral.gates.deadline import DeadlineGate
-from corral.gates.idempotency import IdempotencyGate
-from corral.gates.kill import KillSwitchGate
+from corral.gates.base import Next, RunContext, compose
+from corral.gates.budget import build_caps
 from corral.gates.record import RecordGate
 from corral.policy import Policy, load_policy
+from corral.runtime.supervisor import pipeline_gates
 from corral.runtime.transport import Transport
 from corral.state import MemoryCounters, RunRecord, SQLiteStore
 from corral.telemetry.audit import AuditLog
@@ -148,14 +145,8 @@ async def main() -> None:
         counters = MemoryCounters()
         audit = AuditLog(store)
         tools = Transport({}, {"noop": describe(noop, "noop", "read")})
-        in_memory: list[Gate] = [
-            KillSwitchGate(),
-            DeadlineGate(),
-            AllowlistGate(),
-            IdempotencyGate(store),
-            BudgetGate(counters),
-        ]
-        durable: list[Gate] = [*in_memory[:2], RecordGate(store, audit), *in_memory[2:]]
+        durable = pipeline_gates(store, counters, audit)
+        in_memory = [gate for gate in durable if not isinstance(gate, RecordGate)]
         keys = itertools.count()
 
         def llm() -> Call:

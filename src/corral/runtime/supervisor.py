@@ -42,6 +42,20 @@ log = logging.getLogger("corral")
 KILL_POLL_SECONDS = 0.2
 
 
+def pipeline_gates(
+    store: Store, counters: Counters, audit: AuditLog, clock: Callable[[], float] = time.time
+) -> list[Gate]:
+    """The gates every call passes, outermost first (DESIGN.md's order)."""
+    return [
+        KillSwitchGate(),
+        DeadlineGate(clock),
+        RecordGate(store, audit, clock),
+        AllowlistGate(),
+        IdempotencyGate(store, clock),
+        BudgetGate(counters, clock),
+    ]
+
+
 class Supervisor:
     """Build with `Supervisor.from_policy(path)`; one per process is the usual shape."""
 
@@ -66,14 +80,7 @@ class Supervisor:
         self._adapters_for: Policy | None = None
         self._runs: dict[str, Run] = {}
         self._watcher: asyncio.Task[None] | None = None
-        gates: list[Gate] = [
-            KillSwitchGate(),
-            DeadlineGate(clock),
-            RecordGate(store, self.audit, clock),
-            AllowlistGate(),
-            IdempotencyGate(store, clock),
-            BudgetGate(counters, clock),
-        ]
+        gates = pipeline_gates(store, counters, self.audit, clock)
         self._pipeline: Next = compose(gates, Transport(self._adapters, self._tools))
 
     @classmethod

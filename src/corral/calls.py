@@ -7,7 +7,7 @@ and validation belongs at the edges (policy load, HTTP parsing), not here.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -76,15 +76,38 @@ class Usage:
 _call_ids = itertools.count(1)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """A piece of a streamed answer, in no provider's format: text, or part of a tool call."""
+
+    text: str = ""
+    tool_index: int | None = None
+    tool_id: str | None = None
+    tool_name: str | None = None
+    tool_arguments: str = ""
+
+
+# Where a streamed call's deltas go, as they arrive.
+StreamSink = Callable[[StreamDelta], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class LLMCall:
-    """A request to a model, named by a policy model or route."""
+    """A request to a model, named by a policy model or route.
+
+    With a `sink` the call streams: the transport hands each delta to it as it
+    arrives and still returns the whole LLMResult at the end, so every gate sees a
+    streamed call as one call. `delivered` turns true once a delta has reached the
+    sink; from then on nothing may retry the call or fall back to another model.
+    """
 
     model: str
     messages: Sequence[Mapping[str, Any]]
     params: Mapping[str, Any] = field(default_factory=dict)
-    stream: bool = False
     max_tokens: int | None = None
+    sink: StreamSink | None = None
+    target: str | None = None  # the policy model the route gate chose for this attempt
+    delivered: bool = False
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 

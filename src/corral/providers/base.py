@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from corral.calls import LLMCall, LLMResult
+from corral.calls import LLMCall, LLMResult, Usage
 from corral.policy import Model
 
 
@@ -29,12 +29,15 @@ class ProviderError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(f"{kind.value}: {message}")
         self.kind = kind
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        # What a call consumed before it failed (a stream cut mid-way): spent all the same.
+        self.usage = usage
 
 
 class Adapter(Protocol):

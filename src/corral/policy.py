@@ -235,6 +235,11 @@ class Retry(_Strict):
     max_delay: Duration = 8.0
     jitter: Literal["full", "equal", "none"] = "full"
     max_total_wait: Duration = 30.0
+    # Retries per provider may be at most this share of its calls over `budget_window`
+    # (plus `budget_min`), so a fleet cannot storm a provider that is struggling.
+    budget: Fraction = 0.2
+    budget_window: Duration = 10.0
+    budget_min: Count = 10
 
 
 class Breaker(_Strict):

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result
+from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, Usage
 from corral.gates.base import Cap, Next, RunContext
 from corral.policy import Policy
+from corral.providers.base import ProviderError
 from corral.state import Counters, Hold, Reservation
 
 MICRO_USD = 1_000_000
@@ -100,10 +101,22 @@ class BudgetGate:
         reservation, caps = await self._hold(call, ctx)
         try:
             result = await next(call, ctx)
+        except ProviderError as failure:
+            if failure.usage is None:
+                await self._counters.release(reservation)
+            else:  # a stream cut mid-way: what arrived was spent
+                target = call.target if isinstance(call, LLMCall) else None
+                await self._commit(reservation, caps, ctx, failure.usage, target)
+            raise
         except BaseException:
             await self._counters.release(reservation)
             raise
-        await self._settle(reservation, caps, ctx, result)
+        if isinstance(result, LLMResult):
+            result.cost_usd = await self._commit(
+                reservation, caps, ctx, result.usage, result.model
+            )
+        else:
+            await self._counters.commit(reservation, [1 for _ in caps])  # steps, tool_calls
         return result
 
     def _worst(self, call: Call, ctx: RunContext) -> _Worst:
@@ -172,20 +185,20 @@ class BudgetGate:
     def _key(self, cap: Cap, now: float) -> str:
         return cap.key if cap.window is None else f"{cap.key}:{int(now // cap.window)}"
 
-    async def _settle(
-        self, reservation: Reservation, caps: list[Cap], ctx: RunContext, result: Result
-    ) -> None:
-        if isinstance(result, LLMResult):
-            price = ctx.policy.prices.get(result.model)
-            result.cost_usd = price.cost(result.usage) if price else 0.0
-            spent = {
-                "usd": math.ceil(result.cost_usd * MICRO_USD),
-                "tokens": result.usage.total_tokens,
-                "steps": 1,
-            }
-        else:
-            spent = {"steps": 1, "tool_calls": 1}
+    async def _commit(
+        self,
+        reservation: Reservation,
+        caps: list[Cap],
+        ctx: RunContext,
+        usage: Usage,
+        model: str | None,
+    ) -> float:
+        """Commit what an LLM call used; returns its cost in USD."""
+        price = ctx.policy.prices.get(model) if model else None
+        cost = price.cost(usage) if price else 0.0
+        spent = {"usd": math.ceil(cost * MICRO_USD), "tokens": usage.total_tokens, "steps": 1}
         await self._counters.commit(reservation, [spent[cap.dimension] for cap in caps])
+        return cost
 
     def _halt(self, short: tuple[Cap, int, int], worst: _Worst, ctx: RunContext) -> Halt:
         cap, used, held = short

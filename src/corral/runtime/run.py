@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from corral.calls import (
     LLMResult,
     Result,
     RunStatus,
+    StreamDelta,
     ToolCall,
     ToolResult,
 )
@@ -73,6 +74,17 @@ class Run:
         result = await self._call(LLMCall(model, messages, params, max_tokens=max_tokens))
         assert isinstance(result, LLMResult)
         return result
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Like `chat`, but yields StreamDeltas as they arrive; `.result` holds the answer."""
+        return ChatStream(self, LLMCall(model, messages, params, max_tokens=max_tokens))
 
     async def tool(
         self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
@@ -178,3 +190,45 @@ class Run:
             ctx.run_id,
         )
         return self._halted
+
+
+class ChatStream:
+    """`async for delta in run.stream(...)`: the call runs in its own task, feeding a queue.
+
+    Every gate sees the streamed call as one call (the transport returns the whole
+    answer at the end), so budgets, retries and records work as for `chat`.
+    """
+
+    _DONE = object()
+
+    def __init__(self, run: Run, call: LLMCall) -> None:
+        self._run = run
+        self._call = call
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task[Result] | None = None
+        self.result: LLMResult | None = None
+
+    async def _deliver(self, delta: StreamDelta) -> None:
+        await self._queue.put(delta)
+
+    async def _produce(self) -> Result:
+        try:
+            return await self._run._call(self._call)
+        finally:
+            self._queue.put_nowait(self._DONE)
+
+    def __aiter__(self) -> AsyncIterator[StreamDelta]:
+        return self._deltas()
+
+    async def _deltas(self) -> AsyncIterator[StreamDelta]:
+        self._call.sink = self._deliver
+        self._task = asyncio.create_task(self._produce())
+        try:
+            while (item := await self._queue.get()) is not self._DONE:
+                yield item
+            result = await self._task  # raises Halted or the upstream error, if any
+        finally:
+            if not self._task.done():  # the caller stopped reading: stop the call
+                self._task.cancel()
+        assert isinstance(result, LLMResult)
+        self.result = result

@@ -11,7 +11,7 @@ from corral.tools.registry import Tool
 
 
 class Transport:
-    """Calls the first model of the chain (the route gate picks others on failure)."""
+    """Calls the model the route gate chose (the chain's first when no route gate ran)."""
 
     def __init__(self, adapters: Mapping[str, Adapter], tools: Mapping[str, Tool]) -> None:
         self._adapters = adapters
@@ -25,7 +25,7 @@ class Transport:
                 raise LookupError(f"no tool '{call.name}' is registered (registered: {known})")
             return ToolResult(await tool.invoke(call.args, call.idempotency_key))
         policy = ctx.policy
-        name = policy.routes[call.model][0] if call.model in policy.routes else call.model
+        name = call.target or policy.routes.get(call.model, (call.model,))[0]
         model = policy.models[name]
         result: LLMResult = await self._adapters[model.provider].complete(name, model, call)
         return result

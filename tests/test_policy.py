@@ -355,3 +355,10 @@ def test_prices_are_resolved_at_load() -> None:
 def test_store_only_tools_can_skip_the_key_check() -> None:
     policy = parse_policy(example_text(), env={}, require_keys=False)
     assert policy.store == "sqlite:///corral.db"
+
+
+def test_a_breaker_that_could_never_close_is_refused() -> None:
+    text = edited("failure_rate: 0.5", "failure_rate: 0")
+    assert refuse(text) == (
+        "corral.yaml:43 breaker: failure_rate must be above 0, or the breaker trips on every call"
+    )

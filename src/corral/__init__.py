@@ -13,7 +13,9 @@ from corral.calls import (
     ToolResult,
     Usage,
 )
+from corral.gates.ratelimit import RateLimited
 from corral.policy import LivePolicy, Policy, PolicyError, load_policy
+from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.run import Run
 from corral.runtime.supervisor import Supervisor
 from corral.runtime.sync import SyncRun, SyncSupervisor
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Call",
+    "FailureKind",
     "Halt",
     "HaltReason",
     "Halted",
@@ -31,6 +34,8 @@ __all__ = [
     "LivePolicy",
     "Policy",
     "PolicyError",
+    "ProviderError",
+    "RateLimited",
     "Run",
     "RunStatus",
     "Supervisor",

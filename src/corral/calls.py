@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
+
 
 class HaltReason(StrEnum):
     """Why a run stopped. The string values are part of the public API."""
@@ -124,6 +126,16 @@ class ToolCall:
 
 
 Call = LLMCall | ToolCall
+
+
+def estimate_input_tokens(call: LLMCall) -> int:
+    """An upper bound on the prompt's tokens: no tokenizer emits more tokens than UTF-8
+    bytes, and JSON framing costs more bytes than the tokens a chat template adds."""
+    size = len(orjson.dumps(call.messages))
+    tools = call.params.get("tools")
+    if tools:
+        size += len(orjson.dumps(tools))
+    return size
 
 
 @dataclass(frozen=True, slots=True)

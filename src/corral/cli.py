@@ -434,6 +434,67 @@ def audit_verify(policy: PolicyPath = Path("corral.yaml")) -> None:
 
 
 @app.command()
+def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) -> None:
+    """List the circuit breakers: state, failure and slow-call rates, time until half-open."""
+    from corral.gates.breaker import breaker_report
+    from corral.state import open_counters
+
+    loaded = policy_for_store(policy)
+    if loaded.counters == "memory":
+        # A breaker lives where its counters do: in-process counters die with the process.
+        note = (
+            "With `counters: memory` breakers are per process, and this one has none: see a "
+            "gateway's with GET /admin/breakers, or share them across processes with "
+            "`counters: redis://...` in the policy."
+        )
+        if as_json:
+            err.print(note, highlight=False, soft_wrap=True)
+            print_json([])
+        else:
+            out.print(note, highlight=False, soft_wrap=True)
+        return
+
+    now = time.time()
+
+    async def report() -> list[dict[str, Any]]:
+        counters = open_counters(loaded.counters)
+        try:
+            return await breaker_report(counters, now)
+        finally:
+            await counters.close()
+
+    try:
+        rows = asyncio.run(report())
+    except ValueError as exc:  # a counters URL this Corral cannot open
+        fail(str(exc), 2)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("No breakers yet: one appears with the first call to a model.")
+        return
+    labels = [f"{row['provider']}/{row['model']}" for row in rows]
+    table = Table(title="Circuit breakers")
+    # The model is what a reader looks for: other columns wrap before it is cut.
+    table.add_column("model", min_width=max(map(len, labels)), no_wrap=True)
+    for column in ("state", "calls", "failed", "slow", "opened", "half-opens in", "probes"):
+        table.add_column(column)
+    for label, row in zip(labels, rows, strict=True):
+        opened_at, half_open_in = row["opened_at"], row["half_open_in"]
+        table.add_row(
+            label,
+            row["state"],
+            str(row["calls"]),
+            f"{row['failure_rate']:.0%}",
+            f"{row['slow_rate']:.0%}",
+            "-" if opened_at is None else f"{now - opened_at:.0f}s ago",
+            "-" if half_open_in is None else f"{half_open_in:.0f}s",
+            str(row["probes_out"]),
+        )
+    out.print(table)
+
+
+@app.command()
 def doctor(policy: PolicyPath = Path("corral.yaml")) -> None:
     """Check that the policy loads, the store opens and the providers answer."""
     from corral.doctor import run_checks

@@ -198,6 +198,9 @@ class Provider(_Strict):
     base_url: Annotated[str, BeforeValidator(lambda v: _url(v, ("http://", "https://")))]
     api_key_env: str | None = None
     timeout: Duration = 60.0
+    # The provider's own request quota, shared by every agent: under saturation the
+    # rate-limit gate serves higher-priority agents first.
+    requests_per_minute: PositiveCount | None = None
 
 
 class Price(_Strict):
@@ -220,6 +223,7 @@ class RateLimit(_Strict):
     requests_per_minute: PositiveCount | None = None
     tokens_per_minute: PositiveCount | None = None
     priority: Literal["high", "normal", "low"] = "normal"
+    max_wait: Duration = 5.0  # past this a call fails with rate_limited instead of waiting
 
 
 class Agent(_Strict):
@@ -250,6 +254,14 @@ class Breaker(_Strict):
     slow_rate: Fraction = 0.8
     open_for: Duration = 30.0
     half_open_probes: PositiveCount = 3
+
+    @model_validator(mode="after")
+    def _can_close(self) -> Breaker:
+        # At 0 every call would trip the breaker: it could never close.
+        for name in ("failure_rate", "slow_rate", "slow_call"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be above 0, or the breaker trips on every call")
+        return self
 
 
 class Similarity(_Strict):

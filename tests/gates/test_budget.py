@@ -7,9 +7,19 @@ import random
 
 import pytest
 
-from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, ToolCall, Usage
+from corral.calls import (
+    Call,
+    Halt,
+    HaltReason,
+    LLMCall,
+    LLMResult,
+    Result,
+    ToolCall,
+    Usage,
+    estimate_input_tokens,
+)
 from corral.gates.base import RunContext
-from corral.gates.budget import MICRO_USD, BudgetGate, build_caps, estimate_input_tokens
+from corral.gates.budget import MICRO_USD, BudgetGate, build_caps
 from corral.state import MemoryCounters
 
 from .conftest import POLICY, Echo, context, messages, policy

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from corral import Halted, HaltReason, RunStatus, Supervisor, SyncSupervisor, ToolArgumentError
-from corral.calls import LLMCall
-from corral.gates.budget import MICRO_USD, estimate_input_tokens
+from corral.calls import LLMCall, estimate_input_tokens
+from corral.gates.budget import MICRO_USD
 from corral.providers.sim import SimProvider
 
 from .conftest import example_policy

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from corral.state import (
     Reservation,
     open_counters,
 )
+from corral.state.counters import Admission, BreakerSettings, BreakerSnapshot, BreakerState
 from tests.state.conftest import FakeClock
 
 
@@ -220,3 +223,315 @@ def test_open_counters_builds_memory_and_names_what_it_cannot() -> None:
     assert isinstance(open_counters("memory"), MemoryCounters)
     with pytest.raises(ValueError, match="'redis://localhost:6379/0'"):
         open_counters("redis://localhost:6379/0")
+
+
+# --- circuit breakers -------------------------------------------------------------
+
+BREAKER = BreakerSettings(
+    window=4,
+    min_calls=3,
+    failure_rate=0.5,
+    slow_rate=0.75,
+    open_for=30.0,
+    half_open_probes=2,
+    probe_silence=60.0,
+)
+
+
+async def outcome(
+    counters: Counters,
+    clock: FakeClock,
+    *,
+    failed: bool = False,
+    slow: bool = False,
+    key: str = "breaker:p:m",
+    settings: BreakerSettings = BREAKER,
+) -> BreakerSnapshot | None:
+    """One call through the breaker: admitted (it must be), then its outcome counted."""
+    admission = await counters.breaker_admit(key, clock(), settings)
+    assert admission.admitted, admission
+    return await counters.breaker_record(
+        key, admission, failed=failed, slow=slow, now=clock(), settings=settings
+    )
+
+
+async def snapshot(counters: Counters, key: str = "breaker:p:m") -> BreakerSnapshot:
+    return (await counters.breaker_snapshots())[key]
+
+
+async def opened(counters: Counters, clock: FakeClock, key: str = "breaker:p:m") -> None:
+    for _ in range(BREAKER.min_calls):
+        await outcome(counters, clock, failed=True, key=key)
+    assert (await snapshot(counters, key)).state is BreakerState.OPEN
+
+
+async def test_an_unknown_breaker_is_closed_and_admitting_writes_nothing(
+    counters: Counters, clock: FakeClock
+) -> None:
+    admission = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    assert admission == Admission(True, BreakerState.CLOSED, 0)
+    assert await counters.breaker_snapshots() == {}
+
+
+async def test_breaker_opens_at_the_failure_rate_once_min_calls_are_in(
+    counters: Counters, clock: FakeClock
+) -> None:
+    assert await outcome(counters, clock, failed=True) is None
+    assert await outcome(counters, clock, failed=True) is None  # 2 of 2 failed, below min_calls
+    changed = await outcome(counters, clock, failed=False)  # 2 of 3 = 0.67 >= 0.5
+    assert changed is not None and changed.state is BreakerState.OPEN
+    assert (changed.calls, changed.failures, changed.slow) == (3, 2, 0)
+    assert changed.opened_at == clock() and changed.open_until == clock() + 30
+    assert await snapshot(counters) == changed
+
+
+async def test_breaker_opens_exactly_at_the_rate_and_stays_closed_below(
+    counters: Counters, clock: FakeClock
+) -> None:
+    settings = BreakerSettings(10, 10, 0.3, 1.0, 30.0, 1, 60.0)
+    for failed in [False] * 8 + [True, True]:  # 0.2 < 0.3
+        assert await outcome(counters, clock, failed=failed, settings=settings) is None
+    assert (await snapshot(counters)).state is BreakerState.CLOSED
+    # The window slides: the oldest success out, a failure in: 3 of 10 reaches 0.3.
+    changed = await outcome(counters, clock, failed=True, settings=settings)
+    assert changed is not None and (changed.calls, changed.failures) == (10, 3)
+
+
+async def test_breaker_window_keeps_only_the_last_outcomes(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await outcome(counters, clock, failed=True)
+    for _ in range(4):
+        assert await outcome(counters, clock) is None
+    got = await snapshot(counters)
+    assert (got.state, got.calls, got.failures, got.failure_rate) == (BreakerState.CLOSED, 4, 0, 0)
+    # One failure, and then another: 2 of the last 4, which opens it.
+    assert await outcome(counters, clock, failed=True) is None
+    changed = await outcome(counters, clock, failed=True)
+    assert changed is not None and (changed.calls, changed.failures) == (4, 2)
+
+
+async def test_breaker_opens_on_the_slow_call_rate(counters: Counters, clock: FakeClock) -> None:
+    for slow in (True, False, True):  # 2 of 3 slow: below 0.75
+        assert await outcome(counters, clock, slow=slow) is None
+    changed = await outcome(counters, clock, slow=True)  # 3 of 4 slow
+    assert changed is not None and changed.state is BreakerState.OPEN
+    assert (changed.failures, changed.slow, changed.slow_rate) == (0, 3, 0.75)
+
+
+async def test_open_breaker_refuses_with_the_seconds_until_half_open(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await opened(counters, clock)
+    generation = (await snapshot(counters)).generation
+    clock.advance(10)
+    refused = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    assert refused == Admission(False, BreakerState.OPEN, generation, retry_in=20.0)
+    # A refused admission counts nothing.
+    assert (
+        await counters.breaker_record(
+            "breaker:p:m", refused, failed=True, slow=False, now=clock(), settings=BREAKER
+        )
+        is None
+    )
+    assert (await snapshot(counters)).calls == 3
+
+
+async def test_half_open_admits_exactly_the_probes_then_refuses(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    admissions = await asyncio.gather(
+        *(counters.breaker_admit("breaker:p:m", clock(), BREAKER) for _ in range(10))
+    )
+    admitted = [a for a in admissions if a.admitted]
+    assert len(admitted) == 2
+    assert all(a.state is BreakerState.HALF_OPEN for a in admissions)
+    assert sum(a.changed for a in admissions) == 1  # the one that half-opened it
+    refused = next(a for a in admissions if not a.admitted)
+    assert refused.retry_in == 0.0
+    got = await snapshot(counters)
+    assert (got.state, got.probes_out, got.calls) == (BreakerState.HALF_OPEN, 2, 0)
+
+
+async def test_probes_that_succeed_close_the_breaker_with_a_fresh_window(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    probes = [await counters.breaker_admit("breaker:p:m", clock(), BREAKER) for _ in range(2)]
+    first = await counters.breaker_record(
+        "breaker:p:m", probes[0], failed=False, slow=False, now=clock(), settings=BREAKER
+    )
+    assert first is None  # one of two probes: no decision yet
+    closed = await counters.breaker_record(
+        "breaker:p:m", probes[1], failed=False, slow=False, now=clock(), settings=BREAKER
+    )
+    assert closed is not None and closed.state is BreakerState.CLOSED
+    assert (closed.calls, closed.failures, closed.probes_out, closed.opened_at) == (0, 0, 0, None)
+    # A fresh window: two failures are below min_calls again.
+    assert await outcome(counters, clock, failed=True) is None
+    assert await outcome(counters, clock, failed=True) is None
+
+
+async def test_probes_at_the_failure_rate_open_the_breaker_again(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    probes = [await counters.breaker_admit("breaker:p:m", clock(), BREAKER) for _ in range(2)]
+    await counters.breaker_record(
+        "breaker:p:m", probes[0], failed=False, slow=False, now=clock(), settings=BREAKER
+    )
+    clock.advance(1)
+    again = await counters.breaker_record(
+        "breaker:p:m", probes[1], failed=True, slow=False, now=clock(), settings=BREAKER
+    )  # 1 of 2 probes failed: 0.5 reaches failure_rate
+    assert again is not None and again.state is BreakerState.OPEN
+    assert (again.calls, again.failures) == (2, 1)
+    assert again.opened_at == clock() and again.open_until == clock() + 30
+    refused = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    assert not refused.admitted and refused.retry_in == 30.0
+
+
+async def test_a_late_outcome_from_an_earlier_episode_is_dropped(
+    counters: Counters, clock: FakeClock
+) -> None:
+    before = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)  # still closed
+    await opened(counters, clock)
+    clock.advance(30)
+    probe = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    assert probe.admitted and probe.generation != before.generation
+    # The call admitted while closed answers now: it is no probe, and counts nowhere.
+    assert (
+        await counters.breaker_record(
+            "breaker:p:m", before, failed=False, slow=False, now=clock(), settings=BREAKER
+        )
+        is None
+    )
+    got = await snapshot(counters)
+    assert (got.state, got.calls, got.probes_out) == (BreakerState.HALF_OPEN, 0, 1)
+    await counters.breaker_release("breaker:p:m", before)  # nor does its release
+    assert (await snapshot(counters)).probes_out == 1
+
+
+async def test_a_released_probe_gives_its_place_back(counters: Counters, clock: FakeClock) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    probes = [await counters.breaker_admit("breaker:p:m", clock(), BREAKER) for _ in range(2)]
+    assert not (await counters.breaker_admit("breaker:p:m", clock(), BREAKER)).admitted
+    await counters.breaker_release("breaker:p:m", probes[0])
+    assert (await snapshot(counters)).probes_out == 1
+    assert (await counters.breaker_admit("breaker:p:m", clock(), BREAKER)).admitted
+    assert not (await counters.breaker_admit("breaker:p:m", clock(), BREAKER)).admitted
+
+
+async def test_a_release_while_closed_changes_nothing(counters: Counters, clock: FakeClock) -> None:
+    await outcome(counters, clock, failed=True)
+    admission = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    await counters.breaker_release("breaker:p:m", admission)
+    got = await snapshot(counters)
+    assert (got.state, got.calls, got.failures, got.probes_out) == (BreakerState.CLOSED, 1, 1, 0)
+
+
+async def test_silent_probes_open_the_breaker_again(counters: Counters, clock: FakeClock) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    lost = [await counters.breaker_admit("breaker:p:m", clock(), BREAKER) for _ in range(2)]
+    clock.advance(59.9)
+    assert not (await counters.breaker_admit("breaker:p:m", clock(), BREAKER)).admitted
+    clock.advance(0.1)
+    reopened = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+    assert reopened.changed and not reopened.admitted
+    assert (reopened.state, reopened.retry_in) == (BreakerState.OPEN, 30.0)
+    # The lost probes, should they ever answer, belong to an episode that is over.
+    assert (
+        await counters.breaker_record(
+            "breaker:p:m", lost[0], failed=False, slow=False, now=clock(), settings=BREAKER
+        )
+        is None
+    )
+    clock.advance(30)
+    assert (await counters.breaker_admit("breaker:p:m", clock(), BREAKER)).admitted
+
+
+async def test_a_new_window_size_starts_an_empty_window(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await outcome(counters, clock, failed=True)
+    await outcome(counters, clock, failed=True)
+    wider = BreakerSettings(8, 3, 0.5, 0.75, 30.0, 2, 60.0)
+    assert await outcome(counters, clock, settings=wider) is None
+    got = await snapshot(counters)
+    assert (got.calls, got.failures) == (1, 0)
+
+
+async def test_breakers_are_apart_from_each_other_and_from_counters(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await counters.add("breaker:p:m", 5)
+    await opened(counters, clock, key="breaker:p:m")
+    assert (await counters.breaker_admit("breaker:p:other", clock(), BREAKER)).admitted
+    assert await counters.get("breaker:p:m") == CounterValue(5, 0)
+    assert set(await counters.breaker_snapshots()) == {"breaker:p:m"}
+
+
+async def test_half_open_probes_across_threads_are_never_more_than_allowed(
+    counters: Counters, clock: FakeClock
+) -> None:
+    await opened(counters, clock)
+    clock.advance(30)
+    threads = 8
+    start = threading.Barrier(threads)
+
+    def in_thread() -> int:
+        start.wait()
+
+        async def attempts() -> int:
+            admitted = 0
+            for _ in range(50):
+                admission = await counters.breaker_admit("breaker:p:m", clock(), BREAKER)
+                admitted += admission.admitted
+            return admitted
+
+        return asyncio.run(attempts())
+
+    def run_all() -> list[int]:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda _: in_thread(), range(threads)))
+
+    assert sum(await asyncio.to_thread(run_all)) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"min_calls": 5}, r"min_calls must be in \[1, window=4\], got 5"),
+        ({"min_calls": 0}, "min_calls must be in"),
+        ({"half_open_probes": 0}, "half_open_probes must be >= 1"),
+        ({"failure_rate": 1.5}, r"failure_rate must be in \[0, 1\]"),
+        ({"slow_rate": -0.1}, "slow_rate must be in"),
+        ({"open_for": -1.0}, "open_for must be >= 0"),
+        ({"probe_silence": float("nan")}, "probe_silence must be >= 0"),
+    ],
+)
+def test_breaker_settings_refuse_what_cannot_work(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replace(BREAKER, **change)
+
+
+async def test_give_returns_tokens_up_to_capacity(counters: Counters) -> None:
+    assert await counters.take("bucket", 8, rate=0.001, capacity=10) == 0.0
+    await counters.give("bucket", 5, capacity=10)
+    assert await counters.take("bucket", 7, rate=0.001, capacity=10) == 0.0
+    await counters.give("bucket", 100, capacity=10)  # never past capacity
+    assert await counters.take("bucket", 10, rate=0.001, capacity=10) == 0.0
+    assert await counters.take("bucket", 1, rate=0.001, capacity=10) > 0
+
+
+async def test_give_to_an_unknown_bucket_does_nothing(counters: Counters) -> None:
+    await counters.give("never-taken", 5, capacity=10)
+    assert await counters.take("never-taken", 10, rate=0.001, capacity=10) == 0.0
+    with pytest.raises(ValueError, match="amount must be >= 0"):
+        await counters.give("never-taken", -1, capacity=10)

@@ -13,9 +13,16 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-import orjson
-
-from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, Usage
+from corral.calls import (
+    Call,
+    Halt,
+    HaltReason,
+    LLMCall,
+    LLMResult,
+    Result,
+    Usage,
+    estimate_input_tokens,
+)
 from corral.gates.base import Cap, Next, RunContext
 from corral.policy import Policy
 from corral.providers.base import ProviderError
@@ -64,16 +71,6 @@ def build_caps(
     return tuple(caps)
 
 
-def estimate_input_tokens(call: LLMCall) -> int:
-    """An upper bound on the prompt's tokens: no tokenizer emits more tokens than UTF-8
-    bytes, and JSON framing costs more bytes than the tokens a chat template adds."""
-    size = len(orjson.dumps(call.messages))
-    tools = call.params.get("tools")
-    if tools:
-        size += len(orjson.dumps(tools))
-    return size
-
-
 class _Worst:
     """A call's worst case: fixed units per dimension plus units per output token."""
 
@@ -112,9 +109,7 @@ class BudgetGate:
             await self._counters.release(reservation)
             raise
         if isinstance(result, LLMResult):
-            result.cost_usd = await self._commit(
-                reservation, caps, ctx, result.usage, result.model
-            )
+            result.cost_usd = await self._commit(reservation, caps, ctx, result.usage, result.model)
         else:
             await self._counters.commit(reservation, [1 for _ in caps])  # steps, tool_calls
         return result

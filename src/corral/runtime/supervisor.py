@@ -14,19 +14,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import httpx
-
 from corral.calls import Halted, RunStatus
 from corral.gates.allowlist import AllowlistGate
 from corral.gates.base import Gate, Next, RunContext, compose
+from corral.gates.breaker import BreakerGate
 from corral.gates.budget import MICRO_USD, BudgetGate, build_caps
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
 from corral.gates.kill import KillSwitchGate
+from corral.gates.ratelimit import RateLimitGate
 from corral.gates.record import RecordGate, view_of
+from corral.gates.retry import RetryGate
+from corral.gates.route import RouteGate
 from corral.policy import LivePolicy, Policy
 from corral.providers.anthropic import AnthropicAdapter
 from corral.providers.base import Adapter
+from corral.providers.http import HttpClient
 from corral.providers.openai import OpenAIAdapter
 from corral.runtime.run import Run
 from corral.runtime.transport import Transport
@@ -45,7 +48,11 @@ KILL_POLL_SECONDS = 0.2
 def pipeline_gates(
     store: Store, counters: Counters, audit: AuditLog, clock: Callable[[], float] = time.time
 ) -> list[Gate]:
-    """The gates every call passes, outermost first (DESIGN.md's order)."""
+    """The gates every call passes, outermost first (DESIGN.md's order).
+
+    Budgets come first among the gates that cost or wait: a halt is decided before a
+    call queues for a rate-limit share or is retried.
+    """
     return [
         KillSwitchGate(),
         DeadlineGate(clock),
@@ -53,6 +60,10 @@ def pipeline_gates(
         AllowlistGate(),
         IdempotencyGate(store, clock),
         BudgetGate(counters, clock),
+        RateLimitGate(counters),
+        RouteGate(audit),
+        RetryGate(counters, clock=clock),
+        BreakerGate(counters, clock=clock),
     ]
 
 
@@ -75,7 +86,7 @@ class Supervisor:
         self._clock = clock
         self._env = os.environ if env is None else env
         self._tools: dict[str, Tool] = {}
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=64))
+        self._http = HttpClient()
         self._adapters: dict[str, Adapter] = {}
         self._adapters_for: Policy | None = None
         self._runs: dict[str, Run] = {}
@@ -132,7 +143,7 @@ class Supervisor:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self._http.aclose()
+        await self._http.close()
         await self.counters.close()
         await self.store.close()
 

@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from corral.state.counters import (
+    Admission,
+    BreakerSettings,
+    BreakerSnapshot,
+    BreakerState,
     Counters,
     CounterValue,
     Hold,
@@ -22,6 +26,9 @@ from corral.state.counters import (
     Reservation,
     check_units,
 )
+
+# A breaker's ring holds one byte per outcome: these flags.
+_FAILED, _SLOW = 1, 2
 
 
 class _Counter:
@@ -54,6 +61,100 @@ class _Bucket:
         self.at = at
 
 
+class _Breaker:
+    """One breaker: its state and episode, and running counts over its outcomes.
+
+    Closed, the counts cover the ring of the last `window` outcomes; half-open, the
+    probes' outcomes (the ring waits, to be emptied on closing); open, they keep the
+    figures that opened it, for operators.
+    """
+
+    __slots__ = (
+        "calls",
+        "failures",
+        "generation",
+        "head",
+        "last_probe_at",
+        "open_until",
+        "opened_at",
+        "probes_out",
+        "ring",
+        "slow",
+        "state",
+    )
+
+    def __init__(self, window: int) -> None:
+        self.state = BreakerState.CLOSED
+        self.generation = 0
+        self.ring = bytearray(window)
+        self.head = 0
+        self.calls = self.failures = self.slow = 0
+        self.probes_out = 0
+        self.last_probe_at = 0.0
+        self.opened_at = self.open_until = 0.0  # of the latest opening
+
+    def count(self, flags: int) -> None:
+        self.calls += 1
+        self.failures += flags & _FAILED
+        self.slow += (flags & _SLOW) >> 1
+
+    def push(self, flags: int) -> None:
+        """Add an outcome to the window, pushing out the oldest once it is full."""
+        if self.calls == len(self.ring):
+            old = self.ring[self.head]
+            self.calls -= 1
+            self.failures -= old & _FAILED
+            self.slow -= (old & _SLOW) >> 1
+        self.ring[self.head] = flags
+        self.head = (self.head + 1) % len(self.ring)
+        self.count(flags)
+
+    def empty(self, window: int) -> None:
+        self.ring = bytearray(window)
+        self.head = 0
+        self.calls = self.failures = self.slow = 0
+
+    def tripped(self, settings: BreakerSettings) -> bool:
+        # Division, not failures >= rate * calls: 0.1 * 30 is a hair over 3 in floats.
+        return (
+            self.failures / self.calls >= settings.failure_rate
+            or self.slow / self.calls >= settings.slow_rate
+        )
+
+    def open(self, now: float, settings: BreakerSettings) -> None:
+        self.state = BreakerState.OPEN
+        self.generation += 1
+        self.probes_out = 0
+        self.opened_at = now
+        self.open_until = now + settings.open_for
+
+    def half_open(self, now: float) -> None:
+        self.state = BreakerState.HALF_OPEN
+        self.generation += 1
+        self.calls = self.failures = self.slow = 0
+        self.probes_out = 0
+        self.last_probe_at = now
+
+    def close(self, window: int) -> None:
+        self.state = BreakerState.CLOSED
+        self.generation += 1
+        self.empty(window)
+        self.probes_out = 0
+
+    def snapshot(self) -> BreakerSnapshot:
+        closed = self.state is BreakerState.CLOSED
+        return BreakerSnapshot(
+            self.state,
+            self.generation,
+            self.calls,
+            self.failures,
+            self.slow,
+            self.probes_out,
+            None if closed else self.opened_at,
+            None if closed else self.open_until,
+        )
+
+
 class MemoryCounters(Counters):
     """Counters in dicts. `clock` drives token buckets, `wall_clock` key expiry."""
 
@@ -68,6 +169,7 @@ class MemoryCounters(Counters):
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._breakers: dict[str, _Breaker] = {}
         # Unsettled reservations: the amounts held and the counters they were held
         # on. Settling pops the entry, which is what makes a second settle a no-op.
         # A counter with holds is never dropped, so these objects stay the live ones.
@@ -175,6 +277,97 @@ class MemoryCounters(Counters):
                 bucket.tokens -= amount
                 return 0.0
             return (amount - bucket.tokens) / rate
+
+    async def give(self, key: str, amount: float, capacity: float) -> None:
+        if not amount >= 0:
+            raise ValueError(f"give {key!r}: amount must be >= 0, got {amount}")
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is not None:
+                bucket.tokens = min(capacity, bucket.tokens + amount)
+
+    async def breaker_admit(self, key: str, now: float, settings: BreakerSettings) -> Admission:
+        with self._lock:
+            breaker = self._breakers.get(key)
+            if breaker is None:
+                return Admission(True, BreakerState.CLOSED, 0)
+            changed = False
+            if breaker.state is BreakerState.OPEN and now >= breaker.open_until:
+                breaker.half_open(now)
+                changed = True
+            elif (
+                breaker.state is BreakerState.HALF_OPEN
+                and breaker.probes_out
+                and now - breaker.last_probe_at >= settings.probe_silence
+            ):
+                breaker.open(now, settings)
+                changed = True
+            state, generation = breaker.state, breaker.generation
+            if state is BreakerState.CLOSED:
+                return Admission(True, state, generation)
+            if state is BreakerState.OPEN:
+                return Admission(False, state, generation, breaker.open_until - now, changed)
+            if breaker.probes_out + breaker.calls < settings.half_open_probes:
+                breaker.probes_out += 1
+                breaker.last_probe_at = now
+                return Admission(True, state, generation, 0.0, changed)
+            return Admission(False, state, generation, 0.0, changed)
+
+    async def breaker_record(
+        self,
+        key: str,
+        admission: Admission,
+        *,
+        failed: bool,
+        slow: bool,
+        now: float,
+        settings: BreakerSettings,
+    ) -> BreakerSnapshot | None:
+        flags = (_FAILED if failed else 0) | (_SLOW if slow else 0)
+        with self._lock:
+            breaker = self._breakers.get(key)
+            if breaker is None and admission.generation == 0:
+                breaker = self._breakers[key] = _Breaker(settings.window)
+            if (
+                breaker is None
+                or not admission.admitted
+                or admission.generation != breaker.generation
+            ):
+                return None
+            if breaker.state is BreakerState.CLOSED:
+                if len(breaker.ring) != settings.window:
+                    breaker.empty(settings.window)
+                breaker.push(flags)
+                if breaker.calls < settings.min_calls or not breaker.tripped(settings):
+                    return None
+                breaker.open(now, settings)
+                return breaker.snapshot()
+            # Half-open: an open episode admits nothing, so no admission can name it.
+            breaker.probes_out = max(0, breaker.probes_out - 1)
+            breaker.last_probe_at = now
+            breaker.count(flags)
+            if breaker.calls < settings.half_open_probes:
+                return None
+            if breaker.tripped(settings):
+                breaker.open(now, settings)
+            else:
+                breaker.close(settings.window)
+            return breaker.snapshot()
+
+    async def breaker_release(self, key: str, admission: Admission) -> None:
+        with self._lock:
+            breaker = self._breakers.get(key)
+            if (
+                breaker is not None
+                and admission.state is BreakerState.HALF_OPEN
+                and admission.generation == breaker.generation
+                and breaker.probes_out
+            ):
+                breaker.probes_out -= 1
+
+    async def breaker_snapshots(self) -> dict[str, BreakerSnapshot]:
+        with self._lock:
+            return {key: breaker.snapshot() for key, breaker in self._breakers.items()}
 
     async def close(self) -> None:
         """Nothing to release: the counters live and die with the process."""

@@ -29,6 +29,8 @@ test: lint
 bench: install-dev
 	$(BIN)/python bench/sim_throughput.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/resilience.py
+	$(BIN)/python bench/http_client.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .corral

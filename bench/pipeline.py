@@ -85,6 +85,9 @@ def bench_policy(directory: Path) -> Policy:
         "fleet": {"usd": high, "per": "day"},
     }  # fmt: skip
     policy["global"] = {"usd": high, "per": "day"}
+    policy["agents"][AGENT]["rate_limit"] = {
+        "requests_per_minute": high, "tokens_per_minute": high, "priority": "high",
+    }  # fmt: skip
     path = directory / "corral.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return load_policy(path, require_keys=False)

@@ -26,6 +26,7 @@ from corral.calls import (
 from corral.gates.base import Cap, Next, RunContext
 from corral.policy import Policy
 from corral.providers.base import ProviderError
+from corral.providers.pricing import ModelPrice
 from corral.state import Counters, Hold, Reservation
 
 MICRO_USD = 1_000_000
@@ -91,6 +92,9 @@ class BudgetGate:
     def __init__(self, counters: Counters, clock: Callable[[], float] = time.time) -> None:
         self._counters = counters
         self._clock = clock
+        self._bounds_for: Policy | None = None
+        self._route_bounds: dict[str, tuple[float, float, int]] = {}
+        self._prices: Mapping[str, ModelPrice | None] = {}
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         if not ctx.caps:
@@ -117,20 +121,32 @@ class BudgetGate:
     def _worst(self, call: Call, ctx: RunContext) -> _Worst:
         if call.kind == "tool":
             return _Worst({"steps": 1, "tool_calls": 1}, {}, 0)
-        chain = ctx.policy.chain(call.model)
-        names = ctx.policy.routes.get(call.model, (call.model,))
-        prices = [ctx.policy.prices[name] for name in names]
-        # Before the route gate picks a model, the dearest one on the chain is the worst case.
-        in_price = max((p.input_per_mtok for p in prices if p), default=0.0)
-        out_price = max((p.output_per_mtok for p in prices if p), default=0.0)
+        in_price, out_price, most = self._bounds(ctx.policy, call.model)
         tokens_in = estimate_input_tokens(call)
-        want = call.max_tokens or min(model.max_output_tokens for model in chain)
+        want = call.max_tokens or most
         # USD per million tokens is micro-USD per token: the counters' own unit.
         return _Worst(
             {"usd": tokens_in * in_price, "tokens": tokens_in, "steps": 1},
             {"usd": out_price, "tokens": 1},
             want,
         )
+
+    def _bounds(self, policy: Policy, name: str) -> tuple[float, float, int]:
+        """Per route: the dearest input and output prices on its chain (the worst case
+        before the route gate picks a model) and the output every model can give.
+        Worked out once per policy snapshot."""
+        if self._bounds_for is not policy:
+            self._bounds_for, self._route_bounds, self._prices = policy, {}, policy.prices
+        found = self._route_bounds.get(name)
+        if found is None:
+            names = policy.routes.get(name, (name,))
+            prices = [p for p in (policy.prices[n] for n in names) if p is not None]
+            found = self._route_bounds[name] = (
+                max((p.input_per_mtok for p in prices), default=0.0),
+                max((p.output_per_mtok for p in prices), default=0.0),
+                min(policy.models[n].max_output_tokens for n in names),
+            )
+        return found
 
     async def _hold(self, call: Call, ctx: RunContext) -> tuple[Reservation, list[Cap]]:
         worst = self._worst(call, ctx)
@@ -165,11 +181,16 @@ class BudgetGate:
     ) -> tuple[int, tuple[Cap, int, int] | None]:
         """Output tokens every cap can pay now, and the cap that can never pay the minimum."""
         output = worst.want
-        for cap, key in zip(caps, keys, strict=True):
-            per = worst.per_output.get(cap.dimension, 0)
+        paying = [
+            (cap, key)
+            for cap, key in zip(caps, keys, strict=True)
+            if cap.dimension in worst.per_output
+        ]
+        values = await self._counters.get_many([key for _, key in paying])
+        for (cap, _), (used, held) in zip(paying, values, strict=True):
+            per = worst.per_output[cap.dimension]
             if not per:
                 continue
-            used, held = await self._counters.get(key)
             fixed = worst.fixed[cap.dimension]
             if used + math.ceil(fixed + per * MIN_OUTPUT_TOKENS) > cap.limit:
                 return 0, (cap, used, held)
@@ -189,7 +210,8 @@ class BudgetGate:
         model: str | None,
     ) -> float:
         """Commit what an LLM call used; returns its cost in USD."""
-        price = ctx.policy.prices.get(model) if model else None
+        prices = self._prices if self._bounds_for is ctx.policy else ctx.policy.prices
+        price = prices.get(model) if model else None
         cost = price.cost(usage) if price else 0.0
         spent = {"usd": math.ceil(cost * MICRO_USD), "tokens": usage.total_tokens, "steps": 1}
         await self._counters.commit(reservation, [spent[cap.dimension] for cap in caps])

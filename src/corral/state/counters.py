@@ -38,8 +38,11 @@ class Hold:
     ttl: float | None = None
 
     def __post_init__(self) -> None:
-        check_units(f"hold {self.key!r} amount", self.amount)
-        check_units(f"hold {self.key!r} limit", self.limit)
+        # Built on every call: the common case is one cheap test, the message is built on failure.
+        amount, limit = self.amount, self.limit
+        if type(amount) is not int or type(limit) is not int or amount < 0 or limit < 0:
+            check_units(f"hold {self.key!r} amount", amount)
+            check_units(f"hold {self.key!r} limit", limit)
         if self.ttl is not None and not self.ttl > 0:
             raise ValueError(f"hold {self.key!r} ttl must be > 0, got {self.ttl!r}")
 
@@ -185,6 +188,10 @@ class Counters(ABC):
 
     @abstractmethod
     async def get(self, key: str) -> CounterValue: ...
+
+    @abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> list[CounterValue]:
+        """`get` for several keys in one round trip (one MGET-like read on Redis)."""
 
     @abstractmethod
     async def take(self, key: str, amount: float, rate: float, capacity: float) -> float:

@@ -31,7 +31,8 @@ import aiohttp
 import httpx
 import orjson
 
-from sim_throughput import start_server, stop_server  # a sibling script: run from bench/
+from pipeline import loop_factory  # sibling scripts: run as .venv/bin/python bench/...
+from sim_throughput import start_server, stop_server
 
 ROUNDS = 5
 SEQUENTIAL = 400  # requests per round, one at a time
@@ -220,15 +221,6 @@ def report(results: dict[tuple[str, str], tuple[Figures, Figures]], loop: str) -
             f" c=32 req/s {h_conc.per_second() / a_conc.per_second():.2f}x,"
             f" c=32 CPU/req {h_conc.cpu_us() / a_conc.cpu_us():.2f}x"
         )
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def main() -> None:

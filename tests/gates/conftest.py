@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from corral.calls import Call, LLMResult, Result, ToolResult, Usage
 from corral.gates.base import RunContext
 from corral.gates.budget import build_caps
 from corral.policy import Policy, parse_policy
-from corral.state import RunRecord
+from corral.state import RunRecord, SQLiteStore
 
 POLICY = """
 version: 1
@@ -76,3 +80,10 @@ class Echo:
             return ToolResult({"tool": call.name, "args": dict(call.args)})
         out = self.output_tokens if self.output_tokens is not None else call.max_tokens or 1
         return LLMResult("ok", Usage(input_tokens=5, output_tokens=out), model="m")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "corral.db")
+    yield opened
+    await opened.close()

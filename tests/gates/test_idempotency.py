@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from corral.gates.idempotency import IdempotencyGate
 from corral.state import IdempotencyRecord, SQLiteStore
 
 from .conftest import Echo, context, messages
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "corral.db")
-    yield opened
-    await opened.close()
 
 
 async def test_second_call_with_the_same_key_replays(store: SQLiteStore) -> None:

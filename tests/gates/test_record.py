@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from corral.calls import Call, Halt, HaltReason, LLMCall, Result, ToolCall, ToolResult
@@ -14,13 +11,6 @@ from corral.state import SQLiteStore
 from corral.telemetry.audit import AuditLog
 
 from .conftest import Echo, context, messages
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "corral.db")
-    yield opened
-    await opened.close()
 
 
 async def test_each_outcome_is_recorded_with_its_status(store: SQLiteStore) -> None:

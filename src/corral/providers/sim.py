@@ -25,6 +25,7 @@ import random
 import signal
 import socket
 import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -604,7 +605,7 @@ def serve(
     async def main() -> None:
         stop = asyncio.Event()
         # Windows has no add_signal_handler; Ctrl-C still works through asyncio.Runner.
-        with contextlib.suppress(NotImplementedError):
+        if sys.platform != "win32":
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await provider.start(host, port)
         try:

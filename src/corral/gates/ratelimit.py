@@ -18,9 +18,10 @@ the head of the queue polls the bucket, so the queue's order is the order of ser
 a crowd of waiters costs one poll per refill, not one per waiter. Between nodes there is
 no queue: each node's head competes for the shared bucket.
 
-Tokens taken are never given back (Counters has no refund for buckets): a call that
-used less than its worst case, or failed, or gave up waiting on a later bucket, still
-counts in full on the buckets it took from. That errs on the safe side of the limit.
+The tokens bucket is paid the worst case up front; once the call is over, what it did
+not use goes back (`Counters.give`), so the limit counts tokens spent, not the bound. A
+call that failed without usage gives everything back; one that gave up waiting, or was
+cancelled or halted, keeps its tokens taken: that errs on the safe side of the limit.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from corral.state import (
     StepRecord,
 )
 from corral.state.sqlite import _KILL_REQUESTS, MIGRATIONS, migrate
+from corral.telemetry.audit import AuditLog
 from tests.state.conftest import FakeClock
 
 T0 = 1_700_000_000.0
@@ -139,6 +140,19 @@ async def test_record_step_with_a_taken_seq_writes_nothing(store: SQLiteStore) -
     assert (await stored(store)).steps == 1
     assert (await stored(store)).cost_usd == 0.0
     assert await store.list_steps("run-1") == [step(1)]
+
+
+async def test_record_step_carries_its_audit_entry_in_the_same_transaction(
+    store: SQLiteStore,
+) -> None:
+    log = AuditLog(store)
+    await store.create_run(run())
+    await store.record_step(run(steps=1), step(1), log.seal("step", {"seq": 1}, "run-1"))
+    with pytest.raises(ConstraintError):  # a taken seq: neither the step nor its entry
+        await store.record_step(run(steps=2), step(1), log.seal("step", {"seq": 1}, "run-1"))
+    entries = await store.list_audit()
+    assert [(e.seq, e.kind, e.payload) for e in entries] == [(1, "step", {"seq": 1})]
+    assert (await log.verify()).ok
 
 
 async def test_record_step_of_an_unknown_run_writes_nothing(store: SQLiteStore) -> None:

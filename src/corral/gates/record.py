@@ -107,15 +107,14 @@ class RecordGate:
             idempotency_key=call.idempotency_key if call.kind == "tool" else None,
             model_used=model_used,
         )
-        # Shielded: a call that ran must stay on the record even if a kill lands mid-write.
-        await asyncio.shield(self._store.record_step(run, step))
-        await asyncio.shield(
-            self._audit.append(
-                "step",
-                {"seq": step.seq, "kind": step.kind, "name": name, "status": status, "usd": cost},
-                run.id,
-            )
+        entry = self._audit.seal(
+            "step",
+            {"seq": step.seq, "kind": step.kind, "name": name, "status": status, "usd": cost},
+            run.id,
         )
+        # One transaction for the step, the run's totals and the audit entry; shielded, so a
+        # call that ran stays on the record even if a kill lands mid-write.
+        await asyncio.shield(self._store.record_step(run, step, entry))
         ctx.recent.append(view_of(step))
 
 

@@ -413,6 +413,21 @@ def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, wh
         raise ConstraintError(f"{what}: {exc}") from exc
 
 
+def _append_audit(
+    conn: sqlite3.Connection, seal: Callable[[AuditEntry | None], AuditEntry]
+) -> AuditEntry:
+    """Seal the next entry on the last one and move the head, inside the caller's transaction."""
+    row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
+    entry = seal(None if row is None else _AUDIT.from_row(row))
+    conn.execute(_AUDIT.insert, _AUDIT.to_row(entry))
+    conn.execute(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        (entry.seq, entry.hash),
+    )
+    return entry
+
+
 class SQLiteStore(Store):
     """A Store in one SQLite file (or ":memory:").
 
@@ -590,7 +605,12 @@ class SQLiteStore(Store):
 
         await self._run(op, f"add_steps for run {steps[0].run_id!r}")
 
-    async def record_step(self, run: RunRecord, step: StepRecord) -> None:
+    async def record_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+    ) -> None:
         if step.run_id != run.id:
             raise ConstraintError(
                 f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
@@ -602,6 +622,8 @@ class SQLiteStore(Store):
             with _transaction(conn):
                 _save_run(conn, run_row, "record_step")
                 conn.execute(_STEPS.insert, step_row)
+                if seal is not None:
+                    _append_audit(conn, seal)
 
         await self._run(op, f"record_step {step.seq} of run {run.id!r}")
 
@@ -771,15 +793,7 @@ class SQLiteStore(Store):
     async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
         def op(conn: sqlite3.Connection) -> AuditEntry:
             with _transaction(conn):
-                row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
-                entry = seal(None if row is None else _AUDIT.from_row(row))
-                conn.execute(_AUDIT.insert, _AUDIT.to_row(entry))
-                conn.execute(
-                    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                    (entry.seq, entry.hash),
-                )
-            return entry
+                return _append_audit(conn, seal)
 
         return await self._run(op, "append_audit")
 

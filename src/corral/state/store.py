@@ -138,8 +138,14 @@ class Store(ABC):
         """Insert all the steps in one transaction: all of them are stored or none."""
 
     @abstractmethod
-    async def record_step(self, run: RunRecord, step: StepRecord) -> None:
-        """Insert the step and save the run (as save_run does) in one transaction.
+    async def record_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+    ) -> None:
+        """Insert the step and save the run (as save_run does) in one transaction, with
+        the step's audit entry too when `seal` is given (see append_audit).
 
         ConstraintError if the step belongs to another run or its seq is taken;
         NotFoundError if the run does not exist. Either way nothing is written.

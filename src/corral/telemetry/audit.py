@@ -103,11 +103,17 @@ class AuditLog:
     async def append(
         self, kind: str, payload: Mapping[str, Any], run_id: str | None = None
     ) -> AuditEntry:
+        return await self._store.append_audit(self.seal(kind, payload, run_id))
+
+    def seal(
+        self, kind: str, payload: Mapping[str, Any], run_id: str | None = None
+    ) -> Callable[[AuditEntry | None], AuditEntry]:
+        """The entry to chain onto whatever is last when the store's transaction runs it
+        (so two appenders never share a parent); for writes that carry their own entry."""
         body = dict(payload)
         ts = self._clock()
 
-        # Runs inside the store's write transaction, so two appenders never share a parent.
-        def seal(last: AuditEntry | None) -> AuditEntry:
+        def chained(last: AuditEntry | None) -> AuditEntry:
             seq = last.seq + 1 if last else 1
             prev = last.hash if last else ""
             digest = entry_hash(seq, ts, kind, run_id, body, prev)
@@ -115,7 +121,7 @@ class AuditLog:
                 seq=seq, ts=ts, kind=kind, run_id=run_id, payload=body, prev_hash=prev, hash=digest
             )
 
-        return await self._store.append_audit(seal)
+        return chained
 
     async def verify(self) -> Verification:
         return verify_chain(await self._store.list_audit(), await self._store.audit_head())

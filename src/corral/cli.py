@@ -19,8 +19,9 @@ from rich.table import Table
 
 from corral import __version__
 from corral.calls import RunStatus
+from corral.gateway.keys import check_lifetime, issue, key_status
 from corral.policy import Policy, PolicyError, load_policy, parse_duration
-from corral.state import DeadLetterRecord, RunRecord, Store, open_store
+from corral.state import AgentKeyRecord, DeadLetterRecord, RunRecord, Store, open_store
 
 T = TypeVar("T")
 
@@ -37,8 +38,13 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Gateway keys: one identifies an agent, an admin key opens /admin/.",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
 out = Console()
@@ -91,7 +97,9 @@ async def existing_run(store: Store, run_id: str) -> RunRecord:
     return run
 
 
-async def audit(store: Store, kind: str, payload: Mapping[str, Any], run_id: str) -> None:
+async def audit(
+    store: Store, kind: str, payload: Mapping[str, Any], run_id: str | None = None
+) -> None:
     from corral.telemetry.audit import AuditLog
 
     await AuditLog(store).append(kind, payload, run_id)
@@ -420,6 +428,124 @@ def dlq_drop(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def parse_lifetime(text: str) -> float:
+    return check_lifetime(parse_duration(text))
+
+
+@keys_app.command("create")
+def keys_create(
+    policy: PolicyPath = Path("corral.yaml"),
+    agent: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Make a key that identifies this agent of the policy."),
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="Make an admin key, for the gateway's /admin/ API.")
+    ] = False,
+    expires: Annotated[
+        float | None,
+        typer.Option(
+            parser=parse_lifetime,
+            metavar="DURATION",
+            help="Expire the key after this long, e.g. 12h or 30d (default: never).",
+        ),
+    ] = None,
+) -> None:
+    """Make a gateway key and print it once: the store keeps only its hash."""
+    if agent is not None and admin:
+        fail("--agent and --admin are mutually exclusive: an admin key belongs to no agent", 2)
+    if agent is None and not admin:
+        fail("say whose key it is: --agent NAME for an agent, or --admin for an admin key", 2)
+    if agent is not None:
+        known = sorted(policy_for_store(policy).agents)
+        if agent not in known:
+            listed = f"are {', '.join(known)}" if known else "are none"
+            fail(f"unknown agent '{agent}': the agents in {policy} {listed}", 2)
+
+    async def create(store: Store) -> tuple[str, AgentKeyRecord]:
+        key, record = await issue(
+            store, agent=agent, admin=admin, expires_in=expires, now=time.time()
+        )
+        # The plaintext and the hash stay out of the log: the log is for reading.
+        payload = {
+            "id": record.id,
+            "agent": record.agent,
+            "admin": record.admin,
+            "expires_at": record.expires_at,
+        }
+        await audit(store, "key.created", payload)
+        return key, record
+
+    key, record = with_store(policy, create)
+    whose = "an admin key" if admin else f"a key for agent {agent}"
+    expiry = (
+        "never expires" if record.expires_at is None else f"expires {when(record.expires_at)} UTC"
+    )
+    # Only the key goes to stdout, so `KEY=$(corral keys create ...)` captures just it.
+    err.print(f"created {whose}, id {record.id}, {expiry}:", highlight=False, soft_wrap=True)
+    out.print(key, highlight=False, soft_wrap=True)
+    err.print("Copy it now: it will not be shown again.", highlight=False, soft_wrap=True)
+
+
+def key_json(record: AgentKeyRecord, now: float) -> dict[str, Any]:
+    fields = {n: getattr(record, n) for n in record.__dataclass_fields__ if n != "key_hash"}
+    return {**fields, "status": key_status(record, now)}
+
+
+@keys_app.command("ls")
+def keys_ls(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) -> None:
+    """List gateway keys, oldest first: ids and prefixes, never the keys themselves."""
+    rows = with_store(policy, lambda s: s.list_agent_keys())
+    now = time.time()
+    if as_json:
+        print_json([key_json(r, now) for r in rows])
+        return
+    if not rows:
+        out.print("No keys yet. Make one with `corral keys create --agent NAME` (or --admin).")
+        return
+    table = Table(title="Gateway keys")
+    # The id is what `keys revoke` takes, so it is never cut; in a narrow terminal the other
+    # columns wrap rather than lose characters to an ellipsis.
+    table.add_column("id", min_width=max(len(r.id) for r in rows), no_wrap=True)
+    for column in ("prefix", "agent", "created", "expires", "status"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.prefix,
+            "(admin)" if r.admin else r.agent,
+            when(r.created_at),
+            "never" if r.expires_at is None else when(r.expires_at),
+            key_status(r, now),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY_ID", help="The key's id (see `corral keys ls`).", show_default=False
+        ),
+    ],
+    policy: PolicyPath = Path("corral.yaml"),
+) -> None:
+    """Revoke a key for good: the gateway refuses it from then on."""
+
+    async def revoke(store: Store) -> None:
+        if not await store.revoke_agent_key(key_id, time.time()):
+            # The store refuses unknown and revoked keys alike; the listing tells which.
+            found = {k.id: k for k in await store.list_agent_keys()}.get(key_id)
+            if found is None:
+                fail(f"no key '{key_id}' in the store (list them with `corral keys ls`)")
+            fail(f"key '{key_id}' was already revoked, at {when(found.revoked_at)} UTC")
+        await audit(store, "key.revoked", {"id": key_id})
+
+    with_store(policy, revoke)
+    out.print(f"revoked key {key_id}", highlight=False, soft_wrap=True)
 
 
 @audit_app.command("verify")

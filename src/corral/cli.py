@@ -569,9 +569,8 @@ def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) 
     if loaded.counters == "memory":
         # A breaker lives where its counters do: in-process counters die with the process.
         note = (
-            "With `counters: memory` breakers are per process, and this one has none: see a "
-            "gateway's with GET /admin/breakers, or share them across processes with "
-            "`counters: redis://...` in the policy."
+            "With `counters: memory` breakers live inside each supervisor's process, and "
+            "this one has none: breakers are shared and listed here only with shared counters."
         )
         if as_json:
             err.print(note, highlight=False, soft_wrap=True)
@@ -635,7 +634,8 @@ def doctor(policy: PolicyPath = Path("corral.yaml")) -> None:
 
 @app.command()
 def demo(policy: PolicyPath = Path("examples/corral.yaml")) -> None:
-    """Start the simulated provider in-process and send a few calls through the OpenAI client."""
+    """Run a supervised support agent against the simulated provider: one run completes,
+    a runaway one is halted by its budget."""
     from corral.demo import DemoError, run_demo
 
     try:

@@ -275,3 +275,26 @@ async def test_a_resumed_run_in_a_new_process_cannot_spend_its_caps_again(
     await second.close()
     assert caught.value.reason is HaltReason.BUDGET_TOOL_CALLS
     assert caught.value.packet["usage"]["tool_calls"] == 3
+
+
+async def test_a_reload_applies_to_new_runs_and_spares_runs_in_flight(
+    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    path = example_policy(tmp_path, sim)
+    sup = Supervisor.from_policy(path)
+    old_run = await sup.run(agent="support", task="before")
+    # The new policy renames the provider and cuts the task budget.
+    text = path.read_text().replace("  sim:", "  sim2:")
+    text = text.replace("provider: sim,", "provider: sim2,")
+    path.write_text(text.replace("task:    {usd: 0.20}", "task:    {usd: 0.00001}"))
+    assert sup.policy.reload().ok
+    with pytest.raises(Halted) as caught:
+        async with sup.run(agent="support", task="after") as new_run:
+            await new_run.chat("default", HELLO, max_tokens=10)
+    assert caught.value.reason is HaltReason.BUDGET_COST  # the new snapshot's cap
+    assert new_run.context.policy is sup.policy.current
+    reply = await old_run.chat("default", HELLO, max_tokens=10)  # on the old snapshot's provider
+    assert reply.text.startswith("Simulated reply")
+    await old_run.complete()
+    await sup.close()

@@ -283,10 +283,12 @@ class Supervisor:
             await asyncio.sleep(KILL_POLL_SECONDS)
 
     def _ensure_adapters(self, policy: Policy) -> None:
-        """One adapter per provider of the snapshot, all on the shared keep-alive client."""
+        """One adapter per provider of the snapshot, all on the shared keep-alive client.
+
+        After a reload, adapters of providers the new snapshot dropped stay, so runs
+        started on the old snapshot can finish their calls."""
         if self._adapters_for is policy:
             return
-        self._adapters.clear()
         for name, provider in policy.providers.items():
             key = self._env.get(provider.api_key_env or "", "")
             kind = AnthropicAdapter if provider.kind == "anthropic" else OpenAIAdapter

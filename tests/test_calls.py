@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral import Halt, HaltReason, LLMCall, ToolCall, Usage
+from corral.calls import estimate_input_tokens
 
 
 def test_halt_reasons_are_the_documented_strings() -> None:
@@ -41,3 +42,12 @@ def test_calls_get_distinct_ids_and_kinds() -> None:
     assert first.kind == "llm" and second.kind == "tool"
     assert first.id != second.id
     assert second.idempotency_key is None
+
+
+def test_input_bound_is_worked_out_once_per_prompt() -> None:
+    call = LLMCall("r", [{"role": "user", "content": "héllo"}], {"tools": [{"name": "t"}]})
+    first = estimate_input_tokens(call)
+    assert first >= len("héllo".encode())  # bytes, never fewer: an upper bound
+    assert estimate_input_tokens(call) == first and call.input_bound is not None
+    call.messages = [{"role": "user", "content": "a much longer prompt than before"}]
+    assert estimate_input_tokens(call) > first  # new messages, new figure

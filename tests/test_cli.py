@@ -9,25 +9,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from corral import __version__
 from corral.cli import app
 from corral.state import RunRecord, SQLiteStore, StepRecord
 from corral.telemetry.audit import AuditLog
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "corral.yaml"
-runner = CliRunner()
+from tests.support import EXAMPLE, example_policy, runner
 
 
 @pytest.fixture
 def policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example policy with its store in tmp_path and the sim on a closed port."""
     monkeypatch.setenv("SIM_API_KEY", "sim")
-    path = tmp_path / "corral.yaml"
-    text = EXAMPLE.read_text().replace("sqlite:///corral.db", f"sqlite:///{tmp_path}/corral.db")
-    path.write_text(text.replace("127.0.0.1:4010", "127.0.0.1:9"))
-    return path
+    return example_policy(tmp_path, {"127.0.0.1:4010": "127.0.0.1:9"})
 
 
 def store_path(policy: Path) -> Path:

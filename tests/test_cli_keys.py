@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from corral.cli import app
 from corral.gateway.keys import KeyRefused, authenticate, key_hash
-from corral.state import AgentKeyRecord, SQLiteStore, Store
+from corral.state import AgentKeyRecord, Store
+from tests.support import corral, example_policy, flat, on_store
 
-T = TypeVar("T")
 T0 = 1_700_000_000.0
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "corral.yaml"
-runner = CliRunner()
 
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Path:
-    """The example policy with its store in tmp_path."""
-    path = tmp_path / "corral.yaml"
-    path.write_text(
-        EXAMPLE.read_text().replace("sqlite:///corral.db", f"sqlite:///{tmp_path}/corral.db")
-    )
-    return path
-
-
-def on_store(policy: Path, work: Callable[[Store], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with SQLiteStore(policy.parent / "corral.db") as store:
-            return await work(store)
-
-    return asyncio.run(go())
-
-
-def corral(policy: Path, *args: str) -> Result:
-    return runner.invoke(app, [*args, "--policy", str(policy)])
-
-
-def flat(output: str) -> str:
-    """The output on one line, without the box Typer draws around usage errors."""
-    return " ".join(output.replace("│", " ").split())
+    return example_policy(tmp_path)
 
 
 def stored_key(key_id: str, **changes: Any) -> AgentKeyRecord:

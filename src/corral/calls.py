@@ -110,6 +110,8 @@ class LLMCall:
     sink: StreamSink | None = None
     target: str | None = None  # the policy model the route gate chose for this attempt
     delivered: bool = False
+    # estimate_input_tokens' figure, with the messages it was worked out for
+    input_bound: tuple[Sequence[Mapping[str, Any]], int] | None = field(default=None, repr=False)
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 
@@ -130,11 +132,18 @@ Call = LLMCall | ToolCall
 
 def estimate_input_tokens(call: LLMCall) -> int:
     """An upper bound on the prompt's tokens: no tokenizer emits more tokens than UTF-8
-    bytes, and JSON framing costs more bytes than the tokens a chat template adds."""
+    bytes, and JSON framing costs more bytes than the tokens a chat template adds.
+
+    Several gates ask per call, so the figure is kept on the call for as long as its
+    messages are the same object (a gate that rewrites the prompt replaces them)."""
+    cached = call.input_bound
+    if cached is not None and cached[0] is call.messages:
+        return cached[1]
     size = len(orjson.dumps(call.messages))
     tools = call.params.get("tools")
     if tools:
         size += len(orjson.dumps(tools))
+    call.input_bound = (call.messages, size)
     return size
 
 

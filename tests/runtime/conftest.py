@@ -9,20 +9,14 @@ import pytest
 
 from corral import Supervisor
 from corral.providers.sim import SimProvider
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "corral.yaml"
+from tests import support
 
 
 def example_policy(tmp_path: Path, sim: SimProvider, edits: dict[str, str] | None = None) -> Path:
-    text = EXAMPLE.read_text()
-    text = text.replace("sqlite:///corral.db", f"sqlite:///{tmp_path}/corral.db")
-    text = text.replace("http://127.0.0.1:4010/v1", sim.openai_base_url)
-    for old, new in (edits or {}).items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "corral.yaml"
-    path.write_text(text)
-    return path
+    """The example policy with its store in tmp_path and `sim` as its provider."""
+    return support.example_policy(
+        tmp_path, {"http://127.0.0.1:4010/v1": sim.openai_base_url, **(edits or {})}
+    )
 
 
 @pytest.fixture

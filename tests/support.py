@@ -1,0 +1,48 @@
+"""What many tests share: the example policy copied into tmp_path, and the CLI runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from typer.testing import CliRunner, Result
+
+from corral.cli import app
+from corral.state import SQLiteStore, Store
+
+T = TypeVar("T")
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "corral.yaml"
+runner = CliRunner()
+
+
+def example_policy(tmp_path: Path, edits: Mapping[str, str] | None = None) -> Path:
+    """The example policy as `tmp_path/corral.yaml`, its store in tmp_path, with `edits`
+    (text replacements, each of which must apply)."""
+    text = EXAMPLE.read_text().replace("sqlite:///corral.db", f"sqlite:///{tmp_path}/corral.db")
+    for old, new in (edits or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "corral.yaml"
+    path.write_text(text)
+    return path
+
+
+def on_store(policy: Path, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` against the store of a policy made by example_policy."""
+
+    async def go() -> T:
+        async with SQLiteStore(policy.parent / "corral.db") as store:
+            return await work(store)
+
+    return asyncio.run(go())
+
+
+def corral(policy: Path, *args: str) -> Result:
+    return runner.invoke(app, [*args, "--policy", str(policy)])
+
+
+def flat(output: str) -> str:
+    """The output on one line, without the box Typer draws around usage errors."""
+    return " ".join(output.replace("│", " ").split())

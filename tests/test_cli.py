@@ -163,3 +163,22 @@ def test_demo_names_a_busy_port(policy: Path) -> None:
         result = runner.invoke(app, ["demo", "--policy", str(policy)])
     assert result.exit_code == 1
     assert f"cannot serve the simulated provider at 127.0.0.1:{port}" in result.output
+
+
+async def test_doctor_ticks_a_provider_that_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.doctor import run_checks
+    from corral.providers.sim import SimProvider
+
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    async with SimProvider() as sim:
+        url = sim.openai_base_url
+        checks = await run_checks(example_policy(tmp_path, {"http://127.0.0.1:4010/v1": url}))
+    assert [(c.name, c.ok) for c in checks] == [
+        ("policy", True),
+        ("store", True),
+        ("counters", True),
+        ("provider sim", True),
+    ]
+    assert checks[-1].detail == f"{url}/models answered HTTP 200"

@@ -112,17 +112,27 @@ class LLMCall:
     delivered: bool = False
     # estimate_input_tokens' figure, with the messages it was worked out for
     input_bound: tuple[Sequence[Mapping[str, Any]], int] | None = field(default=None, repr=False)
+    # perf_counter time the current attempt reached the transport, and the seconds spent
+    # upstream by attempts that ended: what the gateway subtracts to report its overhead
+    upstream_started: float | None = field(default=None, repr=False)
+    upstream_seconds: float = field(default=0.0, repr=False)
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 
 
 @dataclass(slots=True)
 class ToolCall:
-    """A request to run a tool; a replay with the same idempotency key returns the first result."""
+    """A request to run a tool; a replay with the same idempotency key returns the first result.
+
+    `reported` is set when the agent ran the tool itself and only reports it (the gateway
+    learns of tool calls from the conversation): it passes every gate as any tool call,
+    and the transport returns it instead of running a registered tool.
+    """
 
     name: str
     args: Mapping[str, Any]
     idempotency_key: str | None = None
+    reported: ToolResult | None = None
     kind: Literal["tool"] = "tool"
     id: int = field(default_factory=lambda: next(_call_ids))
 
@@ -195,6 +205,26 @@ class Halt(Exception):
         self.reason = reason
         self.message = message
         self.detail: Mapping[str, Any] = detail or {}
+
+
+class UpstreamUnavailable(Exception):
+    """No model on the call's route answered (`provider_unavailable`, `circuit_open`) or
+    could take the prompt (`context_overflow`), on a run told not to halt for that.
+
+    The gateway's runs are: a provider outage fails the request, not the agent's session.
+    """
+
+    def __init__(self, reason: HaltReason, message: str, detail: Mapping[str, Any]) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+        self.detail = detail
+
+
+# The halts a route gives when its models fail, not when the agent misbehaves.
+UPSTREAM_REASONS = frozenset(
+    {HaltReason.PROVIDER_UNAVAILABLE, HaltReason.CIRCUIT_OPEN, HaltReason.CONTEXT_OVERFLOW}
+)
 
 
 class Halted(Exception):

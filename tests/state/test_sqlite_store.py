@@ -124,6 +124,16 @@ async def test_list_runs_newest_first_with_filters(store: SQLiteStore) -> None:
     assert [r.id for r in halted_support] == ["c"]
 
 
+async def test_list_runs_by_session(store: SQLiteStore) -> None:
+    await store.create_run(run("a", created_at=T0 + 1, session="s1"))
+    await store.create_run(run("b", created_at=T0 + 2, session="s2"))
+    await store.create_run(run("c", created_at=T0 + 3, session="s1"))
+
+    assert [r.id for r in await store.list_runs(session="s1")] == ["c", "a"]
+    assert [r.id for r in await store.list_runs(session="s1", limit=1)] == ["c"]
+    assert await store.list_runs(session="s3") == []
+
+
 async def test_save_run_keeps_a_kill_requested_elsewhere(store: SQLiteStore) -> None:
     await store.create_run(run())
     assert await store.request_kill("run-1", T0 + 5)

@@ -72,6 +72,21 @@ def build_caps(
     return tuple(caps)
 
 
+def cap_key(cap: Cap, now: float) -> str:
+    """The counter key of `cap` at time `now`: windowed caps move to a new key each window."""
+    return cap.key if cap.window is None else f"{cap.key}:{int(now // cap.window)}"
+
+
+async def remaining_usd(counters: Counters, caps: tuple[Cap, ...], now: float) -> float | None:
+    """USD the tightest of `caps` still allows (spent and held both count); None if none caps USD."""
+    usd = [cap for cap in caps if cap.dimension == "usd"]
+    if not usd:
+        return None
+    values = await counters.get_many([cap_key(cap, now) for cap in usd])
+    left = min(cap.limit - used - held for cap, (used, held) in zip(usd, values, strict=True))
+    return max(left, 0) / MICRO_USD
+
+
 class _Worst:
     """A call's worst case: fixed units per dimension plus units per output token."""
 
@@ -154,7 +169,7 @@ class BudgetGate:
         wait = FIRST_WAIT
         while True:
             now = self._clock()
-            keys = [self._key(cap, now) for cap in caps]
+            keys = [cap_key(cap, now) for cap in caps]
             output = worst.want
             if call.kind == "llm":
                 output, short = await self._affordable(worst, caps, keys)
@@ -197,9 +212,6 @@ class BudgetGate:
             output = min(output, math.floor((cap.limit - used - held - fixed) / per))
         # Below the minimum only because of holds in flight: reserve() decides, or we wait.
         return max(output, MIN_OUTPUT_TOKENS), None
-
-    def _key(self, cap: Cap, now: float) -> str:
-        return cap.key if cap.window is None else f"{cap.key}:{int(now // cap.window)}"
 
     async def _commit(
         self,

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
+from corral.aio import loop_factory
 from corral.providers.sim_wire import (
     ANTHROPIC,
     OPENAI,
@@ -467,6 +468,10 @@ class SimProvider:
         output_tokens = reply.output_tokens
         if output_tokens is None:
             output_tokens = _estimate(len(reply.text) + sum(len(c.arguments) for c in calls))
+        # As a real model, it stops at the request's output limit (budgets rely on it).
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            output_tokens = min(output_tokens, limit)
         return Answer(
             next(self._seq), int(time.time()), model, reply.text, calls, input_tokens, output_tokens
         )
@@ -617,14 +622,6 @@ def serve(
 
     # asyncio.Runner turns Ctrl-C into cancelling main(), whose `finally` stops the server,
     # then re-raises KeyboardInterrupt: by then the server has stopped, so it is not an error here.
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as r:
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as r:
         r.run(main())
 
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from corral.calls import (
+    UPSTREAM_REASONS,
     Halt,
     Halted,
     HaltReason,
@@ -19,6 +20,7 @@ from corral.calls import (
     StreamDelta,
     ToolCall,
     ToolResult,
+    UpstreamUnavailable,
 )
 from corral.gates.base import Next, RunContext
 from corral.runtime.packet import build_packet
@@ -39,6 +41,7 @@ class Run:
         clock: Callable[[], float] = time.time,
         on_end: Callable[[Run], None] = lambda run: None,
         state: Any = None,
+        halt_on_upstream_failure: bool = True,
     ) -> None:
         self._ctx = ctx
         self._on_end = on_end
@@ -48,6 +51,7 @@ class Run:
         self._clock = clock
         self._halted: Halted | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._halt_on_upstream_failure = halt_on_upstream_failure
         self.state = state  # the last checkpoint's state on a resumed run
 
     @property
@@ -71,7 +75,11 @@ class Run:
         **params: Any,
     ) -> LLMResult:
         """Call a policy model or route. `max_tokens` may come back clamped by the budget."""
-        result = await self._call(LLMCall(model, messages, params, max_tokens=max_tokens))
+        return await self.send(LLMCall(model, messages, params, max_tokens=max_tokens))
+
+    async def send(self, call: LLMCall) -> LLMResult:
+        """Pass a prepared LLMCall through the pipeline (`chat` builds one for you)."""
+        result = await self._call(call)
         assert isinstance(result, LLMResult)
         return result
 
@@ -93,6 +101,15 @@ class Run:
         result = await self._call(ToolCall(name, args, idempotency_key))
         assert isinstance(result, ToolResult)
         return result.value
+
+    async def report_tool(
+        self, name: str, args: Mapping[str, Any], result: ToolResult, *, key: str
+    ) -> ToolResult:
+        """Put a tool call the agent ran itself on the run: it passes the gates (allowlist,
+        budgets, record) as any tool call. A second report with the same `key` replays."""
+        answer = await self._call(ToolCall(name, args, key, reported=result))
+        assert isinstance(answer, ToolResult)
+        return answer
 
     async def checkpoint(self, state: Any) -> int:
         """Persist `state` (JSON-encodable); `Supervisor.resume` hands it back."""
@@ -140,6 +157,8 @@ class Run:
         try:
             return await self._pipeline(call, ctx)
         except Halt as halt:
+            if halt.reason in UPSTREAM_REASONS and not self._halt_on_upstream_failure:
+                raise UpstreamUnavailable(halt.reason, halt.message, halt.detail) from None
             raise await self._halt(halt) from None
         except asyncio.CancelledError:
             if ctx.kill_requested_at is None:

@@ -130,13 +130,25 @@ class Supervisor:
 
         return register
 
-    def run(self, *, agent: str, task: str | None = None, session: str | None = None) -> RunScope:
-        """`async with sup.run(agent=..., task=...) as run:` — completes on a clean exit."""
-        return RunScope(lambda: self._start(agent, task, session))
+    def run(
+        self,
+        *,
+        agent: str,
+        task: str | None = None,
+        session: str | None = None,
+        halt_on_upstream_failure: bool = True,
+    ) -> RunScope:
+        """`async with sup.run(agent=..., task=...) as run:` — completes on a clean exit.
 
-    def resume(self, run_id: str) -> RunScope:
+        With `halt_on_upstream_failure=False`, a call whose route has no model that
+        answers raises UpstreamUnavailable and the run goes on, instead of halting."""
+        options = {"halt_on_upstream_failure": halt_on_upstream_failure}
+        return RunScope(lambda: self._start(agent, task, session, options))
+
+    def resume(self, run_id: str, *, halt_on_upstream_failure: bool = True) -> RunScope:
         """Continue a run from its last checkpoint; tool calls that already ran replay."""
-        return RunScope(lambda: self._resume(run_id))
+        options = {"halt_on_upstream_failure": halt_on_upstream_failure}
+        return RunScope(lambda: self._resume(run_id, options))
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -155,7 +167,9 @@ class Supervisor:
 
     # --- runs ----------------------------------------------------------------
 
-    async def _start(self, agent: str, task: str | None, session: str | None) -> Run:
+    async def _start(
+        self, agent: str, task: str | None, session: str | None, options: dict[str, Any]
+    ) -> Run:
         policy = self.policy.current
         agent_policy = policy.agents.get(agent)
         if agent_policy is None:
@@ -176,9 +190,9 @@ class Supervisor:
         await self.store.create_run(record)
         await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
         ctx = self._context(policy, record, elapsed=0.0, now=now)
-        return self._track(Run(ctx, **self._run_parts()))
+        return self._track(Run(ctx, **self._run_parts(), **options))
 
-    async def _resume(self, run_id: str) -> Run:
+    async def _resume(self, run_id: str, options: dict[str, Any]) -> Run:
         record = await self.store.get_run(run_id)
         if record is None:
             raise LookupError(f"no run '{run_id}' in the store")
@@ -203,7 +217,7 @@ class Supervisor:
         )
         await self._restore_counters(ctx)
         state = checkpoint.state if checkpoint else None
-        return self._track(Run(ctx, state=state, **self._run_parts()))
+        return self._track(Run(ctx, state=state, **self._run_parts(), **options))
 
     async def _restore_counters(self, ctx: RunContext) -> None:
         """Raise the run's task and session counters to at least what the run already spent.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from time import perf_counter
 
 from corral.calls import Call, LLMResult, Result, ToolResult
 from corral.gates.base import RunContext
@@ -19,6 +20,8 @@ class Transport:
 
     async def __call__(self, call: Call, ctx: RunContext) -> Result:
         if call.kind == "tool":
+            if call.reported is not None:
+                return call.reported
             tool = self._tools.get(call.name)
             if tool is None:
                 known = ", ".join(sorted(self._tools)) or "none"
@@ -27,5 +30,9 @@ class Transport:
         policy = ctx.policy
         name = call.target or policy.routes.get(call.model, (call.model,))[0]
         model = policy.models[name]
-        result: LLMResult = await self._adapters[model.provider].complete(name, model, call)
+        call.upstream_started = started = perf_counter()
+        try:
+            result: LLMResult = await self._adapters[model.provider].complete(name, model, call)
+        finally:
+            call.upstream_seconds += perf_counter() - started
         return result

@@ -507,7 +507,12 @@ class SQLiteStore(Store):
         return await self._one(_RUNS, "WHERE id = ?", run_id)
 
     async def list_runs(
-        self, *, limit: int = 50, status: RunStatus | None = None, agent: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        session: str | None = None,
     ) -> list[RunRecord]:
         if limit < 0:
             raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
@@ -519,6 +524,9 @@ class SQLiteStore(Store):
         if agent is not None:
             where.append("agent = ?")
             params.append(agent)
+        if session is not None:
+            where.append("session = ?")
+            params.append(session)
         condition = f"WHERE {' AND '.join(where)}" if where else ""
         return await self._all(
             _RUNS, f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT ?", *params, limit

@@ -91,7 +91,12 @@ class Store(ABC):
 
     @abstractmethod
     async def list_runs(
-        self, *, limit: int = 50, status: RunStatus | None = None, agent: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        session: str | None = None,
     ) -> list[RunRecord]:
         """Newest first."""
 

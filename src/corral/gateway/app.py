@@ -1,0 +1,519 @@
+"""The gateway's ASGI app: routing, bodies, keys, and the model-call endpoints.
+
+Plain ASGI rather than a framework: the routes are a fixed dozen, the hot path is two
+of them, and reading the body under a byte limit and streaming server-sent events are
+each a few lines here. Everything a request does to a run goes through the same
+Supervisor pipeline as the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from time import perf_counter
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from corral.calls import Halted, LLMCall, LLMResult, UpstreamUnavailable
+from corral.gates.budget import remaining_usd
+from corral.gates.ratelimit import RateLimited
+from corral.gateway.admin import AdminAPI
+from corral.gateway.anthropic_wire import AnthropicDoor
+from corral.gateway.keys import KeyRefused, authenticate
+from corral.gateway.metrics import CONTENT_TYPE, Metrics
+from corral.gateway.openai_wire import OpenAIDoor
+from corral.gateway.openapi import OPENAPI
+from corral.gateway.sessions import Sessions, report_tool_results
+from corral.gateway.wire import ChatRequest, ClientError, Door
+from corral.providers.base import FailureKind, ProviderError
+from corral.runtime.run import ChatStream, Run
+from corral.runtime.supervisor import Supervisor
+from corral.state import AgentKeyRecord
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+log = logging.getLogger("corral.gateway")
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+SESSION_IDLE_SECONDS = 30 * 60.0
+# A revoked key keeps working in this process for at most this long; an expired one
+# stops at once (its expiry is checked on every request).
+KEY_CACHE_SECONDS = 1.0
+ADMIN_KEY_ENV = "CORRAL_ADMIN_KEY"
+
+_JSON = (b"content-type", b"application/json")
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx in front must not buffer the stream
+]
+# Upstream failures as HTTP statuses: a bad gateway unless the upstream timed out (504)
+# or is refusing load for now (503, which clients retry later).
+_UPSTREAM_STATUS = {
+    FailureKind.TIMEOUT: 504,
+    FailureKind.RATE_LIMITED: 503,
+    FailureKind.UNAVAILABLE: 502,
+    FailureKind.AUTH: 502,  # our key for the upstream, not the client's: a gateway fault
+    FailureKind.BAD_REQUEST: 400,
+    FailureKind.CONTEXT_LENGTH: 400,
+    FailureKind.CONTENT_POLICY: 400,
+}
+
+
+class Failure(Exception):
+    """An answer other than 200, with what its error body says."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        run_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.code = code
+        self.param = param
+        self.run_id = run_id
+        self.retry_after = retry_after
+
+
+def failure_of(exc: Exception, run_id: str | None) -> Failure:
+    """What a request that raised `exc` answers. Halts are 403, so no client retries them."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, ClientError):
+        return Failure(exc.status, exc.type, exc.message, param=exc.param, run_id=run_id)
+    if isinstance(exc, Halted):
+        return Failure(
+            403, "corral_halt", exc.message, code=exc.reason.value, run_id=exc.run_id
+        )
+    if isinstance(exc, RateLimited):
+        if exc.retry_after is None:  # no wait would ever serve it: not worth a retry
+            return Failure(400, "invalid_request_error", str(exc), code="request_too_large")
+        return Failure(
+            429, "rate_limit_error", str(exc), code="rate_limited", run_id=run_id,
+            retry_after=exc.retry_after,
+        )
+    if isinstance(exc, UpstreamUnavailable):
+        tried = exc.detail.get("tried") or []
+        timeouts = bool(tried) and all(t.get("failure") == "timeout" for t in tried)
+        status = {"circuit_open": 503, "context_overflow": 400}.get(exc.reason.value, 502)
+        return Failure(
+            504 if timeouts else status, "upstream_error", exc.message,
+            code=exc.reason.value, run_id=run_id,
+        )
+    if isinstance(exc, ProviderError):
+        status = _UPSTREAM_STATUS.get(exc.kind, 502)
+        kind = "invalid_request_error" if status == 400 else "upstream_error"
+        return Failure(
+            status, kind, f"upstream: {exc.message}", code=exc.kind.value, run_id=run_id,
+            retry_after=exc.retry_after,
+        )
+    log.exception("gateway request failed", exc_info=exc)
+    return Failure(500, "internal_error", f"{type(exc).__name__}: {exc}", run_id=run_id)
+
+
+class Gateway:
+    """`Gateway(sup)` is an ASGI app; `corral serve` runs one under uvicorn."""
+
+    def __init__(
+        self,
+        sup: Supervisor,
+        *,
+        admin_key: str | None = None,
+        max_body: int = MAX_BODY_BYTES,
+        session_idle: float = SESSION_IDLE_SECONDS,
+        key_cache_seconds: float = KEY_CACHE_SECONDS,
+    ) -> None:
+        self.sup = sup
+        self.sessions = Sessions(sup, idle=session_idle)
+        self.metrics = Metrics()
+        self._admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
+        self._admin = AdminAPI(sup.store, sup.audit, sup.policy, sup.counters)
+        self._max_body = max_body
+        self._key_ttl = key_cache_seconds
+        self._keys: dict[str, tuple[AgentKeyRecord, float]] = {}
+        self._doors: dict[str, Door] = {
+            "/v1/chat/completions": OpenAIDoor(),
+            "/v1/messages": AnthropicDoor(),
+        }
+        self._openai = self._doors["/v1/chat/completions"]
+        self._openapi = orjson.dumps(OPENAPI)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def close(self) -> None:
+        await self.sessions.close()
+        await self.sup.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- routing -------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = dict(scope["headers"])
+        door = self._doors.get(path)
+        status = 500
+        try:
+            if door is not None:
+                if method != "POST":
+                    raise Failure(405, "invalid_request_error", f"{path} takes POST")
+                status = await self._chat(door, headers, receive, send, started)
+            elif path.startswith("/admin/"):
+                status = await self._admin_route(scope, method, path, headers, receive, send)
+            elif method == "GET" and path in ("/healthz", "/metrics", "/openapi.json", "/v1/models"):
+                status = await self._get(path, headers, send)
+            else:
+                raise Failure(404, "not_found", f"no route {method} {path}")
+        except Exception as exc:
+            failure = failure_of(exc, None)
+            status = failure.status
+            await _reply(send, status, (door or self._openai).error(
+                failure.type, failure.message, code=failure.code, param=failure.param,
+                run_id=failure.run_id,
+            ), _failure_headers(failure))
+        route = path if door is not None or path in ("/healthz", "/v1/models") else "other"
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.seconds.labels(route).observe(perf_counter() - started)
+
+    async def _get(self, path: str, headers: Mapping[bytes, bytes], send: Send) -> int:
+        if path == "/healthz":
+            await _reply(send, 200, b'{"status":"ok"}', [])
+        elif path == "/metrics":
+            self.metrics.sessions.set(len(self.sessions))
+            body = self.metrics.render()
+            await _reply(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())], json=False)
+        elif path == "/openapi.json":
+            await _reply(send, 200, self._openapi, [])
+        else:
+            await self._agent(headers)
+            await _reply(send, 200, self._models(b"anthropic-version" in headers), [])
+        return 200
+
+    def _models(self, anthropic: bool) -> bytes:
+        """The policy's models and routes, in the listing shape of the API the client speaks."""
+        policy = self.sup.policy.current
+        names = [*policy.models, *policy.routes]
+        if anthropic:
+            data: list[dict[str, Any]] = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}
+                for n in names
+            ]
+            first, last = (names[0], names[-1]) if names else (None, None)
+            listing = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+            return orjson.dumps(listing)
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "corral"} for n in names]
+        return orjson.dumps({"object": "list", "data": data})
+
+    # --- keys ----------------------------------------------------------------
+
+    async def _key_record(self, key: str) -> AgentKeyRecord:
+        now = time.time()
+        cached = self._keys.get(key)
+        if cached is not None and now - cached[1] < self._key_ttl:
+            record = cached[0]
+            if record.expires_at is not None and now >= record.expires_at:
+                raise KeyRefused("key expired")
+            return record
+        record = await authenticate(self.sup.store, key, now)
+        if len(self._keys) > 10_000:  # bounded: stale entries go all at once, rarely
+            self._keys.clear()
+        self._keys[key] = (record, now)
+        return record
+
+    async def _agent(self, headers: Mapping[bytes, bytes]) -> AgentKeyRecord:
+        key = _presented_key(headers)
+        if key is None:
+            raise Failure(401, "authentication_error", "no API key: send Authorization: Bearer KEY or x-api-key: KEY", code="invalid_api_key")
+        try:
+            record = await self._key_record(key)
+        except KeyRefused as refused:
+            raise Failure(401, "authentication_error", refused.reason, code="invalid_api_key") from None
+        if record.admin:
+            raise Failure(
+                401, "authentication_error", "an admin key makes no model calls: use an agent key",
+                code="invalid_api_key",
+            )
+        return record
+
+    async def _require_admin(self, headers: Mapping[bytes, bytes]) -> None:
+        key = _presented_key(headers)
+        if key is None:
+            raise Failure(401, "authentication_error", "the admin API needs the admin key")
+        if self._admin_key and hmac.compare_digest(key.encode(), self._admin_key.encode()):
+            return
+        try:
+            record = await self._key_record(key)
+        except KeyRefused as refused:
+            raise Failure(401, "authentication_error", refused.reason) from None
+        if not record.admin:
+            raise Failure(403, "permission_error", "not an admin key")
+
+    # --- admin ---------------------------------------------------------------
+
+    async def _admin_route(
+        self,
+        scope: Scope,
+        method: str,
+        path: str,
+        headers: Mapping[bytes, bytes],
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        await self._require_admin(headers)
+        raw = await self._body(headers, receive)
+        body = _json(raw) if raw else None
+        query = _query(scope.get("query_string", b""))
+        status, payload = await self._admin.handle(method, path, query, body)
+        await _reply(send, status, orjson.dumps(payload), [])
+        return status
+
+    # --- model calls ---------------------------------------------------------
+
+    async def _chat(
+        self,
+        door: Door,
+        headers: Mapping[bytes, bytes],
+        receive: Receive,
+        send: Send,
+        started: float,
+    ) -> int:
+        key = await self._agent(headers)
+        request = door.parse(_json(await self._body(headers, receive)))
+        policy = self.sup.policy.current
+        agent = key.agent or ""
+        if agent not in policy.agents:
+            raise Failure(403, "permission_error", f"agent '{agent}' is not in the policy")
+        if request.model not in policy.models and request.model not in policy.routes:
+            known = ", ".join([*policy.models, *policy.routes])
+            raise Failure(
+                404, "not_found_error", f"model '{request.model}' is not in the policy (known: {known})",
+                code="model_not_found", param="model",
+            )
+        session = _text(headers.get(b"x-corral-session"), "X-Corral-Session")
+        task = _text(headers.get(b"x-corral-task"), "X-Corral-Task")
+        run = await self.sessions.enter(agent, session, task)
+        try:
+            await report_tool_results(run, request.messages)
+            # The adapters read `extra_headers` as HTTP headers: a body must not set them.
+            request.params.pop("extra_headers", None)
+            call = LLMCall(
+                request.model, request.messages, request.params, max_tokens=request.max_tokens
+            )
+            if request.stream:
+                return await self._stream(door, request, run, call, receive, send, started)
+            try:
+                result = await run.send(call)
+            except Exception as exc:
+                raise self._note(failure_of(exc, run.id)) from exc
+            body = door.answer(result, request, _response_id())
+            overhead = perf_counter() - started - call.upstream_seconds
+            await _reply(send, 200, body, [_JSON, *await self._run_headers(run, overhead)])
+            self._count(result, overhead)
+            return 200
+        finally:
+            await self.sessions.leave(run, session)
+
+    async def _stream(
+        self,
+        door: Door,
+        request: ChatRequest,
+        run: Run,
+        call: LLMCall,
+        receive: Receive,
+        send: Send,
+        started: float,
+    ) -> int:
+        """Nothing is sent until the first delta: a call refused before it (a halt, a rate
+        limit, an upstream down) gets a plain error answer, not a broken stream."""
+        answer = ChatStream(run, call)
+        deltas = answer.__aiter__()
+        try:
+            first = await anext(deltas, None)
+        except Exception as exc:
+            raise self._note(failure_of(exc, run.id)) from exc
+        overhead = (call.upstream_started or perf_counter()) - started - call.upstream_seconds
+        headers = await self._run_headers(run, overhead)
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+        encoder = door.stream(request, _response_id())
+        opening = encoder.start() + (encoder.delta(first) if first is not None else b"")
+
+        async def pump() -> None:
+            await _chunk(send, opening)
+            try:
+                async for delta in deltas:
+                    piece = encoder.delta(delta)
+                    if piece:
+                        await _chunk(send, piece)
+            except Exception as exc:
+                failure = self._note(failure_of(exc, run.id))
+                await _chunk(send, encoder.error(
+                    failure.type, failure.message, code=failure.code, run_id=failure.run_id
+                ))
+                return
+            assert answer.result is not None
+            await _chunk(send, encoder.end(answer.result))
+            self._count(answer.result, overhead)
+
+        pumping = asyncio.ensure_future(pump())
+        hangup = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pumping, hangup), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+            if not pumping.done():  # the client went away: stop the call and its spending
+                pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+            with contextlib.suppress(asyncio.CancelledError):
+                await hangup
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
+
+    def _note(self, failure: Failure) -> Failure:
+        if failure.type == "corral_halt" and failure.code is not None:
+            self.metrics.halts.labels(failure.code).inc()
+        return failure
+
+    def _count(self, result: LLMResult, overhead: float) -> None:
+        usage = result.usage
+        self.metrics.overhead.observe(max(overhead, 0.0))
+        self.metrics.tokens.labels(result.model, "input").inc(
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        )
+        self.metrics.tokens.labels(result.model, "output").inc(usage.output_tokens)
+        self.metrics.cost.labels(result.model).inc(result.cost_usd)
+
+    async def _run_headers(self, run: Run, overhead: float) -> Headers:
+        headers = [(b"x-corral-run", run.id.encode())]
+        ctx = run.context
+        left = await remaining_usd(self.sup.counters, ctx.caps, time.time())
+        if left is not None:
+            headers.append((b"x-corral-budget-remaining-usd", f"{left:.6f}".encode()))
+        headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()))
+        return headers
+
+    # --- bodies --------------------------------------------------------------
+
+    async def _body(self, headers: Mapping[bytes, bytes], receive: Receive) -> bytes:
+        """The whole request body, refused (413) as soon as it passes the limit."""
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Failure(400, "invalid_request_error", "the client went away mid-body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> Failure:
+        return Failure(
+            413, "request_too_large", f"the request body is over the limit of {self._max_body} bytes"
+        )
+
+
+def _presented_key(headers: Mapping[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth is not None:
+        scheme, _, key = auth.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            return key.strip()
+    key_header = headers.get(b"x-api-key")
+    if key_header:
+        return key_header.decode("latin-1").strip() or None
+    return None
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
+        raise Failure(400, "invalid_request_error", "the request has no body: send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Failure(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
+
+
+def _text(value: bytes | None, name: str) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    if not text or len(text) > 200:
+        raise Failure(400, "invalid_request_error", f"{name} must be 1 to 200 characters")
+    return text
+
+
+def _query(raw: bytes) -> dict[str, str]:
+    return dict(parse_qsl(raw.decode("latin-1")))
+
+
+def _response_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+def _failure_headers(failure: Failure) -> Headers:
+    headers = [_JSON]
+    if failure.run_id is not None:
+        headers.append((b"x-corral-run", failure.run_id.encode()))
+    if failure.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(failure.retry_after))).encode()))
+    return headers
+
+
+async def _reply(send: Send, status: int, body: bytes, headers: Headers, json: bool = True) -> None:
+    if json and not headers:
+        headers = [_JSON]
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _chunk(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

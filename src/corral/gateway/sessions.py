@@ -1,0 +1,212 @@
+"""Which run a gateway request belongs to, and the tool calls its conversation reports.
+
+A request with `X-Corral-Session` joins the run of that session (agent and session id
+together name it), opening one on first sight; without it, the request is a run of its
+own. Session runs live in memory while in use, come back from the store after a
+restart, and complete after sitting idle, so memory stays bounded by active sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from corral.calls import Halted, HaltReason, RunStatus, ToolResult
+from corral.runtime.run import Run
+from corral.runtime.supervisor import Supervisor
+from corral.gateway.wire import ClientError
+
+# How often idle sessions are looked for; a session ends within this long of its idle limit.
+SWEEP_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _Session:
+    run: Run
+    used_at: float  # monotonic
+    busy: int = 0  # requests in flight, which an idle sweep must not cut off
+
+
+class Sessions:
+    def __init__(
+        self,
+        sup: Supervisor,
+        *,
+        idle: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sup = sup
+        self._idle = idle
+        self._clock = clock
+        self._live: dict[tuple[str, str], _Session] = {}
+        # One opening per session at a time: 200 first requests must open one run.
+        self._opening: dict[tuple[str, str], asyncio.Future[_Session]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    async def enter(self, agent: str, session: str | None, task: str | None) -> Run:
+        """The run for a request; pair with `leave`. Halted if the session's run is halted."""
+        if session is None:
+            scope = self._sup.run(agent=agent, task=task, halt_on_upstream_failure=False)
+            return await scope
+        key = (agent, session)
+        entry = self._live.get(key)
+        if entry is None or entry.run.status is not RunStatus.RUNNING:
+            entry = await self._open(key, task, entry)
+        entry.busy += 1
+        entry.used_at = self._clock()
+        return entry.run
+
+    async def leave(self, run: Run, session: str | None) -> None:
+        """A request is done with its run: a run of its own completes now."""
+        if session is None:
+            if run.status is RunStatus.RUNNING:
+                await run.complete()
+            return
+        entry = self._live.get((run.context.record.agent, session))
+        if entry is not None and entry.run is run:
+            entry.busy -= 1
+            entry.used_at = self._clock()
+
+    async def _open(self, key: tuple[str, str], task: str | None, stale: _Session | None) -> _Session:
+        pending = self._opening.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Session] = asyncio.get_running_loop().create_future()
+        self._opening[key] = future
+        try:
+            entry = await self._find_or_start(key, task, stale)
+            self._live[key] = entry
+            future.set_result(entry)
+            self._start_sweeper()
+            return entry
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a session nobody else waited on logs nothing
+            raise
+        finally:
+            del self._opening[key]
+
+    async def _find_or_start(
+        self, key: tuple[str, str], task: str | None, stale: _Session | None
+    ) -> _Session:
+        """The session's newest run if it is running (resumed after a restart or a DLQ
+        retry) or halted (its halt answers); a new run if it has none or it completed."""
+        agent, session = key
+        newest = await self._sup.store.list_runs(agent=agent, session=session, limit=1)
+        record = newest[0] if newest else None
+        if record is not None and record.status is RunStatus.HALTED:
+            reason = HaltReason(record.halt_reason or HaltReason.ERROR.value)
+            dead = await self._sup.store.dead_letter_for_run(record.id)
+            packet = dead.packet if dead is not None else {}
+            raise Halted(reason, record.error or reason.value, record.id, packet)
+        if record is not None and record.status is RunStatus.RUNNING:
+            halted_at = stale.run.context.record.ended_at if stale is not None else None
+            if stale is not None and stale.run.id == record.id and halted_at is not None and (
+                record.updated_at <= halted_at
+            ):
+                run = stale.run  # halted a moment ago and not yet saved: its halt answers
+            else:
+                run = await self._sup.resume(record.id, halt_on_upstream_failure=False)
+        else:
+            run = await self._sup.run(
+                agent=agent, task=task, session=session, halt_on_upstream_failure=False
+            )
+        return _Session(run, self._clock())
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep(), name="corral-session-sweeper")
+
+    async def _sweep(self) -> None:
+        while self._live:
+            await asyncio.sleep(min(SWEEP_SECONDS, self._idle))
+            await self.end_idle()
+
+    async def end_idle(self) -> int:
+        """Complete and forget the sessions idle past the limit; returns how many."""
+        now = self._clock()
+        idle = [
+            key
+            for key, entry in self._live.items()
+            if entry.busy == 0 and now - entry.used_at >= self._idle
+        ]
+        for key in idle:
+            entry = self._live.pop(key)
+            if entry.run.status is RunStatus.RUNNING:
+                await entry.run.complete({"ended": "session idle"})
+        return len(idle)
+
+    async def close(self) -> None:
+        """Stop sweeping; session runs stay running in the store, to resume on restart."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self._live.clear()
+
+
+async def report_tool_results(run: Run, messages: Sequence[Mapping[str, Any]]) -> int:
+    """Pass the tool calls whose results this request brings through the run's pipeline.
+
+    These are the `tool` messages after the last assistant turn: earlier ones came with
+    earlier requests. Each is keyed by its tool call id within the run, so a request
+    sent again (a client retry) replays instead of counting twice. Returns how many.
+    """
+    last_assistant = -1
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "assistant":
+            last_assistant = index
+            break
+    if last_assistant < 0:
+        return 0
+    asked = {
+        call.get("id"): call
+        for call in messages[last_assistant].get("tool_calls") or ()
+        if isinstance(call, Mapping)
+    }
+    reported = 0
+    for index in range(last_assistant + 1, len(messages)):
+        message = messages[index]
+        if message.get("role") != "tool":
+            continue
+        call_id = message.get("tool_call_id")
+        call = asked.get(call_id)
+        if call is None:
+            raise ClientError(
+                400,
+                "invalid_request_error",
+                f"messages[{index}].tool_call_id: no tool call '{call_id}' in the assistant "
+                f"message at messages[{last_assistant}]",
+                param=f"messages[{index}].tool_call_id",
+            )
+        function = call.get("function") or {}
+        await run.report_tool(
+            str(function.get("name")),
+            _arguments(function.get("arguments")),
+            ToolResult(message.get("content")),
+            key=f"{run.id}:{call_id}",
+        )
+        reported += 1
+    return reported
+
+
+def _arguments(text: Any) -> Mapping[str, Any]:
+    """A tool call's arguments as the record shows them; text that is not a JSON object
+    is kept whole, as the model wrote it."""
+    if isinstance(text, str):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return {"arguments": text}
+        if isinstance(value, dict):
+            return value
+    return {"arguments": text}

@@ -1,0 +1,365 @@
+"""The gateway over plain HTTP: keys, admin routes, limits, kill, failures, bad requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from corral.calls import RunStatus
+from corral.providers.sim import Fault, FaultKind, Script, SimReply
+from tests.gateway.conftest import ADMIN_KEY, Serve
+
+USER = [{"role": "user", "content": "hi"}]
+CHAT = {"model": "default", "messages": USER}
+
+
+async def test_keys_unknown_revoked_expired_and_admin_keys_are_refused(serve: Serve) -> None:
+    gw = await serve(key_cache_seconds=0.0)
+    async with gw.client() as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    async with gw.client("ck_nonsense") as client:
+        refused = await client.post("/v1/chat/completions", json=CHAT)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "unknown key"
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        anonymous = await client.post("/v1/chat/completions", json=CHAT)
+    assert anonymous.status_code == 401
+
+    short_lived = await gw.key(expires_in=0.3)
+    async with gw.client(short_lived) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        await asyncio.sleep(0.4)
+        expired = await client.post("/v1/chat/completions", json=CHAT)
+    assert (expired.status_code, expired.json()["error"]["message"]) == (401, "key expired")
+
+    [record] = [k for k in await gw.sup.store.list_agent_keys() if k.expires_at is None and k.agent]
+    assert await gw.sup.store.revoke_agent_key(record.id, time.time())
+    async with gw.client() as client:
+        revoked = await client.post("/v1/chat/completions", json=CHAT)
+    assert (revoked.status_code, revoked.json()["error"]["message"]) == (401, "key revoked")
+
+    admin_key = await gw.key(agent=None)
+    async with gw.client(admin_key) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 401
+        assert (await client.get("/admin/runs")).status_code == 200
+
+
+async def test_x_api_key_header_authenticates(serve: Serve) -> None:
+    gw = await serve()
+    async with httpx.AsyncClient(base_url=gw.url, headers={"x-api-key": gw.agent_key}) as client:
+        answer = await client.post(
+            "/v1/messages", json={"model": "fast", "max_tokens": 10, "messages": USER}
+        )
+    assert answer.status_code == 200 and answer.json()["type"] == "message"
+
+
+async def test_admin_routes_refuse_agent_keys_and_no_key(serve: Serve) -> None:
+    gw = await serve()
+    routes = [
+        ("GET", "/admin/runs"),
+        ("GET", "/admin/dlq"),
+        ("GET", "/admin/breakers"),
+        ("POST", "/admin/policy/reload"),
+        ("GET", "/admin/audit/verify"),
+        ("POST", "/admin/runs/run_x/kill"),
+    ]
+    async with gw.client() as agent, httpx.AsyncClient(base_url=gw.url) as nobody:
+        for method, path in routes:
+            assert (await agent.request(method, path)).status_code == 403, path
+            assert (await nobody.request(method, path)).status_code == 401, path
+    async with gw.admin() as admin:
+        for method, path in routes[:5]:
+            assert (await admin.request(method, path)).status_code == 200, path
+        assert (await admin.post("/admin/runs/run_x/kill")).status_code == 404
+
+
+async def test_open_routes(serve: Serve) -> None:
+    gw = await serve()
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        spec = (await client.get("/openapi.json")).json()
+        assert "/v1/chat/completions" in spec["paths"]
+    async with gw.client() as client:
+        await client.post("/v1/chat/completions", json=CHAT)
+        models = (await client.get("/v1/models")).json()
+        metrics = (await client.get("/metrics")).text
+    assert [m["id"] for m in models["data"]] == ["fast", "smart", "default"]
+    assert 'corral_gateway_requests_total{route="/v1/chat/completions",status="200"} 1.0' in metrics
+    assert "corral_gateway_overhead_seconds_count 1.0" in metrics
+
+
+async def test_200_concurrent_requests_in_one_session_stay_under_the_usd_cap(
+    serve: Serve,
+) -> None:
+    gw = await serve({"requests_per_minute: 600": "requests_per_minute: 100000"})
+    # Every answer is as long as it may be: 500 tokens of gpt-4o output is 0.005 USD,
+    # so 200 of them would spend 1 USD against the task cap of 0.20.
+    gw.sim.set_script("gpt-4o", Script.of(SimReply("x", output_tokens=500)))
+    body = {**CHAT, "max_tokens": 500}
+    async with gw.client(**{"X-Corral-Session": "burst"}) as client:
+        answers = await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=body) for _ in range(200))
+        )
+    statuses = sorted({a.status_code for a in answers})
+    assert statuses == [200, 403]
+    halts = {a.json()["error"]["code"] for a in answers if a.status_code == 403}
+    assert halts == {"budget.cost"}
+    [run] = await gw.sup.store.list_runs(session="burst")
+    assert run.status is RunStatus.HALTED
+    assert 0.15 < run.cost_usd <= 0.20
+    steps = await gw.sup.store.list_steps(run.id)
+    assert sum(s.cost_usd for s in steps) == pytest.approx(run.cost_usd)
+
+
+async def test_kill_through_the_admin_api_stops_a_stream_within_a_second(serve: Serve) -> None:
+    gw = await serve()
+    gw.sim.set_fault("gpt-4o", Fault(FaultKind.SLOW_STREAM, delay=0.5))
+    gw.sim.set_script("gpt-4o", Script.of("a b c d e f g h i j k l m n o p q r s t u v w x y z"))
+    body = {**CHAT, "stream": True}
+    events: list[str] = []
+    async with gw.client(**{"X-Corral-Session": "k"}) as client, client.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as stream:
+        assert stream.status_code == 200
+        run_id = stream.headers["x-corral-run"]
+        lines = stream.aiter_lines()
+        events.append(await anext(lines))
+        async with gw.admin() as admin:
+            killed = await admin.post(f"/admin/runs/{run_id}/kill")
+        asked = time.monotonic()
+        assert killed.status_code == 200
+        async for line in lines:
+            events.append(line)
+        ended = time.monotonic() - asked
+    assert ended < 1.0
+    last = orjson.loads([e for e in events if e.startswith("data: ")][-1][6:])
+    assert last["error"]["type"] == "corral_halt" and last["error"]["code"] == "killed"
+    run = await gw.sup.store.get_run(run_id)
+    assert run is not None and run.halt_reason == "killed"
+
+
+async def test_upstream_down_is_a_502_and_the_session_goes_on(serve: Serve) -> None:
+    gw = await serve({"max_attempts: 5": "max_attempts: 1"})
+    gw.sim.set_fault(None, Fault(FaultKind.ERROR, status=500))
+    async with gw.client(**{"X-Corral-Session": "down"}) as client:
+        down = await client.post("/v1/chat/completions", json=CHAT)
+        assert down.status_code == 502
+        error = down.json()["error"]
+        assert (error["type"], error["code"]) == ("upstream_error", "provider_unavailable")
+        assert "smart" in error["message"] and "fast" in error["message"]
+        gw.sim.set_fault(None, None)
+        back = await client.post("/v1/chat/completions", json=CHAT)
+    assert back.status_code == 200
+    assert back.headers["x-corral-run"] == down.headers["x-corral-run"]
+
+
+async def test_upstream_timeouts_are_a_504(serve: Serve) -> None:
+    gw = await serve(
+        {
+            "max_attempts: 5": "max_attempts: 1",
+            'api_key_env: SIM_API_KEY}': "api_key_env: SIM_API_KEY, timeout: 200ms}",
+        }
+    )
+    gw.sim.set_fault(None, Fault(FaultKind.HANG, delay=2))
+    async with gw.client() as client:
+        answer = await client.post("/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 504
+
+
+async def test_rate_limit_past_its_wait_is_a_429_with_retry_after(serve: Serve) -> None:
+    gw = await serve(
+        {
+            "requests_per_minute: 600, tokens_per_minute: 200000, priority: high}": (
+                "requests_per_minute: 1, priority: high, max_wait: 10ms}"
+            )
+        }
+    )
+    async with gw.client() as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        limited = await client.post("/v1/chat/completions", json=CHAT)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+
+
+def _oai_error(status: int, type_: str, param: str | None = None) -> dict[str, Any]:
+    return {"status": status, "type": type_, "param": param}
+
+
+MALFORMED: list[tuple[str, str, Any, dict[str, str], dict[str, Any]]] = [
+    # (id, path, body (bytes are sent as-is), extra headers, expected)
+    ("not json", "/v1/chat/completions", b"{nope", {}, _oai_error(400, "invalid_request_error")),
+    ("empty", "/v1/chat/completions", b"", {}, _oai_error(400, "invalid_request_error")),
+    ("array", "/v1/chat/completions", [1], {}, _oai_error(400, "invalid_request_error")),
+    (
+        "no model",
+        "/v1/chat/completions",
+        {"messages": USER},
+        {},
+        _oai_error(400, "invalid_request_error", "model"),
+    ),
+    (
+        "messages not a list",
+        "/v1/chat/completions",
+        {"model": "fast", "messages": "hi"},
+        {},
+        _oai_error(400, "invalid_request_error", "messages"),
+    ),
+    (
+        "bad role",
+        "/v1/chat/completions",
+        {"model": "fast", "messages": [{"role": "bot", "content": "x"}]},
+        {},
+        _oai_error(400, "invalid_request_error", "messages[0].role"),
+    ),
+    (
+        "max_tokens string",
+        "/v1/chat/completions",
+        {**CHAT, "max_tokens": "ten"},
+        {},
+        _oai_error(400, "invalid_request_error", "max_tokens"),
+    ),
+    (
+        "unknown model",
+        "/v1/chat/completions",
+        {"model": "gpt-9", "messages": USER},
+        {},
+        _oai_error(404, "not_found_error", "model"),
+    ),
+    (
+        "tool result for no call",
+        "/v1/chat/completions",
+        {
+            "model": "fast",
+            "messages": [*USER, {"role": "assistant", "content": "ok"},
+                         {"role": "tool", "tool_call_id": "nope", "content": "x"}],
+        },
+        {},
+        _oai_error(400, "invalid_request_error", "messages[2].tool_call_id"),
+    ),
+    (
+        "session header too long",
+        "/v1/chat/completions",
+        CHAT,
+        {"X-Corral-Session": "s" * 201},
+        _oai_error(400, "invalid_request_error"),
+    ),
+    ("too large", "/v1/chat/completions", b"x" * 2048, {}, _oai_error(413, "request_too_large")),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in MALFORMED],
+)
+async def test_malformed_openai_requests(
+    serve: Serve, path: str, body: Any, headers: dict[str, str], expected: dict[str, Any]
+) -> None:
+    gw = await serve(max_body=1024)
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with gw.client(**headers) as client:
+        answer = await client.post(path, content=content)
+    assert answer.status_code == expected["status"], answer.text
+    error = answer.json()["error"]
+    assert error["type"] == expected["type"]
+    if expected["param"] is not None:
+        assert error["param"] == expected["param"]
+    assert error["message"]
+    assert sum(gw.sim.requests.values()) == 0
+
+
+ANTHROPIC_MALFORMED = [
+    ("no max_tokens", {"model": "fast", "messages": USER}, 400),
+    ("bad role", {"model": "fast", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400),
+    ("unknown model", {"model": "claude-9", "max_tokens": 5, "messages": USER}, 404),
+    ("block type", {"model": "fast", "max_tokens": 5,
+                    "messages": [{"role": "user", "content": [{"type": "nope"}]}]}, 400),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"), [pytest.param(*case[1:], id=case[0]) for case in ANTHROPIC_MALFORMED]
+)
+async def test_malformed_anthropic_requests_answer_in_anthropic_shape(
+    serve: Serve, body: Any, status: int
+) -> None:
+    gw = await serve()
+    async with httpx.AsyncClient(base_url=gw.url, headers={"x-api-key": gw.agent_key}) as client:
+        answer = await client.post("/v1/messages", json=body)
+    assert answer.status_code == status, answer.text
+    shaped = answer.json()
+    assert shaped["type"] == "error" and shaped["error"]["message"]
+
+
+async def test_wrong_method_and_unknown_path(serve: Serve) -> None:
+    gw = await serve()
+    async with gw.client() as client:
+        assert (await client.get("/v1/chat/completions")).status_code == 405
+        assert (await client.get("/v2/nothing")).status_code == 404
+
+
+async def test_tool_outside_the_allowlist_halts_policy_denied(serve: Serve) -> None:
+    gw = await serve()
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "drop_tables", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    async with gw.client() as client:
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "default", "messages": messages}
+        )
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "policy.denied"
+    assert sum(gw.sim.requests.values()) == 0
+
+
+async def test_a_retried_request_does_not_count_its_tool_results_twice(serve: Serve) -> None:
+    gw = await serve()
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "get_customer", "arguments": '{"customer_id": 1}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "Ada"},
+    ]
+    body = {"model": "default", "messages": messages}
+    async with gw.client(**{"X-Corral-Session": "again"}) as client:
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    [run] = await gw.sup.store.list_runs(session="again")
+    assert (run.steps, run.tool_calls) == (3, 1)  # two model calls, one tool call
+    statuses = [s.status for s in await gw.sup.store.list_steps(run.id)]
+    assert statuses == ["ok", "ok", "replayed", "ok"]
+
+
+async def test_idle_sessions_complete_and_a_restart_resumes_a_session(serve: Serve) -> None:
+    gw = await serve(session_idle=3600)
+    async with gw.client(**{"X-Corral-Session": "long"}) as client:
+        first = await client.post("/v1/chat/completions", json=CHAT)
+    run_id = first.headers["x-corral-run"]
+    # Another gateway on the same store (a restart) picks the session's run up again.
+    other = await serve(session_idle=0.0)
+    async with other.client(other.agent_key, **{"X-Corral-Session": "long"}) as client:
+        again = await client.post("/v1/chat/completions", json=CHAT)
+    assert again.headers["x-corral-run"] == run_id
+    assert await other.app.sessions.end_idle() == 1
+    run = await other.sup.store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.COMPLETED and run.steps == 2

@@ -80,10 +80,9 @@ async def serve(
         app = Gateway(Supervisor.from_policy(policy), admin_key=ADMIN_KEY, **options)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(config(app, "127.0.0.1", 0))
-        server.config.log_level = "warning"
+        server = uvicorn.Server(config(app, "127.0.0.1", 0, log_level="warning"))
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
             await asyncio.sleep(0.01)
         running.append((server, task, app))
         port = sock.getsockname()[1]

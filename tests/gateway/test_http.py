@@ -12,7 +12,7 @@ import pytest
 
 from corral.calls import RunStatus
 from corral.providers.sim import Fault, FaultKind, Script, SimReply
-from tests.gateway.conftest import ADMIN_KEY, Serve
+from tests.gateway.conftest import Serve
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "default", "messages": USER}
@@ -96,7 +96,9 @@ async def test_open_routes(serve: Serve) -> None:
 async def test_200_concurrent_requests_in_one_session_stay_under_the_usd_cap(
     serve: Serve,
 ) -> None:
-    gw = await serve({"requests_per_minute: 600": "requests_per_minute: 100000"})
+    gw = await serve(
+        {"requests_per_minute: 600": "requests_per_minute: 100000", "steps: 40": "steps: 1000"}
+    )
     # Every answer is as long as it may be: 500 tokens of gpt-4o output is 0.005 USD,
     # so 200 of them would spend 1 USD against the task cap of 0.20.
     gw.sim.set_script("gpt-4o", Script.of(SimReply("x", output_tokens=500)))
@@ -122,9 +124,10 @@ async def test_kill_through_the_admin_api_stops_a_stream_within_a_second(serve: 
     gw.sim.set_script("gpt-4o", Script.of("a b c d e f g h i j k l m n o p q r s t u v w x y z"))
     body = {**CHAT, "stream": True}
     events: list[str] = []
-    async with gw.client(**{"X-Corral-Session": "k"}) as client, client.stream(
-        "POST", "/v1/chat/completions", json=body
-    ) as stream:
+    async with (
+        gw.client(**{"X-Corral-Session": "k"}) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as stream,
+    ):
         assert stream.status_code == 200
         run_id = stream.headers["x-corral-run"]
         lines = stream.aiter_lines()
@@ -162,7 +165,7 @@ async def test_upstream_timeouts_are_a_504(serve: Serve) -> None:
     gw = await serve(
         {
             "max_attempts: 5": "max_attempts: 1",
-            'api_key_env: SIM_API_KEY}': "api_key_env: SIM_API_KEY, timeout: 200ms}",
+            "api_key_env: SIM_API_KEY}": "api_key_env: SIM_API_KEY, timeout: 200ms}",
         }
     )
     gw.sim.set_fault(None, Fault(FaultKind.HANG, delay=2))
@@ -236,8 +239,11 @@ MALFORMED: list[tuple[str, str, Any, dict[str, str], dict[str, Any]]] = [
         "/v1/chat/completions",
         {
             "model": "fast",
-            "messages": [*USER, {"role": "assistant", "content": "ok"},
-                         {"role": "tool", "tool_call_id": "nope", "content": "x"}],
+            "messages": [
+                *USER,
+                {"role": "assistant", "content": "ok"},
+                {"role": "tool", "tool_call_id": "nope", "content": "x"},
+            ],
         },
         {},
         _oai_error(400, "invalid_request_error", "messages[2].tool_call_id"),
@@ -275,10 +281,21 @@ async def test_malformed_openai_requests(
 
 ANTHROPIC_MALFORMED = [
     ("no max_tokens", {"model": "fast", "messages": USER}, 400),
-    ("bad role", {"model": "fast", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400),
+    (
+        "bad role",
+        {"model": "fast", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+        400,
+    ),
     ("unknown model", {"model": "claude-9", "max_tokens": 5, "messages": USER}, 404),
-    ("block type", {"model": "fast", "max_tokens": 5,
-                    "messages": [{"role": "user", "content": [{"type": "nope"}]}]}, 400),
+    (
+        "block type",
+        {
+            "model": "fast",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "nope"}]}],
+        },
+        400,
+    ),
 ]
 
 
@@ -311,8 +328,11 @@ async def test_tool_outside_the_allowlist_halts_policy_denied(serve: Serve) -> N
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function",
-                 "function": {"name": "drop_tables", "arguments": "{}"}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "drop_tables", "arguments": "{}"},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "done"},
@@ -334,8 +354,11 @@ async def test_a_retried_request_does_not_count_its_tool_results_twice(serve: Se
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function",
-                 "function": {"name": "get_customer", "arguments": '{"customer_id": 1}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_customer", "arguments": '{"customer_id": 1}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "Ada"},
@@ -356,10 +379,11 @@ async def test_idle_sessions_complete_and_a_restart_resumes_a_session(serve: Ser
         first = await client.post("/v1/chat/completions", json=CHAT)
     run_id = first.headers["x-corral-run"]
     # Another gateway on the same store (a restart) picks the session's run up again.
-    other = await serve(session_idle=0.0)
+    other = await serve()
     async with other.client(other.agent_key, **{"X-Corral-Session": "long"}) as client:
         again = await client.post("/v1/chat/completions", json=CHAT)
     assert again.headers["x-corral-run"] == run_id
-    assert await other.app.sessions.end_idle() == 1
+    assert await other.app.sessions.end_idle() == 0  # in use a moment ago
+    assert await other.app.sessions.end_idle(idle=0.0) == 1
     run = await other.sup.store.get_run(run_id)
     assert run is not None and run.status is RunStatus.COMPLETED and run.steps == 2

@@ -132,6 +132,22 @@ async def test_record_step_saves_the_step_and_the_run(store: SQLiteStore) -> Non
     assert (saved.kill_requested_at, saved.last_checkpoint_id) == (T0 + 1, checkpoint.id)
 
 
+async def test_record_step_saves_only_the_totals(store: SQLiteStore) -> None:
+    # A run halted meanwhile stays halted: a step brings figures, not a status.
+    await store.create_run(run())
+    await store.save_run(run(status=RunStatus.HALTED, halt_reason="killed", updated_at=T0 + 1))
+    await store.record_step(run(steps=1, input_tokens=7, updated_at=T0 + 2), step(1))
+    saved = await stored(store)
+    assert (saved.status, saved.halt_reason) == (RunStatus.HALTED, "killed")
+    assert (saved.steps, saved.input_tokens, saved.updated_at) == (1, 7, T0 + 2)
+
+
+async def test_record_step_for_no_run_is_not_found(store: SQLiteStore) -> None:
+    with pytest.raises(NotFoundError, match="record_step: no run 'run-1'"):
+        await store.record_step(run(steps=1), step(1))
+    assert await store.list_steps("run-1") == []
+
+
 async def test_record_step_with_a_taken_seq_writes_nothing(store: SQLiteStore) -> None:
     await store.create_run(run())
     await store.record_step(run(steps=1), step(1))

@@ -104,14 +104,16 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
     if isinstance(exc, ClientError):
         return Failure(exc.status, exc.type, exc.message, param=exc.param, run_id=run_id)
     if isinstance(exc, Halted):
-        return Failure(
-            403, "corral_halt", exc.message, code=exc.reason.value, run_id=exc.run_id
-        )
+        return Failure(403, "corral_halt", exc.message, code=exc.reason.value, run_id=exc.run_id)
     if isinstance(exc, RateLimited):
         if exc.retry_after is None:  # no wait would ever serve it: not worth a retry
             return Failure(400, "invalid_request_error", str(exc), code="request_too_large")
         return Failure(
-            429, "rate_limit_error", str(exc), code="rate_limited", run_id=run_id,
+            429,
+            "rate_limit_error",
+            str(exc),
+            code="rate_limited",
+            run_id=run_id,
             retry_after=exc.retry_after,
         )
     if isinstance(exc, UpstreamUnavailable):
@@ -119,14 +121,21 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
         timeouts = bool(tried) and all(t.get("failure") == "timeout" for t in tried)
         status = {"circuit_open": 503, "context_overflow": 400}.get(exc.reason.value, 502)
         return Failure(
-            504 if timeouts else status, "upstream_error", exc.message,
-            code=exc.reason.value, run_id=run_id,
+            504 if timeouts else status,
+            "upstream_error",
+            exc.message,
+            code=exc.reason.value,
+            run_id=run_id,
         )
     if isinstance(exc, ProviderError):
         status = _UPSTREAM_STATUS.get(exc.kind, 502)
         kind = "invalid_request_error" if status == 400 else "upstream_error"
         return Failure(
-            status, kind, f"upstream: {exc.message}", code=exc.kind.value, run_id=run_id,
+            status,
+            kind,
+            f"upstream: {exc.message}",
+            code=exc.kind.value,
+            run_id=run_id,
             retry_after=exc.retry_after,
         )
     log.exception("gateway request failed", exc_info=exc)
@@ -196,17 +205,30 @@ class Gateway:
                 status = await self._chat(door, headers, receive, send, started)
             elif path.startswith("/admin/"):
                 status = await self._admin_route(scope, method, path, headers, receive, send)
-            elif method == "GET" and path in ("/healthz", "/metrics", "/openapi.json", "/v1/models"):
+            elif method == "GET" and path in (
+                "/healthz",
+                "/metrics",
+                "/openapi.json",
+                "/v1/models",
+            ):
                 status = await self._get(path, headers, send)
             else:
                 raise Failure(404, "not_found", f"no route {method} {path}")
         except Exception as exc:
             failure = failure_of(exc, None)
             status = failure.status
-            await _reply(send, status, (door or self._openai).error(
-                failure.type, failure.message, code=failure.code, param=failure.param,
-                run_id=failure.run_id,
-            ), _failure_headers(failure))
+            await _reply(
+                send,
+                status,
+                (door or self._openai).error(
+                    failure.type,
+                    failure.message,
+                    code=failure.code,
+                    param=failure.param,
+                    run_id=failure.run_id,
+                ),
+                _failure_headers(failure),
+            )
         route = path if door is not None or path in ("/healthz", "/v1/models") else "other"
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.seconds.labels(route).observe(perf_counter() - started)
@@ -259,14 +281,23 @@ class Gateway:
     async def _agent(self, headers: Mapping[bytes, bytes]) -> AgentKeyRecord:
         key = _presented_key(headers)
         if key is None:
-            raise Failure(401, "authentication_error", "no API key: send Authorization: Bearer KEY or x-api-key: KEY", code="invalid_api_key")
+            raise Failure(
+                401,
+                "authentication_error",
+                "no API key: send Authorization: Bearer KEY or x-api-key: KEY",
+                code="invalid_api_key",
+            )
         try:
             record = await self._key_record(key)
         except KeyRefused as refused:
-            raise Failure(401, "authentication_error", refused.reason, code="invalid_api_key") from None
+            raise Failure(
+                401, "authentication_error", refused.reason, code="invalid_api_key"
+            ) from None
         if record.admin:
             raise Failure(
-                401, "authentication_error", "an admin key makes no model calls: use an agent key",
+                401,
+                "authentication_error",
+                "an admin key makes no model calls: use an agent key",
                 code="invalid_api_key",
             )
         return record
@@ -322,8 +353,11 @@ class Gateway:
         if request.model not in policy.models and request.model not in policy.routes:
             known = ", ".join([*policy.models, *policy.routes])
             raise Failure(
-                404, "not_found_error", f"model '{request.model}' is not in the policy (known: {known})",
-                code="model_not_found", param="model",
+                404,
+                "not_found_error",
+                f"model '{request.model}' is not in the policy (known: {known})",
+                code="model_not_found",
+                param="model",
             )
         session = _text(headers.get(b"x-corral-session"), "X-Corral-Session")
         task = _text(headers.get(b"x-corral-task"), "X-Corral-Task")
@@ -382,9 +416,12 @@ class Gateway:
                         await _chunk(send, piece)
             except Exception as exc:
                 failure = self._note(failure_of(exc, run.id))
-                await _chunk(send, encoder.error(
-                    failure.type, failure.message, code=failure.code, run_id=failure.run_id
-                ))
+                await _chunk(
+                    send,
+                    encoder.error(
+                        failure.type, failure.message, code=failure.code, run_id=failure.run_id
+                    ),
+                )
                 return
             assert answer.result is not None
             await _chunk(send, encoder.end(answer.result))
@@ -451,7 +488,9 @@ class Gateway:
 
     def _too_large(self) -> Failure:
         return Failure(
-            413, "request_too_large", f"the request body is over the limit of {self._max_body} bytes"
+            413,
+            "request_too_large",
+            f"the request body is over the limit of {self._max_body} bytes",
         )
 
 

@@ -33,11 +33,15 @@ class Metrics:
             registry=self.registry,
         )
         self.halts = Counter(
-            "corral_halts", "Runs halted through the gateway, by halt reason.", ("reason",),
+            "corral_halts",
+            "Runs halted through the gateway, by halt reason.",
+            ("reason",),
             registry=self.registry,
         )
         self.tokens = Counter(
-            "corral_tokens", "Tokens used by model calls.", ("model", "direction"),
+            "corral_tokens",
+            "Tokens used by model calls.",
+            ("model", "direction"),
             registry=self.registry,
         )
         self.cost = Counter(

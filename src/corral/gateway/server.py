@@ -18,7 +18,7 @@ from corral.gateway.app import Gateway
 from corral.runtime.supervisor import Supervisor
 
 
-def config(app: Gateway, host: str, port: int) -> uvicorn.Config:
+def config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -26,7 +26,8 @@ def config(app: Gateway, host: str, port: int) -> uvicorn.Config:
         http="httptools",
         lifespan="on",
         access_log=False,  # a log line per request costs more than the gates do
-        log_level="info",  # startup and shutdown only, with access_log off
+        proxy_headers=False,  # the client's address is not used: no need to rewrite it
+        log_level=log_level,  # info: startup and shutdown only, with access_log off
         timeout_graceful_shutdown=5,
     )
 

@@ -18,12 +18,13 @@ from typing import Any
 import orjson
 
 from corral.calls import Halted, HaltReason, RunStatus, ToolResult
+from corral.gateway.wire import ClientError
 from corral.runtime.run import Run
 from corral.runtime.supervisor import Supervisor
-from corral.gateway.wire import ClientError
 
 # How often idle sessions are looked for; a session ends within this long of its idle limit.
 SWEEP_SECONDS = 5.0
+MIN_SWEEP_SECONDS = 0.05  # a tiny idle limit must not turn the sweeper into a busy loop
 
 
 @dataclass(slots=True)
@@ -76,7 +77,9 @@ class Sessions:
             entry.busy -= 1
             entry.used_at = self._clock()
 
-    async def _open(self, key: tuple[str, str], task: str | None, stale: _Session | None) -> _Session:
+    async def _open(
+        self, key: tuple[str, str], task: str | None, stale: _Session | None
+    ) -> _Session:
         pending = self._opening.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -110,8 +113,11 @@ class Sessions:
             raise Halted(reason, record.error or reason.value, record.id, packet)
         if record is not None and record.status is RunStatus.RUNNING:
             halted_at = stale.run.context.record.ended_at if stale is not None else None
-            if stale is not None and stale.run.id == record.id and halted_at is not None and (
-                record.updated_at <= halted_at
+            if (
+                stale is not None
+                and stale.run.id == record.id
+                and halted_at is not None
+                and (record.updated_at <= halted_at)
             ):
                 run = stale.run  # halted a moment ago and not yet saved: its halt answers
             else:
@@ -128,22 +134,24 @@ class Sessions:
 
     async def _sweep(self) -> None:
         while self._live:
-            await asyncio.sleep(min(SWEEP_SECONDS, self._idle))
+            await asyncio.sleep(min(SWEEP_SECONDS, max(self._idle, MIN_SWEEP_SECONDS)))
             await self.end_idle()
 
-    async def end_idle(self) -> int:
-        """Complete and forget the sessions idle past the limit; returns how many."""
+    async def end_idle(self, idle: float | None = None) -> int:
+        """Complete and forget the sessions idle for `idle` seconds (default: the limit);
+        returns how many."""
+        limit = self._idle if idle is None else idle
         now = self._clock()
-        idle = [
+        ended = [
             key
             for key, entry in self._live.items()
-            if entry.busy == 0 and now - entry.used_at >= self._idle
+            if entry.busy == 0 and now - entry.used_at >= limit
         ]
-        for key in idle:
+        for key in ended:
             entry = self._live.pop(key)
             if entry.run.status is RunStatus.RUNNING:
                 await entry.run.complete({"ended": "session idle"})
-        return len(idle)
+        return len(ended)
 
     async def close(self) -> None:
         """Stop sweeping; session runs stay running in the store, to resume on restart."""

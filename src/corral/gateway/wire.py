@@ -28,9 +28,7 @@ class ChatRequest:
 class ClientError(Exception):
     """A request the client got wrong: answered with `status` in the door's error shape."""
 
-    def __init__(
-        self, status: int, type: str, message: str, *, param: str | None = None
-    ) -> None:
+    def __init__(self, status: int, type: str, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type

@@ -7,6 +7,8 @@ small chat completions): sequential median 0.30 ms against 0.94 ms, and at 32 in
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -44,9 +46,9 @@ class HttpClient:
                 # No cap on connections: how many calls run at once is the rate-limit gate's
                 # business, and a pool cap would only queue calls where no gate sees them.
                 connector=aiohttp.TCPConnector(limit=0),
-                # Proxies from the environment (HTTPS_PROXY, NO_PROXY), as httpx and the
-                # provider SDKs honour them.
-                trust_env=True,
+                # Proxies come from Endpoint, read once: trust_env would read the environment
+                # and ~/.netrc again on every request (a fifth of the gateway's CPU).
+                trust_env=False,
             )
         return self._session
 
@@ -56,24 +58,38 @@ class HttpClient:
             await session.close()
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as
+    httpx and the provider SDKs honour them; None for a direct connection."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class Endpoint:
     """One provider URL on the shared client. `timeout` bounds connecting and each wait for
     bytes (the answer's first byte, every later chunk), not the whole answer, so a long stream
     that keeps talking is never cut while one that goes silent is."""
 
-    __slots__ = ("_client", "_seconds", "_timeout", "url")
+    __slots__ = ("_client", "_proxy", "_seconds", "_timeout", "url")
 
     def __init__(self, client: HttpClient, url: str, timeout: float) -> None:
         self._client = client
         self.url = url
         self._seconds = timeout
         self._timeout = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
+        self._proxy = env_proxy(url)
 
     async def post_json(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         """POST `body` and return the decoded JSON answer, or raise ProviderError with its kind."""
         try:
             async with self._client.session().post(
-                self.url, data=orjson.dumps(body), headers=headers, timeout=self._timeout
+                self.url,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
+                proxy=self._proxy,
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
@@ -99,7 +115,11 @@ class Endpoint:
         opened = False
         try:
             async with self._client.session().post(
-                self.url, data=orjson.dumps(body), headers=headers, timeout=self._timeout
+                self.url,
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=self._timeout,
+                proxy=self._proxy,
             ) as response:
                 if response.status >= 400:
                     raise self._status_error(response, await response.read())

@@ -344,6 +344,12 @@ _SAVE_RUN = (
 )
 
 
+# What a step changes on its run. Only these columns, so the runs indexes (none covers
+# them) are left alone: setting every column rewrote all four index entries per step.
+_TOTALS = ("updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
+_SAVE_TOTALS = f"UPDATE runs SET {', '.join(f'{c} = :{c}' for c in _TOTALS)} WHERE id = :id"
+
+
 # Answered from the runs_kill_requested index alone (see migration 2).
 _KILL_REQUESTS = (
     "SELECT id, kill_requested_at FROM runs"
@@ -623,12 +629,13 @@ class SQLiteStore(Store):
             raise ConstraintError(
                 f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
             )
-        run_row = _run_params(run)
+        totals = {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}}
         step_row = _STEPS.to_row(step)
 
         def op(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                _save_run(conn, run_row, "record_step")
+                if conn.execute(_SAVE_TOTALS, totals).rowcount == 0:
+                    raise NotFoundError(f"record_step: no run {run.id!r}")
                 conn.execute(_STEPS.insert, step_row)
                 if seal is not None:
                     _append_audit(conn, seal)

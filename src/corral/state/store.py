@@ -149,8 +149,9 @@ class Store(ABC):
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
     ) -> None:
-        """Insert the step and save the run (as save_run does) in one transaction, with
-        the step's audit entry too when `seal` is given (see append_audit).
+        """Insert the step and save the run's totals (steps, tool_calls, tokens, cost_usd,
+        updated_at; nothing else of the run) in one transaction, with the step's audit
+        entry too when `seal` is given (see append_audit).
 
         ConstraintError if the step belongs to another run or its seq is taken;
         NotFoundError if the run does not exist. Either way nothing is written.

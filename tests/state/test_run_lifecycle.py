@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 from dataclasses import replace
@@ -142,12 +143,6 @@ async def test_record_step_saves_only_the_totals(store: SQLiteStore) -> None:
     assert (saved.steps, saved.input_tokens, saved.updated_at) == (1, 7, T0 + 2)
 
 
-async def test_record_step_for_no_run_is_not_found(store: SQLiteStore) -> None:
-    with pytest.raises(NotFoundError, match="record_step: no run 'run-1'"):
-        await store.record_step(run(steps=1), step(1))
-    assert await store.list_steps("run-1") == []
-
-
 async def test_record_step_with_a_taken_seq_writes_nothing(store: SQLiteStore) -> None:
     await store.create_run(run())
     await store.record_step(run(steps=1), step(1))
@@ -169,6 +164,54 @@ async def test_record_step_carries_its_audit_entry_in_the_same_transaction(
     entries = await store.list_audit()
     assert [(e.seq, e.kind, e.payload) for e in entries] == [(1, "step", {"seq": 1})]
     assert (await log.verify()).ok
+
+
+async def test_steps_recorded_at_once_share_a_commit_and_fail_alone(store: SQLiteStore) -> None:
+    log = AuditLog(store)
+    await store.create_run(run())
+    await store.record_step(run(steps=1), step(1), log.seal("step", {"seq": 1}, "run-1"))
+    # Recorded together, as concurrent calls do: one batch, in which seq 1 is taken.
+    outcomes = await asyncio.gather(
+        *(
+            store.record_step(run(steps=n), step(seq), log.seal("step", {"seq": seq}, "run-1"))
+            for n, seq in ((2, 2), (3, 1), (3, 3), (4, 4))
+        ),
+        store.record_step(run("ghost"), step(5, "ghost")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], ConstraintError)
+    assert isinstance(outcomes[4], NotFoundError)
+    assert [s.seq for s in await store.list_steps("run-1")] == [1, 2, 3, 4]
+    assert (await stored(store)).steps == 4
+    entries = await store.list_audit()
+    assert [e.payload["seq"] for e in entries] == [1, 2, 3, 4]
+    assert (await log.verify()).ok
+
+
+async def test_a_step_recorded_after_another_write_is_written_after_it(
+    store: SQLiteStore,
+) -> None:
+    await store.create_run(run())
+    first = asyncio.ensure_future(store.record_step(run(steps=1), step(1)))
+    saved = asyncio.ensure_future(store.save_run(run(steps=1, status=RunStatus.COMPLETED)))
+    second = asyncio.ensure_future(store.record_step(run(steps=2, updated_at=T0 + 9), step(2)))
+    await asyncio.gather(first, saved, second)
+    final = await stored(store)
+    assert (final.status, final.steps, final.updated_at) == (RunStatus.COMPLETED, 2, T0 + 9)
+
+
+async def test_a_queued_step_is_seen_by_the_next_read_and_a_failure_is_logged(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.create_run(run())
+    store.queue_step(run(steps=1), step(1))
+    assert await store.list_steps("run-1") == [step(1)]  # no await on the write, yet seen
+    store.queue_step(run(steps=2), step(1))  # a taken seq: nobody waits, so it is logged
+    assert (await stored(store)).steps == 1
+    assert "record_step 1 of run 'run-1'" in caplog.text and "UNIQUE" in caplog.text
+    with pytest.raises(ConstraintError, match="belongs to run"):
+        store.queue_step(run("other"), step(2))
 
 
 async def test_record_step_of_an_unknown_run_writes_nothing(store: SQLiteStore) -> None:

@@ -11,13 +11,15 @@ commits on power loss, in exchange for no fsync per commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -412,6 +414,50 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
+log = logging.getLogger("corral.store")
+
+
+@dataclass(slots=True)
+class _StepWrite:
+    totals: dict[str, Any]
+    step_row: list[Any]
+    seal: Callable[[AuditEntry | None], AuditEntry] | None
+    what: str
+    done: asyncio.Future[None] | None  # None for a queued step, which nobody waits on
+
+
+def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | None:
+    """One step of a batch, in a savepoint: its error, or None once it is written."""
+    conn.execute("SAVEPOINT step")
+    try:
+        if conn.execute(_SAVE_TOTALS, write.totals).rowcount == 0:
+            raise NotFoundError(f"record_step: no run {write.totals['id']!r}")
+        conn.execute(_STEPS.insert, write.step_row)
+        if write.seal is not None:
+            _append_audit(conn, write.seal)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO step")
+        conn.execute("RELEASE step")
+        if isinstance(exc, sqlite3.IntegrityError):
+            return ConstraintError(f"{write.what}: {exc}")
+        return exc
+    conn.execute("RELEASE step")
+    return None
+
+
+def _settle(batch: list[_StepWrite], outcomes: list[BaseException | None]) -> None:
+    for write, outcome in zip(batch, outcomes, strict=True):
+        if write.done is None:  # queued: nobody waits, so a failure is logged
+            if outcome is not None:
+                log.error("%s failed: %s", write.what, outcome)
+        elif write.done.done():
+            continue
+        elif outcome is None:
+            write.done.set_result(None)
+        else:
+            write.done.set_exception(outcome)
+
+
 def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, what: str) -> T:
     try:
         return op(conn)
@@ -453,6 +499,9 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-sqlite")
+        # Steps waiting for their batch's turn on the worker (see record_step).
+        self._steps_lock = threading.Lock()
+        self._open_steps: list[_StepWrite] | None = None
         try:
             # Created on the worker thread: sqlite3 checks that only it ever uses it.
             self._conn: sqlite3.Connection | None = self._executor.submit(
@@ -465,6 +514,9 @@ class SQLiteStore(Store):
     async def _run(self, op: Callable[[sqlite3.Connection], T], what: str = "") -> T:
         if self._conn is None:
             raise StoreError(f"store {self.path} is closed")
+        # Steps recorded after this op must be written after it: they start a new batch.
+        with self._steps_lock:
+            self._open_steps = None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _guarded, op, self._conn, what)
 
@@ -625,22 +677,64 @@ class SQLiteStore(Store):
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
     ) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._enqueue_step(run, step, seal, done)
+        await done
+
+    def queue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+    ) -> None:
+        self._enqueue_step(run, step, seal, None)
+
+    def _enqueue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None,
+        done: asyncio.Future[None] | None,
+    ) -> None:
         if step.run_id != run.id:
             raise ConstraintError(
                 f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
             )
-        totals = {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}}
-        step_row = _STEPS.to_row(step)
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"store {self.path} is closed")
+        write = _StepWrite(
+            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
+            _STEPS.to_row(step),
+            seal,
+            f"record_step {step.seq} of run {run.id!r}",
+            done,
+        )
+        with self._steps_lock:
+            batch = self._open_steps
+            if batch is None:
+                batch = self._open_steps = []
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(self._executor, self._write_steps, conn, batch, loop)
+            batch.append(write)
 
-        def op(conn: sqlite3.Connection) -> None:
+    def _write_steps(
+        self, conn: sqlite3.Connection, batch: list[_StepWrite], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Group commit: the steps recorded while the worker was busy go in one transaction,
+        each in a savepoint of its own, so one bad step fails alone. Under load this turns
+        a commit and a thread hop per step into one per batch."""
+        with self._steps_lock:
+            if self._open_steps is batch:
+                self._open_steps = None
+        outcomes: list[BaseException | None] = []
+        try:
             with _transaction(conn):
-                if conn.execute(_SAVE_TOTALS, totals).rowcount == 0:
-                    raise NotFoundError(f"record_step: no run {run.id!r}")
-                conn.execute(_STEPS.insert, step_row)
-                if seal is not None:
-                    _append_audit(conn, seal)
-
-        await self._run(op, f"record_step {step.seq} of run {run.id!r}")
+                for write in batch:
+                    outcomes.append(_write_step(conn, write))
+        except Exception as exc:  # the commit failed: none of the batch is stored
+            outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
+        loop.call_soon_threadsafe(_settle, batch, outcomes)
 
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
         if last is None:

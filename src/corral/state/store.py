@@ -158,6 +158,19 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def queue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+    ) -> None:
+        """record_step without waiting for the disk: returns at once, and the step is
+        written in order with the store's other operations, so any later read or write
+        of this store object sees it. A failure is logged, not raised; ConstraintError
+        at once for a step of another run. A crash loses only steps still queued.
+        """
+
+    @abstractmethod
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
         """A run's steps by seq; with `last`, only the last that many."""
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -21,7 +20,10 @@ from corral import __version__
 from corral.calls import RunStatus
 from corral.gateway.keys import check_lifetime, issue, key_status
 from corral.policy import Policy, PolicyError, load_policy, parse_duration
-from corral.state import AgentKeyRecord, DeadLetterRecord, RunRecord, Store, open_store
+from corral.runtime import operations
+from corral.runtime.operations import NotFound, StateConflict, UnknownRun
+from corral.state import AgentKeyRecord, Store, open_store
+from corral.telemetry.audit import AuditLog
 
 T = TypeVar("T")
 
@@ -77,6 +79,8 @@ def policy_for_store(path: Path) -> Policy:
 
 
 def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` on the policy's store; an operation's refusal exits 1 with its message."""
+
     async def run() -> T:
         store = open_store(policy_for_store(path).store)
         try:
@@ -86,22 +90,17 @@ def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except ValueError as exc:  # a bad store URL or a store from a newer Corral
+    except UnknownRun as exc:
+        fail(f"{exc} (list them with `corral runs ls`)")
+    except (NotFound, StateConflict) as exc:
+        fail(str(exc))
+    except ValueError as exc:  # a bad argument, a bad store URL or a store from a newer Corral
         fail(str(exc), 2)
-
-
-async def existing_run(store: Store, run_id: str) -> RunRecord:
-    run = await store.get_run(run_id)
-    if run is None:
-        fail(f"no run '{run_id}' in the store (list them with `corral runs ls`)")
-    return run
 
 
 async def audit(
     store: Store, kind: str, payload: Mapping[str, Any], run_id: str | None = None
 ) -> None:
-    from corral.telemetry.audit import AuditLog
-
     await AuditLog(store).append(kind, payload, run_id)
 
 
@@ -153,6 +152,22 @@ def sim(
     serve(host, port, faults=per_model, fault=everywhere, seed=seed)
 
 
+@app.command()
+def serve(
+    policy: PolicyPath = Path("corral.yaml"),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 4100,
+) -> None:
+    """Run the OpenAI/Anthropic-compatible gateway."""
+    # Imported here: the server pulls in uvicorn and the gateway, which no other verb needs.
+    from corral.gateway.server import serve as serve_gateway
+
+    try:
+        serve_gateway(policy, host, port)
+    except ValueError as exc:  # the policy refused, or a store or counters URL it cannot open
+        fail(str(exc), 2)
+
+
 @runs_app.command("ls")
 def runs_ls(
     policy: PolicyPath = Path("corral.yaml"),
@@ -162,9 +177,11 @@ def runs_ls(
     as_json: AsJson = False,
 ) -> None:
     """List runs, newest first."""
-    rows = with_store(policy, lambda s: s.list_runs(limit=limit, status=status, agent=agent))
+    rows = with_store(
+        policy, lambda s: operations.list_runs(s, limit=limit, status=status, agent=agent)
+    )
     if as_json:
-        print_json([run_json(r) for r in rows])
+        print_json(rows)
         return
     if not rows:
         out.print("No runs yet. Start one with `corral demo`, the SDK, or `corral serve`.")
@@ -174,21 +191,17 @@ def runs_ls(
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r.id,
-            r.agent,
-            r.task or "-",
-            r.status,
-            r.halt_reason or "-",
-            str(r.steps),
-            str(r.input_tokens + r.output_tokens),
-            f"{r.cost_usd:.4f}",
-            when(r.created_at),
+            r["id"],
+            r["agent"],
+            r["task"] or "-",
+            r["status"],
+            r["halt_reason"] or "-",
+            str(r["steps"]),
+            str(r["input_tokens"] + r["output_tokens"]),
+            f"{r['cost_usd']:.4f}",
+            when(r["created_at"]),
         )
     out.print(table)
-
-
-def run_json(run: RunRecord) -> dict[str, Any]:
-    return {name: getattr(run, name) for name in run.__dataclass_fields__}
 
 
 @runs_app.command("show")
@@ -198,39 +211,33 @@ def runs_show(
     as_json: AsJson = False,
 ) -> None:
     """Show one run and its steps."""
-
-    async def load(store: Store) -> tuple[RunRecord | None, list[Any]]:
-        run = await store.get_run(run_id)
-        return run, (await store.list_steps(run_id) if run else [])
-
-    run, steps = with_store(policy, load)
-    if run is None:
-        fail(f"no run '{run_id}' in the store (list them with `corral runs ls`)")
+    found = with_store(policy, lambda s: operations.show_run(s, run_id))
+    record, steps = found["run"], found["steps"]
     if as_json:
-        record = run_json(run)
-        record["steps"] = [{n: getattr(s, n) for n in s.__dataclass_fields__} for s in steps]
-        print_json(record)
+        # The CLI's JSON has always been the run's fields with its steps listed in place
+        # of the step count; scripts read it that way.
+        print_json({**record, "steps": steps})
         return
     details = Table.grid(padding=(0, 2))
-    for name, value in run_json(run).items():
+    for name, value in record.items():
         shown = when(value) if name.endswith("_at") and value is not None else value
         details.add_row(name, "-" if shown is None else str(shown))
     out.print(details)
     if not steps:
         out.print("No steps recorded.")
         return
-    table = Table(title=f"Steps of {run.id}")
+    table = Table(title=f"Steps of {record['id']}")
     for column in ("#", "kind", "name", "status", "tokens in/out", "usd", "error"):
         table.add_column(column)
     for s in steps:
         table.add_row(
-            str(s.seq),
-            s.kind,
-            s.name,
-            s.status,
-            f"{s.input_tokens}/{s.output_tokens}",
-            f"{s.cost_usd:.4f}",
-            s.error or "",
+            str(s["seq"]),
+            s["kind"],
+            s["name"],
+            s["status"],
+            f"{s['input_tokens']}/{s['output_tokens']}",
+            f"{s['cost_usd']:.4f}",
+            s["error"] or "",
         )
     out.print(table)
 
@@ -238,16 +245,7 @@ def runs_show(
 @runs_app.command("kill")
 def runs_kill(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
     """Ask a running run to halt with 'killed' at its next gate; works from any process."""
-
-    async def kill(store: Store) -> None:
-        at = time.time()
-        if not await store.request_kill(run_id, at):
-            # request_kill refuses unknown and ended runs alike; the run tells which.
-            run = await existing_run(store, run_id)
-            fail(f"run '{run_id}' is {run.status}, not running: only a running run can be killed")
-        await audit(store, "run.kill_requested", {"requested_at": at}, run_id)
-
-    with_store(policy, kill)
+    with_store(policy, lambda s: operations.kill_run(s, AuditLog(s), run_id, now=time.time()))
     out.print(
         f"kill requested for run {run_id}; it halts with 'killed' at its next gate",
         highlight=False,
@@ -255,42 +253,29 @@ def runs_kill(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
     )
 
 
-# What `dlq ls --status` takes: one dead-letter status, or all of them.
-DeadLetterFilter = Literal["open", "retried", "dropped", "all"]
-
-
-def dead_letter_json(dead: DeadLetterRecord, *, packet: bool) -> dict[str, Any]:
-    return {
-        name: getattr(dead, name)
-        for name in dead.__dataclass_fields__
-        if packet or name != "packet"
-    }
-
-
 @dlq_app.command("ls")
 def dlq_ls(
     policy: PolicyPath = Path("corral.yaml"),
     status: Annotated[
-        DeadLetterFilter, typer.Option(help="Only dead letters with this status.")
+        operations.DeadLetterFilter, typer.Option(help="Only dead letters with this status.")
     ] = "open",
     as_json: AsJson = False,
 ) -> None:
     """List dead letters, oldest first (`corral dlq show RUN_ID` prints the packet)."""
-    wanted = None if status == "all" else status
-    rows = with_store(policy, lambda s: s.list_dead_letters(status=wanted))
+    rows = with_store(policy, lambda s: operations.list_dead_letters(s, status=status))
     if as_json:
-        print_json([dead_letter_json(d, packet=False) for d in rows])
+        print_json(rows)
         return
     if not rows:
         out.print(
-            "The dead-letter queue is empty." if wanted is None else f"No {wanted} dead letters."
+            "The dead-letter queue is empty." if status == "all" else f"No {status} dead letters."
         )
         return
     table = Table(title="Dead letters")
     for column in ("run", "reason", "dead letter", "status", "created"):
         table.add_column(column)
     for d in rows:
-        table.add_row(d.run_id, d.reason, str(d.id), d.status, when(d.created_at))
+        table.add_row(d["run_id"], d["reason"], str(d["id"]), d["status"], when(d["created_at"]))
     out.print(table)
 
 
@@ -299,34 +284,16 @@ def dlq_show(
     run_id: RunId, policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False
 ) -> None:
     """Show a run's newest dead letter and its escalation packet."""
-
-    async def load(store: Store) -> DeadLetterRecord:
-        dead = await store.dead_letter_for_run(run_id)
-        if dead is None:
-            run = await existing_run(store, run_id)
-            fail(f"run '{run_id}' has no dead letter (it is {run.status})")
-        return dead
-
-    dead = with_store(policy, load)
+    dead = with_store(policy, lambda s: operations.show_dead_letter(s, run_id))
     if as_json:
-        print_json(dead_letter_json(dead, packet=True))
+        print_json(dead)
         return
+    packet = dead.pop("packet")
     details = Table.grid(padding=(0, 2))
-    for name, value in dead_letter_json(dead, packet=False).items():
+    for name, value in dead.items():
         details.add_row(name, when(value) if name.endswith("_at") else str(value))
     out.print(details)
-    out.print(JSON.from_data(dead.packet))
-
-
-def parse_usd(text: str) -> float:
-    """'0.20' -> 0.2. A negative, infinite or non-numeric amount is refused."""
-    try:
-        amount = float(text)
-    except ValueError:
-        amount = math.nan
-    if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"expected a non-negative amount in USD like 0.20, got {text!r}")
-    return amount
+    out.print(JSON.from_data(packet))
 
 
 def topup_text(topup: Mapping[str, float]) -> str:
@@ -356,7 +323,9 @@ def dlq_retry(
     add_usd: Annotated[
         float | None,
         typer.Option(
-            parser=parse_usd, metavar="USD", help="Add this much to the run's cost budget."
+            parser=operations.parse_usd,
+            metavar="USD",
+            help="Add this much to the run's cost budget.",
         ),
     ] = None,
     add_tokens: Annotated[int | None, added("token")] = None,
@@ -372,6 +341,8 @@ def dlq_retry(
     ] = None,
 ) -> None:
     """Reopen a halted run with an optional budget top-up; the SDK then resumes it."""
+    # Typer has parsed each flag already (with the parsers the admin API uses for its
+    # body); what is left is dropping the flags not given, in the store's key order.
     given = {
         "usd": add_usd,
         "tokens": add_tokens,
@@ -380,26 +351,17 @@ def dlq_retry(
         "wall_clock": add_wall_clock,
     }
     topup = {key: amount for key, amount in given.items() if amount is not None}
-
-    async def retry(store: Store) -> RunRecord:
-        run = await existing_run(store, run_id)
-        if run.status != RunStatus.HALTED:
-            fail(f"run '{run_id}' is {run.status}, not halted: only a halted run can be retried")
-        dead = await store.dead_letter_for_run(run_id)
-        if dead is None:
-            fail(f"run '{run_id}' is halted but has no dead letter to retry")
-        if dead.status == "dropped":
-            fail(f"run '{run_id}' was dropped from the dead-letter queue (dead letter {dead.id})")
-        reopened = await store.reopen_run(run_id, topup=topup, at=time.time())
-        await audit(store, "dlq.retry", {"topup": topup, "dead_letter": dead.id}, run_id)
-        return reopened
-
-    reopened = with_store(policy, retry)
-    checkpoint = reopened.last_checkpoint_id
+    retried = with_store(
+        policy,
+        lambda s: operations.retry_dead_letter(
+            s, AuditLog(s), run_id, topup=topup, now=time.time()
+        ),
+    )
+    checkpoint = retried["run"]["last_checkpoint_id"]
     out.print(
         f"run {run_id} reopened from "
         f"{'the start' if checkpoint is None else f'checkpoint {checkpoint}'}"
-        f" with {topup_text(topup)}; resume it with Supervisor.resume('{run_id}')",
+        f" with {topup_text(retried['topup'])}; resume it with Supervisor.resume('{run_id}')",
         highlight=False,
         soft_wrap=True,
     )
@@ -408,23 +370,9 @@ def dlq_retry(
 @dlq_app.command("drop")
 def dlq_drop(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
     """Drop a run's open dead letter: nobody will retry it, and the run stays halted."""
-
-    async def drop(store: Store) -> DeadLetterRecord:
-        dead = await store.dead_letter_for_run(run_id)
-        if dead is None:
-            run = await existing_run(store, run_id)
-            fail(f"run '{run_id}' has no dead letter to drop (it is {run.status})")
-        if not await store.set_dead_letter_status(dead.id, "dropped", only_if="open"):
-            fail(
-                f"run '{run_id}' has nothing open to drop:"
-                f" its dead letter {dead.id} was already {dead.status}"
-            )
-        await audit(store, "dlq.drop", {"dead_letter": dead.id}, run_id)
-        return dead
-
-    dead = with_store(policy, drop)
+    dropped = with_store(policy, lambda s: operations.drop_dead_letter(s, AuditLog(s), run_id))
     out.print(
-        f"dropped dead letter {dead.id} of run {run_id}; the run stays halted",
+        f"dropped dead letter {dropped['dead_letter_id']} of run {run_id}; the run stays halted",
         highlight=False,
         soft_wrap=True,
     )
@@ -551,18 +499,15 @@ def keys_revoke(
 @audit_app.command("verify")
 def audit_verify(policy: PolicyPath = Path("corral.yaml")) -> None:
     """Check the audit chain. Exit 0 with the entry count, or 1 naming the first broken entry."""
-    from corral.telemetry.audit import AuditLog
-
-    result = with_store(policy, lambda s: AuditLog(s).verify())
-    if not result.ok:
-        fail(f"audit chain broken at {result.reason}")
-    out.print(f"audit chain intact: {result.count} entries")
+    result = with_store(policy, lambda s: operations.verify_audit(AuditLog(s)))
+    if not result["ok"]:
+        fail(f"audit chain broken at {result['reason']}")
+    out.print(f"audit chain intact: {result['entries']} entries")
 
 
 @app.command()
 def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) -> None:
     """List the circuit breakers: state, failure and slow-call rates, time until half-open."""
-    from corral.gates.breaker import breaker_report
     from corral.state import open_counters
 
     loaded = policy_for_store(policy)
@@ -584,7 +529,7 @@ def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) 
     async def report() -> list[dict[str, Any]]:
         counters = open_counters(loaded.counters)
         try:
-            return await breaker_report(counters, now)
+            return await operations.list_breakers(counters, now=now)
         finally:
             await counters.close()
 

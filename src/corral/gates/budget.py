@@ -78,7 +78,7 @@ def cap_key(cap: Cap, now: float) -> str:
 
 
 async def remaining_usd(counters: Counters, caps: tuple[Cap, ...], now: float) -> float | None:
-    """USD the tightest of `caps` still allows (spent and held both count); None if none caps USD."""
+    """USD the tightest of `caps` still allows (spent and held count); None if none caps USD."""
     usd = [cap for cap in caps if cap.dimension == "usd"]
     if not usd:
         return None

@@ -1,26 +1,20 @@
-"""Anthropic Messages adapter, streamed or not. OpenAI-style messages are mapped to its shape."""
+"""Anthropic Messages adapter, streamed or not. Canonical (OpenAI-style) requests are mapped to
+its shape by `anthropic_format.to_anthropic`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from corral.calls import LLMCall, LLMResult, StreamDelta, ToolCallRequest, Usage
 from corral.policy import Model
+from corral.providers.anthropic_format import to_anthropic
 from corral.providers.base import ErrorBody, FailureKind, ProviderError
 from corral.providers.http import Endpoint, HttpClient
 from corral.providers.sse import Event, StreamedAnswer, as_text
 
 API_VERSION = "2023-06-01"
-
-
-def split_system(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[Any]]:
-    """Anthropic takes the system prompt apart from the turns."""
-    system = [m["content"] for m in messages if m.get("role") == "system"]
-    turns = [m for m in messages if m.get("role") != "system"]
-    return ("\n\n".join(str(s) for s in system) if system else None), turns
 
 
 class AnthropicAdapter:
@@ -33,8 +27,13 @@ class AnthropicAdapter:
         }
 
     async def complete(self, name: str, model: Model, call: LLMCall) -> LLMResult:
-        system, turns = split_system(call.messages)
-        params = dict(call.params)
+        try:
+            system, turns, params = to_anthropic(call.messages, call.params)
+        except ValueError as exc:
+            # The request itself has no Anthropic form: no retry or other attempt can help.
+            raise ProviderError(
+                FailureKind.BAD_REQUEST, f"the request cannot be sent to Anthropic: {exc}"
+            ) from exc
         headers = {**self._headers, **params.pop("extra_headers", {})}
         max_tokens = call.max_tokens or model.max_output_tokens
         body: dict[str, Any] = {

@@ -624,4 +624,3 @@ def serve(
     # then re-raises KeyboardInterrupt: by then the server has stopped, so it is not an error here.
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as r:
         r.run(main())
-

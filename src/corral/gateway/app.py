@@ -55,6 +55,7 @@ KEY_CACHE_SECONDS = 1.0
 ADMIN_KEY_ENV = "CORRAL_ADMIN_KEY"
 
 _JSON = (b"content-type", b"application/json")
+_GET_ROUTES = frozenset({"/healthz", "/metrics", "/openapi.json", "/v1/models"})
 _SSE = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -205,12 +206,7 @@ class Gateway:
                 status = await self._chat(door, headers, receive, send, started)
             elif path.startswith("/admin/"):
                 status = await self._admin_route(scope, method, path, headers, receive, send)
-            elif method == "GET" and path in (
-                "/healthz",
-                "/metrics",
-                "/openapi.json",
-                "/v1/models",
-            ):
+            elif method == "GET" and path in _GET_ROUTES:
                 status = await self._get(path, headers, send)
             else:
                 raise Failure(404, "not_found", f"no route {method} {path}")
@@ -229,22 +225,26 @@ class Gateway:
                 ),
                 _failure_headers(failure),
             )
-        route = path if door is not None or path in ("/healthz", "/v1/models") else "other"
+        # A fixed set of labels: paths with ids in them (admin) or unknown ones would not be.
+        if door is None and path not in _GET_ROUTES:
+            route = "/admin" if path.startswith("/admin/") else "other"
+        else:
+            route = path
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.seconds.labels(route).observe(perf_counter() - started)
 
     async def _get(self, path: str, headers: Mapping[bytes, bytes], send: Send) -> int:
         if path == "/healthz":
-            await _reply(send, 200, b'{"status":"ok"}', [])
+            await _reply(send, 200, b'{"status":"ok"}', [_JSON])
         elif path == "/metrics":
             self.metrics.sessions.set(len(self.sessions))
             body = self.metrics.render()
-            await _reply(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())], json=False)
+            await _reply(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())])
         elif path == "/openapi.json":
-            await _reply(send, 200, self._openapi, [])
+            await _reply(send, 200, self._openapi, [_JSON])
         else:
             await self._agent(headers)
-            await _reply(send, 200, self._models(b"anthropic-version" in headers), [])
+            await _reply(send, 200, self._models(b"anthropic-version" in headers), [_JSON])
         return 200
 
     def _models(self, anthropic: bool) -> bytes:
@@ -331,7 +331,7 @@ class Gateway:
         body = _json(raw) if raw else None
         query = _query(scope.get("query_string", b""))
         status, payload = await self._admin.handle(method, path, query, body)
-        await _reply(send, status, orjson.dumps(payload), [])
+        await _reply(send, status, orjson.dumps(payload), [_JSON])
         return status
 
     # --- model calls ---------------------------------------------------------
@@ -541,9 +541,7 @@ def _failure_headers(failure: Failure) -> Headers:
     return headers
 
 
-async def _reply(send: Send, status: int, body: bytes, headers: Headers, json: bool = True) -> None:
-    if json and not headers:
-        headers = [_JSON]
+async def _reply(send: Send, status: int, body: bytes, headers: Headers) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

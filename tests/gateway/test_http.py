@@ -387,3 +387,24 @@ async def test_idle_sessions_complete_and_a_restart_resumes_a_session(serve: Ser
     assert await other.app.sessions.end_idle(idle=0.0) == 1
     run = await other.sup.store.get_run(run_id)
     assert run is not None and run.status is RunStatus.COMPLETED and run.steps == 2
+
+
+async def test_a_client_that_hangs_up_mid_stream_stops_the_call(serve: Serve) -> None:
+    gw = await serve()
+    gw.sim.set_fault("gpt-4o", Fault(FaultKind.SLOW_STREAM, delay=0.3))
+    gw.sim.set_script("gpt-4o", Script.of("a b c d e f g h i j k l m n o p q r s t u v w x y z"))
+    async with (
+        gw.client(**{"X-Corral-Session": "gone"}) as client,
+        client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as stream,
+    ):
+        run_id = stream.headers["x-corral-run"]
+        await anext(stream.aiter_lines())
+    # The client is gone; the call is cancelled and recorded as such, the run goes on.
+    for _ in range(100):
+        steps = await gw.sup.store.list_steps(run_id)
+        if steps:
+            break
+        await asyncio.sleep(0.02)
+    assert [(s.status, s.error) for s in steps] == [("error", "cancelled")]
+    run = await gw.sup.store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.RUNNING

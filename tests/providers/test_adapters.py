@@ -19,7 +19,7 @@ from corral.calls import LLMCall, LLMResult, StreamDelta
 from corral.policy import Model, parse_policy
 from corral.providers.anthropic import AnthropicAdapter
 from corral.providers.base import Adapter, FailureKind, ProviderError
-from corral.providers.http import HttpClient
+from corral.providers.http import HttpClient, env_proxy
 from corral.providers.openai import OpenAIAdapter
 from corral.providers.sim import FAULT_HEADER, Script, SimProvider, SimReply, SimToolCall
 from corral.providers.sse import Event, SSEDecoder
@@ -682,3 +682,13 @@ def test_decoder_keeps_utf8_split_across_chunks() -> None:
     split = raw.index("☀".encode()) + 1
     decoder = SSEDecoder()
     assert decoder.feed(raw[:split]) + decoder.feed(raw[split:]) == [Event("", "héllo ☀")]
+
+
+def test_the_proxy_comes_from_the_environment_once_per_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.corp")
+    assert env_proxy("https://api.openai.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("https://llm.corp/v1") is None
+    assert env_proxy("http://localhost:4010/v1") is None  # and no HTTP_PROXY for http

@@ -274,6 +274,9 @@ class Loops(_Strict):
     similar: Similarity = Similarity()
     no_progress_steps: PositiveCount = 5
     error_repeat: PositiveCount = 3
+    # Bounces of near-identical content between two agents of one session (A, B, A, B...
+    # counts 3 after the first message); similarity as in `similar.threshold`.
+    ping_pong: PositiveCount = 4
     window: PositiveCount = 32
     action: Literal["halt", "warn"] = "halt"
 
@@ -286,6 +289,12 @@ class Context(_Strict):
         "summarize",
         "evict",
     )
+    # The model or route that writes summaries; default the cheapest model on the run's route.
+    summarizer: str | None = None
+    # Tool outputs larger than this (UTF-8 bytes) and older than the last `keep_recent`
+    # messages become artifact handles under `pointers`; those messages are never compacted.
+    pointer_min_bytes: PositiveCount = 2048
+    keep_recent: PositiveCount = 4
 
     @model_validator(mode="after")
     def _ordered(self) -> Context:
@@ -554,6 +563,9 @@ def _check_references(policy: Policy, env: Mapping[str, str] | None) -> list[tup
         need(("agents", name, "route"), "route", agent.route, policy.routes)
         for index, tool in enumerate(agent.tools):
             need(("agents", name, "tools", index), "tool", tool, policy.tools)
+    if policy.context.summarizer is not None:
+        known = {**policy.models, **policy.routes}
+        need(("context", "summarizer"), "model or route", policy.context.summarizer, known)
 
     if env is None:
         return found

@@ -69,6 +69,12 @@ class RunContext:
     step_seq: int = 0  # step rows written; always grows, also across a resume
     kill_requested_at: float | None = None
     recent: deque[StepView] = field(default_factory=lambda: deque(maxlen=10))
+    # What the agent last reported with `run.progress(...)` (JSON-able), and how many
+    # times it reported a value that differed from the one before.
+    progress: Any = None
+    progress_changes: int = 0
+    # Per-run state a gate keeps for itself, under the gate's own key (e.g. "loops").
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:

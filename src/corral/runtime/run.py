@@ -111,6 +111,22 @@ class Run:
         assert isinstance(answer, ToolResult)
         return answer
 
+    def progress(self, value: Any) -> None:
+        """Tell Corral what the run has achieved so far (JSON-able: a count, a status, a
+        dict); a change of it is progress to the loop gate's no-progress detector."""
+        self._check_open()
+        ctx = self._ctx
+        if value != ctx.progress:
+            ctx.progress = value
+            ctx.progress_changes += 1
+
+    async def artifact(self, handle: str) -> bytes:
+        """The original content that context compaction replaced by `handle`."""
+        found = await self._store.get_artifact(handle)
+        if found is None or found.run_id != self.id:
+            raise LookupError(f"run {self.id} has no artifact {handle!r}")
+        return found.content
+
     async def checkpoint(self, state: Any) -> int:
         """Persist `state` (JSON-encodable); `Supervisor.resume` hands it back."""
         self._check_open()

@@ -74,6 +74,10 @@ class SyncSupervisor:
         self.close()
 
 
+async def _report_progress(run: Run, value: Any) -> None:
+    run.progress(value)
+
+
 async def _build(factory: Callable[[], Supervisor]) -> Supervisor:
     return factory()  # built on the loop's thread, where its resources will be used
 
@@ -120,6 +124,12 @@ class SyncRun:
 
     def checkpoint(self, state: Any) -> int:
         return self._loop.call(self.run.checkpoint(state))
+
+    def progress(self, value: Any) -> None:
+        self._loop.call(_report_progress(self.run, value))  # on the loop's thread, as gates read it
+
+    def artifact(self, handle: str) -> bytes:
+        return self._loop.call(self.run.artifact(handle))
 
     def complete(self, outcome: Any = None) -> None:
         self._loop.call(self.run.complete(outcome))

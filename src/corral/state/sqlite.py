@@ -346,6 +346,11 @@ _SAVE_RUN = (
 )
 
 
+_SET_AUDIT_HEAD = (
+    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
+)
+
 # What a step changes on its run. Only these columns, so the runs indexes (none covers
 # them) are left alone: setting every column rewrote all four index entries per step.
 _TOTALS = ("updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
@@ -426,6 +431,26 @@ class _StepWrite:
     done: asyncio.Future[None] | None  # None for a queued step, which nobody waits on
 
 
+def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
+    """All steps of a batch in three statements, inside the caller's transaction: the
+    steps, their audit entries chained in order, and each run's newest totals (a step
+    carries its run's running totals, so the last one of a run is all that counts)."""
+    conn.executemany(_STEPS.insert, [write.step_row for write in batch])
+    sealed = [write.seal for write in batch if write.seal is not None]
+    if sealed:
+        row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
+        last = None if row is None else _AUDIT.from_row(row)
+        entries: list[AuditEntry] = []
+        for seal in sealed:
+            last = seal(last)
+            entries.append(last)
+        conn.executemany(_AUDIT.insert, [_AUDIT.to_row(entry) for entry in entries])
+        conn.execute(_SET_AUDIT_HEAD, (entries[-1].seq, entries[-1].hash))
+    totals = {write.totals["id"]: write.totals for write in batch}
+    if conn.executemany(_SAVE_TOTALS, list(totals.values())).rowcount != len(totals):
+        raise NotFoundError("a step of the batch names no run")
+
+
 def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | None:
     """One step of a batch, in a savepoint: its error, or None once it is written."""
     conn.execute("SAVEPOINT step")
@@ -472,11 +497,7 @@ def _append_audit(
     row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
     entry = seal(None if row is None else _AUDIT.from_row(row))
     conn.execute(_AUDIT.insert, _AUDIT.to_row(entry))
-    conn.execute(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
-        " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        (entry.seq, entry.hash),
-    )
+    conn.execute(_SET_AUDIT_HEAD, (entry.seq, entry.hash))
     return entry
 
 
@@ -721,18 +742,25 @@ class SQLiteStore(Store):
     def _write_steps(
         self, conn: sqlite3.Connection, batch: list[_StepWrite], loop: asyncio.AbstractEventLoop
     ) -> None:
-        """Group commit: the steps recorded while the worker was busy go in one transaction,
-        each in a savepoint of its own, so one bad step fails alone. Under load this turns
-        a commit and a thread hop per step into one per batch."""
+        """Group commit: the steps recorded while the worker was busy go in one transaction.
+        Under load this turns a commit and a thread hop per step into one per batch. The
+        batch is first written whole, in a few statements; if any step of it is refused,
+        it is written again step by step, each in a savepoint, so that one fails alone."""
         with self._steps_lock:
             if self._open_steps is batch:
                 self._open_steps = None
-        outcomes: list[BaseException | None] = []
+        outcomes: list[BaseException | None]
         try:
             with _transaction(conn):
-                for write in batch:
-                    outcomes.append(_write_step(conn, write))
-        except Exception as exc:  # the commit failed: none of the batch is stored
+                _write_batch(conn, batch)
+            outcomes = [None] * len(batch)
+        except (sqlite3.IntegrityError, NotFoundError):
+            try:
+                with _transaction(conn):
+                    outcomes = [_write_step(conn, write) for write in batch]
+            except Exception as exc:  # the commit failed: none of the batch is stored
+                outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
+        except Exception as exc:
             outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
         loop.call_soon_threadsafe(_settle, batch, outcomes)
 

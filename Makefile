@@ -31,6 +31,7 @@ bench: install-dev
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/http_client.py
+	$(BIN)/python bench/gateway/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .corral

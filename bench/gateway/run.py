@@ -1,0 +1,879 @@
+"""`corral serve` against a bare upstream, nginx and the LiteLLM proxy, in one run.
+
+Each target answers the same small non-streamed chat completion (two messages, max_tokens 16)
+from the same fast fake upstream, and is loaded by wrk alone, one target at a time:
+
+  (a) direct   the fake upstream itself: an nginx server block that returns a fixed
+               chat.completion body (with usage), one worker
+  (b) nginx    an nginx reverse proxy in front of it (one worker, upstream keepalive)
+  (c) litellm  the LiteLLM proxy, one worker, no database, no master key, one model
+  (d) corral   `corral serve` with every gate of the policy on, counters in memory and a
+               SQLite store, all requests of one agent in one session
+
+At one connection it reports p50 and p99 latency (and the p50 each target adds over direct);
+at 32 connections, requests/s, p99, and throughput as a multiple of LiteLLM's. Every process
+shares the machine's cores with wrk and with each other, so the figures compare targets
+measured in the same run, on the same machine, rather than stand alone.
+
+Any non-2xx answer or socket error fails the run (exit 1) and is printed instead of numbers.
+
+Run: .venv/bin/python bench/gateway/run.py  [--quick] [--json] [--targets direct,nginx,...]
+Installs what is missing: wrk and nginx with apt-get (as root), LiteLLM into its own virtualenv
+under ~/.cache/corral-bench/litellm-venv (CORRAL_BENCH_LITELLM_VENV overrides), reused after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PATH = "/v1/chat/completions"
+TARGETS = ("direct", "nginx", "litellm", "corral")
+LABELS = {
+    "direct": "(a) direct",
+    "nginx": "(b) nginx",
+    "litellm": "(c) litellm",
+    "corral": "(d) corral",
+}
+CONNECTIONS = 32
+ADDED_P50_TARGET_MS = 0.5
+THROUGHPUT_TARGET = 30.0
+UPSTREAM_KEY_ENV = "CORRAL_BENCH_UPSTREAM_KEY"
+SESSION = "bench"
+LITELLM_VENV = Path(
+    os.environ.get(
+        "CORRAL_BENCH_LITELLM_VENV", Path.home() / ".cache" / "corral-bench" / "litellm-venv"
+    )
+)
+
+REQUEST = {
+    "model": "fast",
+    "messages": [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "Say hello to the bench."},
+    ],
+    "max_tokens": 16,
+}
+REPLY = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello, bench!", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25},
+    "system_fingerprint": "fp_bench",
+}
+
+# wrk's own summary, read in done() so latencies come in µs rather than as rounded text.
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("CORRAL-BENCH %d %d %d %d %d %d %d %d %d\\n",
+    summary.duration, summary.requests, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+_DONE_LINE = re.compile(r"^CORRAL-BENCH" + r" (\d+)" * 9 + r"$", re.MULTILINE)
+
+
+class BenchError(Exception):
+    """A target that could not be measured honestly: the run fails and says why."""
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the bench starts, each in its own process group, stopped on the way out."""
+
+    def __init__(self) -> None:
+        self._running: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        command: list[str],
+        log: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                start_new_session=True,  # a group of its own: its children go with it
+            )
+        self._running.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process in self._running:
+            self._running.remove(process)
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            break
+        # Whatever the leader left behind in its group (an nginx worker, say).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self._running)):
+            self.stop(process)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    note(f"stopping on {signal.Signals(signum).name}")
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop children
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- tools ----------------------------------------------------------------------------
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+
+
+def apt_install(package: str) -> None:
+    if os.geteuid() != 0:
+        raise BenchError(f"{package} is not installed: apt-get install -y {package}")
+    note(f"installing {package} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    command = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    if subprocess.run(command, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
+        subprocess.run(command, env=env, capture_output=True, check=True)
+
+
+def ensure_tools() -> str:
+    """wrk and nginx, installed with apt-get if missing; returns nginx's path."""
+    if shutil.which("wrk") is None:
+        apt_install("wrk")
+    if find_nginx() is None:
+        apt_install("nginx")
+    nginx = find_nginx()
+    if nginx is None or shutil.which("wrk") is None:
+        raise BenchError("wrk or nginx is still missing after apt-get install")
+    return nginx
+
+
+def litellm_venv() -> Path:
+    """The LiteLLM proxy's own virtualenv, created and filled on first use."""
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        LITELLM_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)], check=True)
+    probe = [str(python), "-c", "import litellm, fastapi, uvicorn, backoff, orjson, yaml"]
+    if (
+        not (LITELLM_VENV / "bin" / "litellm").exists()
+        or subprocess.run(probe, capture_output=True).returncode != 0
+    ):
+        note(f"installing litellm[proxy] into {LITELLM_VENV} (about a minute)")
+        started = time.monotonic()
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip", "litellm[proxy]"],
+            check=True,
+        )
+        note(f"installed litellm[proxy] in {time.monotonic() - started:.0f} s")
+    return LITELLM_VENV
+
+
+def corral_command() -> Path:
+    """The project's `corral`, beside the python running the bench, else in the repo's venv."""
+    for candidate in (Path(sys.executable).parent / "corral", ROOT / ".venv" / "bin" / "corral"):
+        if candidate.exists():
+            return candidate
+    raise BenchError("no `corral` next to this python nor in .venv/bin: install the project")
+
+
+def corral_serve_available(corral: Path) -> str | None:
+    """None if `corral serve` runs, else why not."""
+    probe = subprocess.run([str(corral), "serve", "--help"], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    lines = (probe.stderr or probe.stdout).strip().splitlines()
+    why = next((ln.strip("│ ") for ln in lines if "serve" in ln or "rror" in ln), "")
+    return f"`corral serve --help` exited with {probe.returncode}: {why}".rstrip(": ")
+
+
+def versions(nginx: str, targets: list[str], corral: Path | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    match = re.search(r"wrk (\S+)", wrk.stdout + wrk.stderr)
+    found["wrk"] = match[1] if match else "?"
+    text = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+    match = re.search(r"nginx/(\S+)", text)
+    found["nginx"] = match[1] if match else "?"
+    if "litellm" in targets:
+        code = "import importlib.metadata as m; print(m.version('litellm'))"
+        python = str(LITELLM_VENV / "bin" / "python")
+        found["litellm"] = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True
+        ).stdout.strip()
+    if corral is not None:
+        out = subprocess.run([str(corral), "version"], capture_output=True, text=True).stdout
+        found["corral"] = out.strip().split()[-1] if out.strip() else "?"
+    return found
+
+
+# --- the fake upstream and nginx ----------------------------------------------------------
+
+
+def _nginx_quote(text: str) -> str:
+    if "'" in text or "$" in text or "\\" in text:
+        raise ValueError("the fixed reply must not hold ', $ or \\ (nginx would read them)")
+    return f"'{text}'"
+
+
+def nginx_config(scratch: Path, port: int, location: str) -> str:
+    # As root the master would hand its workers to `nobody`, who cannot read the scratch dir.
+    user = ""
+    if os.geteuid() == 0:
+        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
+    temp = " ".join(
+        f"{kind}_temp_path {scratch / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""
+{user}
+daemon off;
+master_process on;
+worker_processes 1;
+pid {scratch / "nginx.pid"};
+error_log {scratch / "error.log"} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    {temp}
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    {location.replace("PORT", str(port))}
+}}
+"""
+
+
+def fake_upstream_block() -> str:
+    body = json.dumps(REPLY, separators=(",", ":"))
+    return f"""
+    server {{
+        listen 127.0.0.1:PORT backlog=4096;
+        location = {PATH} {{
+            default_type application/json;
+            return 200 {_nginx_quote(body)};
+        }}
+        location / {{ return 404; }}
+    }}
+"""
+
+
+def proxy_block(upstream_port: int) -> str:
+    return f"""
+    upstream fake {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }}
+    server {{
+        listen 127.0.0.1:PORT backlog=4096;
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+
+def start_nginx(
+    processes: Processes, nginx: str, scratch: Path, block: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    scratch.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = scratch / "nginx.conf"
+    conf.write_text(nginx_config(scratch, port, block))
+    log = scratch / "stdout.log"
+    test = subprocess.run(
+        [nginx, "-t", "-q", "-p", str(scratch), "-e", str(scratch / "error.log"), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+    )
+    if test.returncode != 0:
+        raise BenchError(f"nginx refused {conf}:\n{test.stderr}")
+    command = [nginx, "-p", str(scratch), "-e", str(scratch / "error.log"), "-c", str(conf)]
+    process = processes.start(command, log)
+    wait_listening(process, port, "nginx", scratch / "error.log")
+    return process, port
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, name: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{name} exited with {process.returncode}:\n{tail(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    raise BenchError(f"{name} did not listen on port {port} in 30 s:\n{tail(log)}")
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, name: str, log: Path, timeout: float
+) -> float:
+    """Polls `url` until it answers 200; returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise BenchError(
+                f"{name} exited with {process.returncode} before it was ready; its log:\n"
+                f"{tail(log)}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{name} was not ready at {url} after {timeout:.0f} s; its log:\n{tail(log)}")
+
+
+# --- the targets ------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    ready_s: float | None = None
+
+
+def start_litellm(processes: Processes, scratch: Path, upstream_port: int) -> Target:
+    scratch.mkdir(parents=True, exist_ok=True)
+    config = scratch / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: fast\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o-mini\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: x\n"
+        # LiteLLM refuses to start without a master key since 1.8x unless told this; the bench
+        # runs it with none, its cheapest path (no key check at all).
+        "general_settings:\n"
+        "  dangerously_permit_weak_or_unset_master_key: true\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        # This machine reaches no GitHub: use the cost map the package ships, at once.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",  # LiteLLM's production advice: no per-request log lines
+    }
+    env.pop("LITELLM_MASTER_KEY", None)
+    env.pop("DATABASE_URL", None)
+    command = [
+        str(LITELLM_VENV / "bin" / "litellm"),
+        *("--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
+        *("--num_workers", "1"),
+    ]
+    log = scratch / "litellm.log"
+    process = processes.start(command, log, env=env, cwd=scratch)
+    ready = wait_ready(process, f"http://127.0.0.1:{port}/health/liveliness", "litellm", log, 180)
+    return Target("litellm", f"http://127.0.0.1:{port}{PATH}", {}, process, log, ready)
+
+
+def corral_policy(scratch: Path, upstream_port: int) -> str:
+    return f"""version: 1
+store: sqlite:///{scratch / "corral.db"}
+counters: memory
+
+providers:
+  upstream:
+    kind: openai
+    base_url: "http://127.0.0.1:{upstream_port}/v1"
+    api_key_env: {UPSTREAM_KEY_ENV}
+    requests_per_minute: 100000000
+
+models:
+  fast:
+    provider: upstream
+    model: gpt-4o-mini
+    context_window: 128000
+    price: {{input_per_mtok: 0.15, output_per_mtok: 0.60}}
+
+routes:
+  default: [fast]
+
+agent_types:
+  bench:
+    task:    {{usd: 1000000, tokens: 1000000000000, tool_calls: 1000000000,
+              steps: 1000000000, wall_clock: 1d}}
+    session: {{usd: 1000000, tokens: 1000000000000, tool_calls: 1000000000,
+              steps: 1000000000, wall_clock: 1d}}
+    fleet:   {{usd: 1000000, tokens: 1000000000000, per: day}}
+
+agents:
+  bench:
+    type: bench
+    route: default
+    tools: [lookup]
+    rate_limit: {{requests_per_minute: 100000000, tokens_per_minute: 1000000000000}}
+
+global: {{usd: 1000000, per: day}}
+
+retry:   {{max_attempts: 3, base_delay: 500ms, max_delay: 8s, jitter: full, max_total_wait: 30s}}
+breaker: {{window: 20, min_calls: 10, failure_rate: 0.5, slow_call: 10s, slow_rate: 0.8,
+          open_for: 30s, half_open_probes: 3}}
+loops:   {{repeat: 3, similar: {{threshold: 0.9, count: 4}}, no_progress_steps: 5,
+          error_repeat: 3}}
+context: {{warn_at: 0.7, critical_at: 0.9}}
+
+tools:
+  lookup: {{scope: read}}
+
+approvals:
+  - when: 'scope == "irreversible"'
+    timeout: 1h
+    on_timeout: cancel
+
+guards:
+  input:  {{injection: block}}
+  output: {{pii: redact}}
+"""
+
+
+def start_corral(processes: Processes, corral: Path, scratch: Path, upstream_port: int) -> Target:
+    scratch.mkdir(parents=True, exist_ok=True)
+    policy = scratch / "corral.yaml"
+    policy.write_text(corral_policy(scratch, upstream_port))
+    env = {**os.environ, UPSTREAM_KEY_ENV: "x"}
+    for variable in ("CORRAL_POLICY", "CORRAL_ADMIN_KEY"):
+        env.pop(variable, None)
+    created = subprocess.run(
+        [str(corral), "keys", "create", "--agent", "bench", "--policy", str(policy)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=scratch,
+    )
+    key = created.stdout.strip()
+    if created.returncode != 0 or not key or len(key.split()) != 1:
+        raise BenchError(
+            f"`corral keys create` exited with {created.returncode}:\n"
+            f"{created.stdout}{created.stderr}"
+        )
+    port = free_port()
+    command = [
+        str(corral),
+        *("serve", "--policy", str(policy), "--host", "127.0.0.1", "--port", str(port)),
+    ]
+    log = scratch / "corral.log"
+    process = processes.start(command, log, env=env, cwd=scratch)
+    ready = wait_ready(process, f"http://127.0.0.1:{port}/healthz", "corral serve", log, 60)
+    headers = {"Authorization": f"Bearer {key}", "X-Corral-Session": SESSION}
+    return Target("corral", f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready)
+
+
+def check(target: Target) -> dict[str, Any]:
+    """One request by hand, so a broken target fails loudly rather than as wrk's counts."""
+    request = urllib.request.Request(
+        target.url,
+        data=json.dumps(REQUEST).encode(),
+        headers={"Content-Type": "application/json", **target.headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise BenchError(f"{target.name}: request failed: {exc}") from None
+    try:
+        reply = json.loads(body)
+        content = reply["choices"][0]["message"]["content"]
+        usage = reply["usage"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        reply, content, usage = None, None, None
+    if status != 200 or not content or not usage:
+        raise BenchError(
+            f"{target.name}: unexpected answer {status}: {body[:2000].decode(errors='replace')}"
+        )
+    assert isinstance(reply, dict)
+    return reply
+
+
+# --- load -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+
+def wrk_script(target: Target, scratch: Path) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(REQUEST))}"]
+    for name, value in {"Content-Type": "application/json", **target.headers}.items():
+        lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    script = scratch / f"{target.name}.lua"
+    script.write_text("\n".join(lines) + "\n" + WRK_DONE)
+    return script
+
+
+def wrk(url: str, script: Path, threads: int, connections: int, seconds: int) -> Load:
+    command = [
+        *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"),
+        *("--latency", "-s", str(script), url),
+    ]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError(
+            f"wrk did not finish within {seconds + 60} s: {' '.join(command)}"
+        ) from None
+    match = _DONE_LINE.search(completed.stdout)
+    if completed.returncode != 0 or match is None:
+        raise BenchError(
+            f"wrk exited with {completed.returncode}:\n{completed.stdout}{completed.stderr}"
+        )
+    duration_us, requests, connect, read, write, timeout, status, p50, p99 = map(
+        int, match.groups()
+    )
+    errors = {"connect": connect, "read": read, "write": write, "timeout": timeout}
+    errors["non_2xx_3xx"] = status
+    return Load(requests, requests / (duration_us / 1e6), p50 / 1000, p99 / 1000, errors)
+
+
+@dataclass
+class Row:
+    target: str
+    single: Load | None = None
+    loaded: Load | None = None
+    error: str | None = None
+    ready_s: float | None = None
+
+
+def measure(target: Target, scratch: Path, seconds: int, warmup: int) -> Row:
+    check(target)
+    script = wrk_script(target, scratch)
+    row = Row(target.name, ready_s=target.ready_s)
+    runs = (
+        ("warm-up", 2, CONNECTIONS, warmup),
+        ("c=1", 1, 1, seconds),
+        (f"c={CONNECTIONS}", 2, CONNECTIONS, seconds),
+    )
+    for label, threads, connections, duration in runs:
+        note(f"  {target.name}: {label}, {duration} s")
+        load = wrk(target.url, script, threads, connections, duration)
+        if load.failed:
+            counts = ", ".join(f"{k} {v}" for k, v in load.errors.items() if v)
+            log = f"\n{target.name}'s log:\n{tail(target.log)}" if target.log else ""
+            raise BenchError(
+                f"{target.name}, {label}: {load.failed} of {load.requests} requests failed "
+                f"({counts}){log}"
+            )
+        if label == "c=1":
+            row.single = load
+        elif label != "warm-up":
+            row.loaded = load
+    # A target that died under load would have shown as socket errors; check it still answers.
+    check(target)
+    return row
+
+
+@contextlib.contextmanager
+def scratch_dir(keep: bool) -> Iterator[Path]:
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix="corral-gateway-bench-"))
+        note(f"scratch dir (kept): {path}")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="corral-gateway-bench-") as directory:
+        yield Path(directory)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float]:
+    targets: list[str] = args.targets
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        note(f"warning: load average {load_before:.2f} before the run: other work shares the cores")
+    nginx = ensure_tools()
+    corral: Path | None = None
+    rows: dict[str, Row] = {}
+    if "corral" in targets:
+        try:
+            corral = corral_command()
+            why = corral_serve_available(corral)
+        except BenchError as exc:
+            why = str(exc)
+        if why is not None:
+            rows["corral"] = Row("corral", error=f"corral serve is not available: {why}")
+            note(f"(d) corral: {rows['corral'].error}")
+    if "litellm" in targets:
+        litellm_venv()
+    found = versions(nginx, targets, corral)
+
+    processes = Processes()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C raises even where SIGINT came in ignored (a background job of a script).
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with scratch_dir(args.keep) as scratch:
+            _, upstream_port = start_nginx(
+                processes, nginx, scratch / "upstream", fake_upstream_block()
+            )
+            for name in targets:
+                if name in rows:
+                    continue
+                note(f"{LABELS[name]}")
+                place = scratch / name
+                place.mkdir()
+                target: Target | None = None
+                try:
+                    if name == "direct":
+                        target = Target(name, f"http://127.0.0.1:{upstream_port}{PATH}")
+                    elif name == "nginx":
+                        process, port = start_nginx(
+                            processes, nginx, place, proxy_block(upstream_port)
+                        )
+                        target = Target(
+                            name, f"http://127.0.0.1:{port}{PATH}", {}, process, place / "error.log"
+                        )
+                    elif name == "litellm":
+                        target = start_litellm(processes, place, upstream_port)
+                    else:
+                        assert corral is not None
+                        target = start_corral(processes, corral, place, upstream_port)
+                    rows[name] = measure(target, place, args.duration, args.warmup)
+                except BenchError as exc:
+                    rows[name] = Row(name, error=str(exc))
+                    note(f"{LABELS[name]} FAILED: {str(exc).splitlines()[0]}")
+                finally:
+                    if target is not None and target.process is not None:
+                        processes.stop(target.process)
+    finally:
+        processes.stop_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return {name: rows[name] for name in targets if name in rows}, found, load_before
+
+
+def figures(rows: dict[str, Row]) -> dict[str, Any]:
+    def ok(name: str) -> Row | None:
+        row = rows.get(name)
+        return row if row is not None and row.error is None else None
+
+    direct, litellm, corral = ok("direct"), ok("litellm"), ok("corral")
+    out: dict[str, Any] = {"targets": {}}
+    for name, row in rows.items():
+        entry: dict[str, Any] = {"error": row.error}
+        if row.single is not None and row.loaded is not None:
+            # wrk records latency in whole µs.
+            entry |= {
+                "c1_p50_ms": row.single.p50_ms,
+                "c1_p99_ms": row.single.p99_ms,
+                "c1_requests": row.single.requests,
+                f"c{CONNECTIONS}_requests_per_s": round(row.loaded.requests_per_s, 1),
+                f"c{CONNECTIONS}_p99_ms": row.loaded.p99_ms,
+                f"c{CONNECTIONS}_requests": row.loaded.requests,
+                "ready_s": None if row.ready_s is None else round(row.ready_s, 2),
+            }
+            if direct is not None and direct.single is not None:
+                entry["added_p50_ms"] = round(row.single.p50_ms - direct.single.p50_ms, 3)
+            if litellm is not None and litellm.loaded is not None:
+                entry["throughput_vs_litellm"] = round(
+                    row.loaded.requests_per_s / litellm.loaded.requests_per_s, 2
+                )
+        out["targets"][name] = entry
+    corral_entry = out["targets"].get("corral", {}) if corral is not None else {}
+    out["corral_added_p50_ms"] = corral_entry.get("added_p50_ms")
+    out["corral_throughput_vs_litellm"] = corral_entry.get("throughput_vs_litellm")
+    return out
+
+
+def report(
+    rows: dict[str, Row], found: dict[str, str], load_before: float, args: argparse.Namespace
+) -> None:
+    data = figures(rows)
+    print(", ".join(f"{name} {version}" for name, version in found.items()))
+    print(f"{os.cpu_count()} cores, load average {load_before:.2f} before the run")
+    print(
+        f"POST {PATH}, 2 messages, max_tokens 16, non-streamed; fake upstream: nginx return, "
+        f"1 worker; wrk -t1 -c1 and -t2 -c{CONNECTIONS}, {args.duration} s each after "
+        f"{args.warmup} s warm-up"
+    )
+    c = CONNECTIONS
+    print(
+        f"{'target':<13}{'c1 p50 ms':>10}{'c1 p99 ms':>10}{'+p50 ms':>9}"
+        f"{f'c{c} req/s':>11}{f'c{c} p99 ms':>11}{'x litellm':>11}"
+    )
+    for name, row in rows.items():
+        entry = data["targets"][name]
+        if row.error is not None:
+            first = row.error.splitlines()[0]
+            print(f"{LABELS[name]:<13}FAILED: {first}")
+            continue
+        added = entry.get("added_p50_ms")
+        ratio = entry.get("throughput_vs_litellm")
+        print(
+            f"{LABELS[name]:<13}{entry['c1_p50_ms']:>10.3f}{entry['c1_p99_ms']:>10.3f}"
+            f"{'-' if added is None else f'{added:.3f}':>9}"
+            f"{entry[f'c{c}_requests_per_s']:>11.0f}{entry[f'c{c}_p99_ms']:>11.2f}"
+            f"{'-' if ratio is None else f'{ratio:.1f}x':>11}"
+        )
+    added = data["corral_added_p50_ms"]
+    ratio = data["corral_throughput_vs_litellm"]
+    if added is not None:
+        verdict = "met" if added <= ADDED_P50_TARGET_MS else "MISSED"
+        print(
+            f"corral added p50 at c=1: {added:.3f} ms "
+            f"(target <= {ADDED_P50_TARGET_MS} ms: {verdict})"
+        )
+    else:
+        print(f"corral added p50 at c=1: n/a (target <= {ADDED_P50_TARGET_MS} ms)")
+    if ratio is not None:
+        verdict = "met" if ratio >= THROUGHPUT_TARGET else "MISSED"
+        print(
+            f"corral throughput / litellm at c={c}: {ratio:.1f}x "
+            f"(target >= {THROUGHPUT_TARGET:.0f}x: {verdict})"
+        )
+    else:
+        print(f"corral throughput / litellm at c={c}: n/a (target >= {THROUGHPUT_TARGET:.0f}x)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--duration", type=int, default=5, metavar="S", help="seconds per measurement (5)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, metavar="S", help="seconds of warm-up per target (2)"
+    )
+    parser.add_argument("--quick", action="store_true", help="2 s measurements, 1 s warm-up")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch dir (configs, logs) and print it"
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 2, 1
+    if args.duration < 1 or args.warmup < 1:
+        parser.error("--duration and --warmup take whole seconds, at least 1")
+    chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TARGETS))
+    if unknown or not chosen:
+        parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
+    args.targets = [t for t in TARGETS if t in chosen]
+    return args
+
+
+@contextlib.contextmanager
+def _keyboard_interrupt_exits() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        note("interrupted")
+        raise SystemExit(130) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with _keyboard_interrupt_exits():
+        try:
+            rows, found, load_before = run(args)
+        except (BenchError, subprocess.CalledProcessError) as exc:
+            note(f"FAILED: {exc}")
+            return 1
+    if args.json:
+        settings = {"seconds": args.duration, "warmup_seconds": args.warmup}
+        machine = {"cores": os.cpu_count(), "load_average_before": load_before}
+        output = {"versions": found, **settings, **machine, **figures(rows)}
+        print(json.dumps(output, indent=2))
+    else:
+        report(rows, found, load_before, args)
+    failed = [name for name, row in rows.items() if row.error is not None]
+    for name in failed:
+        note(f"\n{LABELS[name]} FAILED:\n{rows[name].error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

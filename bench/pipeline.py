@@ -41,7 +41,7 @@ from corral.gates.base import Next, RunContext, compose
 from corral.gates.budget import build_caps
 from corral.gates.record import RecordGate
 from corral.policy import Policy, load_policy
-from corral.runtime.supervisor import pipeline_gates
+from corral.runtime.supervisor import pipeline, pipeline_gates
 from corral.runtime.transport import Transport
 from corral.state import MemoryCounters, RunRecord, SQLiteStore
 from corral.telemetry.audit import AuditLog
@@ -182,7 +182,7 @@ async def main() -> None:
                 ),
                 Variant(
                     f"{kind} recorded",
-                    compose(durable, transport),
+                    pipeline(durable, transport),
                     recorded,
                     keyed,
                     RECORDED_PER_ROUND,

@@ -16,7 +16,12 @@ class AllowlistGate:
                     f"tool '{call.name}' is not allowed for agent '{ctx.record.agent}'",
                     {"rule": f"agents.{ctx.record.agent}.tools", "allowed": list(agent.tools)},
                 )
-        elif call.model != agent.route and call.model not in ctx.policy.routes[agent.route]:
+        elif (
+            call.model != agent.route
+            and call.model not in ctx.policy.routes[agent.route]
+            # The operator's choice for context summaries serves every agent.
+            and call.model != ctx.policy.context.summarizer
+        ):
             allowed = [agent.route, *ctx.policy.routes[agent.route]]
             raise Halt(
                 HaltReason.POLICY_DENIED,

@@ -18,7 +18,6 @@ from corral.aio import loop_factory
 from corral.gateway.app import Gateway
 from corral.runtime.supervisor import Supervisor
 
-
 GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700 allocations
 
 

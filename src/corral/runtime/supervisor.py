@@ -19,6 +19,7 @@ from corral.gates.allowlist import AllowlistGate
 from corral.gates.base import Gate, Next, RunContext, compose
 from corral.gates.breaker import BreakerGate
 from corral.gates.budget import MICRO_USD, BudgetGate, build_caps
+from corral.gates.context import ContextGate
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
 from corral.gates.kill import KillSwitchGate
@@ -51,7 +52,8 @@ def pipeline_gates(
     """The gates every call passes, outermost first (DESIGN.md's order).
 
     Budgets come first among the gates that cost or wait: a halt is decided before a
-    call queues for a rate-limit share or is retried.
+    call queues for a rate-limit share or is retried. The context gate's summaries go
+    through the whole pipeline: `pipeline()` binds it once the gates are composed.
     """
     return [
         KillSwitchGate(),
@@ -59,12 +61,23 @@ def pipeline_gates(
         RecordGate(store, audit, clock),
         AllowlistGate(),
         IdempotencyGate(store, clock),
+        ContextGate(store, audit, clock),
         BudgetGate(counters, clock),
         RateLimitGate(counters),
         RouteGate(audit),
         RetryGate(counters, clock=clock),
         BreakerGate(counters, clock=clock),
     ]
+
+
+def pipeline(gates: list[Gate], transport: Next) -> Next:
+    """The gates composed around the transport, with the gates that call back into the
+    pipeline (the context gate's summaries) bound to it."""
+    composed = compose(gates, transport)
+    for gate in gates:
+        if isinstance(gate, ContextGate):
+            gate.bind(composed)
+    return composed
 
 
 class Supervisor:
@@ -91,8 +104,10 @@ class Supervisor:
         self._adapters_for: Policy | None = None
         self._runs: dict[str, Run] = {}
         self._watcher: asyncio.Task[None] | None = None
-        gates = pipeline_gates(store, counters, self.audit, clock)
-        self._pipeline: Next = compose(gates, Transport(self._adapters, self._tools))
+        self._pipeline: Next = pipeline(
+            pipeline_gates(store, counters, self.audit, clock),
+            Transport(self._adapters, self._tools),
+        )
 
     @classmethod
     def from_policy(

@@ -1,0 +1,881 @@
+"""Loops: stop a run that goes round in circles, naming the steps that prove it.
+
+Five detectors, each with its own halt reason and the offending steps in `Halt.detail`:
+
+  loop.repeat        the same tool call (canonical arguments) for the Nth time while nothing
+                     observed has changed since the earlier ones; refused before it runs
+  loop.similar       the Nth near-identical call: a search rephrased, a word added, the same
+                     question re-asked of a model that keeps giving the same answer; refused
+  loop.no_progress   N tool steps in a row that observed nothing new; decided after the call
+  loop.error_repeat  the same call failing with the same error N times; the Nth failure halts
+  loop.ping_pong     runs of one session bouncing near-identical content back and forth
+
+Progress is defined once and shared: a successful tool step makes progress when its
+fact (the call's canonical form with its result) is not already in the window, and the
+run makes progress when the agent reports a different `run.progress(...)`. Facts, not bare
+results: a batch of distinct sends all answering {"status": "sent"}, or five distinct
+items all in stock, learns something new at every step. Model calls neither make nor
+break progress: their wording always differs, so counting them would hide a loop, and
+counting them as no progress would fire on a long writing run.
+
+What a detector compares is worked out once per call (canonical arguments, token sets)
+and kept with the call in a window of the last `loops.window` calls, so a step costs
+one pass over the window and never re-reads an old call's arguments.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, ToolResult
+from corral.gates.base import Next, RunContext
+from corral.policy import Loops
+from corral.telemetry.audit import AuditLog
+
+SCRATCH_KEY: Final = "loops"
+# A string of 2..64 words is free text, compared by its words; longer text is a body (a
+# file, an email), compared whole: a long body changed by a few words is an edit, which
+# is work (a coding agent's write-and-test cycle), not a rephrased request.
+MAX_TEXT_WORDS: Final = 64
+LONG_STRING: Final = 256  # longer strings are kept as their hash: equality is all we need
+# Sessions whose turns are kept for ping-pong, least recently used dropped first: at most
+# MAX_SESSIONS x (1 + loops.ping_pong) turns, each answer cut to KEPT_ANSWER characters.
+MAX_SESSIONS: Final = 2048
+KEPT_ANSWER: Final = 2000
+SHOWN_CHARS: Final = 200  # evidence: strings cut to this, lists and mappings to SHOWN_ITEMS
+SHOWN_ITEMS: Final = 20
+WARNED_KEPT: Final = 64  # warn-mode latches a run keeps before starting afresh
+WRITE_SCOPES: Final = frozenset({"write", "irreversible"})
+
+PENDING, OK, FAILED, REFUSED = range(4)  # a step's status; REFUSED: a gate after us halted it
+
+_WORD = re.compile(r"\w+(?:[-./:]\w+)*")
+_DIGIT = re.compile(r"\d")
+_JSON_SPACE = re.compile(r"\s*([{}\[\],:])\s*")
+# Words that do not change what a request asks for.
+_STOPWORD_TEXT: Final = (
+    "a an the and or of to in on at for from by with about into over per is are was be "
+    "it its this that these those i me my we our you your please what which how where when "
+    "find show get give list search look up some any all can could would do does"
+)
+_STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
+_normal_cache: dict[str, str] = {}  # token -> its normal form; a vocabulary is small
+_NORMAL_CACHE_MAX: Final = 50_000
+
+
+# --- text similarity --------------------------------------------------------------
+
+
+class Text:
+    """A text as the similarity measure sees it: its words (lowercased, stopwords dropped,
+    crudely stemmed) and its marks (tokens with a digit: ids, dates, amounts, versions)."""
+
+    __slots__ = ("marks", "words")
+
+    def __init__(self, words: frozenset[str], marks: frozenset[str]) -> None:
+        self.words = words
+        self.marks = marks
+
+
+def _normal(token: str) -> str:
+    """'#'-prefixed for a mark, '' for a stopword, else the word stemmed. The stems need
+    only be the same for the same word in every call, not right: 'cheapest' and 'cheap'
+    meet at 'cheap', 'flights' and 'flight' at 'flight'."""
+    if _DIGIT.search(token):
+        return "#" + token
+    if token in _STOPWORDS:
+        return ""
+    word = token
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("est", "ing", "er"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def text_of(text: str) -> Text:
+    words: set[str] = set()
+    marks: set[str] = set()
+    cache = _normal_cache
+    for token in _WORD.findall(text.lower()):
+        normal = cache.get(token)
+        if normal is None:
+            if len(cache) >= _NORMAL_CACHE_MAX:
+                cache.clear()
+            normal = cache[token] = _normal(token)
+        if not normal:
+            continue
+        if normal[0] == "#":
+            marks.add(normal)
+        else:
+            words.add(normal)
+    return Text(frozenset(words), frozenset(marks))
+
+
+def similarity(a: Text, b: Text) -> float:
+    """How far one text is a rephrasing of the other, 0..1.
+
+    Texts whose marks differ are different requests ('ORD-1001' / 'ORD-1002', 'May 3' /
+    'May 4'): 0. Otherwise the overlap coefficient of the word sets, |A & B| / min(|A|,
+    |B|): a word added or the words reordered scores 1.0, 'weather in paris' / 'weather in
+    london' 0.5. A one-word text says too little to be called the rephrasing of a longer
+    one, so unequal sets need at least two words on the smaller side.
+    """
+    if a.marks != b.marks:
+        return 0.0
+    if a.words == b.words:
+        return 1.0
+    smaller = min(len(a.words), len(b.words))
+    if smaller < 2:
+        return 0.0
+    return len(a.words & b.words) / smaller
+
+
+Feature = Text | str  # free text by its words, or any other value canonical and whole
+
+
+def _feature_similarity(a: Feature, b: Feature) -> float:
+    if isinstance(a, Text) and isinstance(b, Text):
+        return similarity(a, b)
+    return 1.0 if a == b else 0.0
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= LONG_STRING else f"#{hash(text):x}:{len(text)}"
+
+
+def _feature(text: str) -> Feature:
+    words = text.split()
+    if 1 < len(words) <= MAX_TEXT_WORDS:
+        return text_of(text)
+    return _short(" ".join(words))
+
+
+# --- canonical tool arguments -----------------------------------------------------
+
+
+def _walk(value: Any, path: str, fixed: list[str], texts: list[tuple[str, str]]) -> None:
+    """Flatten `value` into `path=value` parts, free text apart. Whitespace never matters
+    (a model re-emitting the same arguments with other spacing sends the same call), nor
+    does 1 against 1.0; a string is never the number it spells, nor true the number 1."""
+    if isinstance(value, str):
+        if value.startswith(("{", "[")):  # JSON kept as text (a malformed call): its spacing
+            value = _JSON_SPACE.sub(r"\1", value)
+        words = value.split()
+        if 1 < len(words) <= MAX_TEXT_WORDS:
+            texts.append((path, " ".join(words)))
+        else:
+            fixed.append(f"{path}=s{_short(' '.join(words))}")
+    elif isinstance(value, bool):
+        fixed.append(f"{path}=b{int(value)}")
+    elif isinstance(value, int):
+        fixed.append(f"{path}=n{value}")
+    elif isinstance(value, float):
+        fixed.append(f"{path}=n{int(value) if value.is_integer() else repr(value)}")
+    elif value is None:
+        fixed.append(f"{path}=z")
+    elif isinstance(value, Mapping):
+        if not value:
+            fixed.append(f"{path}={{}}")
+        for name, item in value.items():
+            _walk(item, f"{path}.{name}", fixed, texts)
+    elif isinstance(value, list | tuple):
+        if not value:
+            fixed.append(f"{path}=[]")
+        for index, item in enumerate(value):
+            _walk(item, f"{path}[{index}]", fixed, texts)
+    else:
+        fixed.append(f"{path}=o{_short(repr(value))}")
+
+
+def canonical(name: str, args: Mapping[str, Any]) -> tuple[str, str, tuple[Text, ...]]:
+    """(key, shape, texts) of a tool call. Equal keys: the same call (sorted keys, so the
+    order the model wrote them in does not matter). Equal shapes: the same call but for the
+    words of its free text, `texts` in path order.
+
+    Only free text can make two calls near-identical: every other value, a number, a
+    flag, an id or a cursor (one token without spaces), must be equal. So paging (page,
+    offset, cursor), walking ids and any changed option are distinct calls, whatever the
+    search string they share.
+    """
+    fixed: list[str] = []
+    texts: list[tuple[str, str]] = []
+    _walk(args, "", fixed, texts)
+    fixed.sort()
+    texts.sort()
+    shape = "\x1e".join([name, *fixed, *("~" + path for path, _ in texts)])
+    key = "\x1d".join([shape, *(text for _, text in texts)])
+    return key, shape, tuple(text_of(text) for _, text in texts)
+
+
+def _texts_similarity(a: tuple[Text, ...], b: tuple[Text, ...]) -> float:
+    """Two calls of one shape: as similar as their least similar free-text field."""
+    least = 1.0
+    for one, other in zip(a, b, strict=True):
+        least = min(least, similarity(one, other))
+    return least
+
+
+# --- model calls ------------------------------------------------------------------
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return "" if content is None else str(content)
+
+
+def _anchor(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """Which conversation a prompt belongs to: its system prompt and its first user message
+    (unless that is the question itself). A re-asked question, in a conversation that grew
+    or one started afresh, keeps its anchor; the same instruction about other material
+    ('classify the text above' after another document) does not."""
+    system = user = 0
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "system" and index == 0:
+            system = hash(_content_text(message.get("content")))
+        elif role == "user":
+            if index != last:
+                user = hash(_content_text(message.get("content")))
+            break
+    return system, user
+
+
+def _answer_text(result: LLMResult) -> str:
+    if result.text or not result.tool_calls:
+        return result.text[:KEPT_ANSWER]
+    return " ".join(f"{call.name} {call.arguments}" for call in result.tool_calls)[:KEPT_ANSWER]
+
+
+def _digest(value: Any) -> int:
+    """A result or a prompt, canonical and hashed: equal digests, equal content."""
+    try:
+        return hash(
+            orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
+        )
+    except TypeError:  # orjson's encode error; e.g. an int past 64 bits
+        return hash(repr(value))
+
+
+# --- per-call and per-run state ---------------------------------------------------
+
+
+class Step:
+    """One call as the detectors remember it, worked out once when it starts."""
+
+    __slots__ = (
+        "after",
+        "anchor",
+        "answer",
+        "answer_words",
+        "args",
+        "at",
+        "changes",
+        "error",
+        "fact",
+        "ident",
+        "in_window",
+        "key",
+        "kind",
+        "name",
+        "question",
+        "result",
+        "seq",
+        "shape",
+        "status",
+        "text",
+        "texts",
+    )
+
+    def __init__(self, seq: int, kind: str, name: str, at: float) -> None:
+        self.seq = seq  # the step row's number in the pipeline (call number within the run)
+        self.kind = kind
+        self.name = name
+        self.at = at
+        self.status = PENDING
+        self.after = -1  # the run's epoch once the step ended
+        self.changes = -1  # the run's change count once the step ended
+        self.in_window = False
+        self.fact: int | None = None
+        self.error: str | None = None
+        self.ident: Hashable = None  # what must match for "the same failing call"
+        # tool calls
+        self.args: Mapping[str, Any] = {}
+        self.key = ""
+        self.shape: str | None = None
+        self.texts: tuple[Text, ...] = ()
+        self.result: Any = None
+        # model calls
+        self.text = ""  # the question as shown in evidence
+        self.question: Feature | None = None
+        self.anchor: tuple[int, int] = (0, 0)
+        self.answer = ""
+        self.answer_words: Text | None = None
+
+    def answer_feature(self) -> Text:
+        if self.answer_words is None:  # only ping-pong and re-asked questions need it
+            self.answer_words = text_of(self.answer)
+        return self.answer_words
+
+
+class RunLoops:
+    """One run's detector state, in `ctx.scratch["loops"]`: at most `loops.window` steps,
+    the facts they observed, and counters. Bounded whatever the run's length."""
+
+    __slots__ = (
+        "changes",
+        "epoch",
+        "facts",
+        "last_seq",
+        "progress_seen",
+        "size",
+        "streak",
+        "streak_count",
+        "streak_start",
+        "warned",
+        "window",
+    )
+
+    def __init__(self, loops: Loops, progress_changes: int) -> None:
+        self.size = loops.window
+        self.window: deque[Step] = deque()
+        self.facts: dict[int, int] = {}  # fact -> how many steps in the window observed it
+        # Bumped by every progress; identical calls in different epochs are not repeats.
+        self.epoch = 0
+        # Bumped only when the agent changed the world (a write-scope tool observing a new
+        # fact) or reported progress. Near-identical calls in different change epochs are
+        # not a loop: the same test command after an edit is work.
+        self.changes = 0
+        self.progress_seen = progress_changes
+        self.streak: deque[Step] = deque(maxlen=loops.no_progress_steps)
+        self.streak_count = 0
+        self.streak_start = 0
+        self.last_seq = 0
+        self.warned: set[Hashable] = set()
+
+    def sync(self, ctx: RunContext) -> None:
+        """A different `run.progress(...)` since the last look is progress, whatever the step."""
+        if ctx.progress_changes != self.progress_seen:
+            self.progress_seen = ctx.progress_changes
+            self.changes += 1
+            self.progressed()
+
+    def progressed(self) -> None:
+        self.epoch += 1
+        self.streak.clear()
+        self.streak_count = 0
+
+    def stalled(self, step: Step) -> None:
+        if not self.streak_count:
+            self.streak_start = step.seq
+        self.streak.append(step)
+        self.streak_count += 1
+
+    def push(self, step: Step) -> None:
+        window = self.window
+        if len(window) >= self.size:
+            old = window.popleft()
+            old.in_window = False
+            if old.fact is not None:
+                left = self.facts[old.fact] - 1
+                if left:
+                    self.facts[old.fact] = left
+                else:
+                    del self.facts[old.fact]
+        window.append(step)
+        step.in_window = True
+
+    def observe(self, step: Step, fact: int) -> bool:
+        """Note the fact a step observed; true if the window had not seen it yet."""
+        new = fact not in self.facts
+        if step.in_window:  # a step pushed out while it ran is forgotten already
+            step.fact = fact
+            self.facts[fact] = self.facts.get(fact, 0) + 1
+        return new
+
+
+class _Turn:
+    """A run's consecutive calls in a session; its content is its latest model answer, else
+    its latest tool call (an agent that looks something up and then answers, answers)."""
+
+    __slots__ = ("agent", "run_id", "step")
+
+    def __init__(self, run_id: str, agent: str, step: Step) -> None:
+        self.run_id = run_id
+        self.agent = agent
+        self.step = step
+
+
+class _Session:
+    __slots__ = ("episode", "turns", "warned")
+
+    def __init__(self, size: int) -> None:
+        self.turns: deque[_Turn] = deque(maxlen=size)
+        self.episode = 0  # bumped whenever the session is seen not bouncing
+        self.warned: set[Hashable] = set()
+
+
+def _alternate(parties: list[str]) -> bool:
+    """Exactly two parties, taking turns: A B A B ..."""
+    first, second = parties[0], parties[1]
+    return first != second and all(
+        party == (first if index % 2 == 0 else second) for index, party in enumerate(parties)
+    )
+
+
+def _content_similarity(a: Step, b: Step) -> float:
+    if a.kind != b.kind:
+        return 0.0
+    if a.kind == "tool":
+        return _texts_similarity(a.texts, b.texts) if a.shape == b.shape else 0.0
+    return similarity(a.answer_feature(), b.answer_feature())
+
+
+def _bounced(turns: list[_Turn], threshold: float) -> bool:
+    """The turns alternate between two agents (or two runs of one agent) and each says
+    nearly what its side said the time before."""
+    if not (_alternate([t.agent for t in turns]) or _alternate([t.run_id for t in turns])):
+        return False
+    return all(
+        _content_similarity(turns[index].step, turns[index - 2].step) >= threshold
+        for index in range(2, len(turns))
+    )
+
+
+# --- evidence ---------------------------------------------------------------------
+
+
+def _shown(value: Any, depth: int = 0) -> Any:
+    """`value` as evidence: JSON-able (the audit chain hashes it), long parts cut."""
+    if isinstance(value, str):
+        return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else str(value)
+    if depth >= 6:
+        return "…"
+    if isinstance(value, Mapping):
+        items = list(value.items())[:SHOWN_ITEMS]
+        return {str(name): _shown(item, depth + 1) for name, item in items}
+    if isinstance(value, list | tuple):
+        return [_shown(item, depth + 1) for item in value[:SHOWN_ITEMS]]
+    return _shown(repr(value))
+
+
+def _step_evidence(step: Step, **extra: Any) -> dict[str, Any]:
+    shown: dict[str, Any] = {"step": step.seq, "kind": step.kind, "name": step.name}
+    if step.kind == "tool":
+        shown["args"] = _shown(step.args)
+    else:
+        shown["text"] = _shown(step.text)
+    shown.update(extra)
+    return shown
+
+
+# --- the gate ---------------------------------------------------------------------
+
+
+class LoopGate:
+    def __init__(self, audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
+        self._audit = audit
+        self._clock = clock
+        # Ping-pong needs several runs' calls, so it is kept here, per session, in an LRU
+        # of at most MAX_SESSIONS sessions (a dropped session starts counting afresh).
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
+        loops = ctx.policy.loops
+        run: RunLoops | None = ctx.scratch.get(SCRATCH_KEY)
+        if run is None:
+            run = ctx.scratch[SCRATCH_KEY] = RunLoops(loops, ctx.progress_changes)
+        run.sync(ctx)
+        # The number the record gate will give this step's row (it writes after we return),
+        # kept increasing on our own when no record gate counts (tests, calls in parallel).
+        seq = run.last_seq = max(ctx.step_seq, run.last_seq) + 1
+        session = self._session(ctx, loops)
+        if call.kind == "tool":
+            step = Step(seq, "tool", call.name, self._clock())
+            step.args = call.args
+            step.key, step.shape, step.texts = canonical(call.name, call.args)
+            await self._before_tool(step, run, session, ctx, loops)
+        else:
+            step = Step(seq, "llm", call.model, self._clock())
+            self._read_prompt(step, call)
+            await self._before_llm(step, run, ctx, loops)
+        run.push(step)
+        try:
+            result = await next(call, ctx)
+        except Halt:
+            step.status = REFUSED
+            raise
+        except Exception as exc:
+            step.status = FAILED
+            step.error = type(exc).__name__
+            step.after, step.changes = run.epoch, run.changes
+            halt = await self._failed(step, call, run, ctx, loops)
+            if halt is not None:
+                raise halt from exc
+            raise
+        except BaseException:  # cancelled: neither a failure nor a fact
+            step.status = REFUSED
+            raise
+        if isinstance(result, ToolResult):
+            await self._after_tool(step, result, run, session, ctx, loops)
+        else:
+            await self._after_llm(step, result, run, session, ctx, loops)
+        return result
+
+    # -- before the call ----------------------------------------------------------
+
+    async def _before_tool(
+        self, step: Step, run: RunLoops, session: _Session | None, ctx: RunContext, loops: Loops
+    ) -> None:
+        threshold = loops.similar.threshold
+        epoch, changes = run.epoch, run.changes
+        key, shape, texts = step.key, step.shape, step.texts
+        repeats: list[Step] = []
+        similar: list[tuple[Step, float]] = []
+        for seen in run.window:
+            if seen.shape != shape:
+                continue
+            if seen.key == key:
+                # An identical call repeats only while nothing new was observed since it
+                # ended: a job polled until its status changes, a file read, written and
+                # read again, are not loops. A failed one is error_repeat's to count.
+                if seen.status == OK and seen.after == epoch:
+                    repeats.append(seen)
+                    similar.append((seen, 1.0))
+            elif seen.changes == changes and seen.status in (OK, FAILED):
+                # Near-identical calls count across new results (a rephrased search finds
+                # a slightly different page each time, which must not hide the loop), but
+                # not across a change the agent made.
+                score = _texts_similarity(seen.texts, texts)
+                if score >= threshold:
+                    similar.append((seen, score))
+        if len(repeats) + 1 >= loops.repeat:
+            found = [*repeats, step]
+            halt = await self._fire(
+                ctx,
+                loops,
+                HaltReason.LOOP_REPEAT,
+                f"tool '{step.name}' called {len(found)} times with the same arguments, "
+                "with nothing new observed in between",
+                {
+                    "rule": "loops.repeat",
+                    "threshold": loops.repeat,
+                    "steps": [_step_evidence(s) for s in found],
+                },
+                run.warned,
+                ("repeat", key, epoch),
+            )
+            if halt is not None:
+                raise halt
+        elif len(similar) + 1 >= loops.similar.count:
+            halt = await self._fire(
+                ctx,
+                loops,
+                HaltReason.LOOP_SIMILAR,
+                f"{len(similar) + 1} near-identical calls to tool '{step.name}' "
+                f"(similarity >= {threshold:g})",
+                {
+                    "rule": "loops.similar",
+                    "threshold": loops.similar.count,
+                    "similarity": threshold,
+                    "steps": [
+                        *(_step_evidence(s, similarity=round(score, 3)) for s, score in similar),
+                        _step_evidence(step, similarity=1.0),
+                    ],
+                },
+                run.warned,
+                ("similar", shape, changes),
+            )
+            if halt is not None:
+                raise halt
+        if session is not None:
+            await self._ping_pong(session, step, ctx, loops, commit=False)
+
+    def _read_prompt(self, step: Step, call: LLMCall) -> None:
+        """The question of a model call: its last message, if the user (or an agent
+        playing one) asks it. A tool message last is a result, judged on the tool step."""
+        messages = call.messages
+        if not messages:
+            return
+        last = messages[-1]
+        if last.get("role") != "user":
+            return
+        text = _content_text(last.get("content"))
+        step.text = text
+        step.question = _feature(text)
+        step.anchor = _anchor(messages)
+
+    async def _before_llm(self, step: Step, run: RunLoops, ctx: RunContext, loops: Loops) -> None:
+        """A re-asked question: the same conversation asking its model nearly the same thing
+        again, with nothing new observed meanwhile, after getting nearly the same answer
+        each time. Asking again about new material is work; so is a long writing run that
+        asks to continue and gets a new section each time."""
+        question = step.question
+        if question is None:
+            return
+        threshold, count = loops.similar.threshold, loops.similar.count
+        asked: list[tuple[Step, float]] = []
+        for seen in run.window:
+            if (
+                seen.kind == "llm"
+                and seen.question is not None
+                and seen.status == OK
+                and seen.after == run.epoch
+                and seen.name == step.name
+                and seen.anchor == step.anchor
+            ):
+                score = _feature_similarity(seen.question, question)
+                if score >= threshold:
+                    asked.append((seen, score))
+        if len(asked) + 1 < count:
+            return
+        latest = asked[-1][0].answer_feature()
+        same = [
+            (seen, score)
+            for seen, score in asked
+            if similarity(seen.answer_feature(), latest) >= threshold
+        ]
+        if len(same) + 1 < count:
+            return
+        halt = await self._fire(
+            ctx,
+            loops,
+            HaltReason.LOOP_SIMILAR,
+            f"the same question asked of '{step.name}' {len(same) + 1} times, "
+            "getting the same answer",
+            {
+                "rule": "loops.similar",
+                "threshold": count,
+                "similarity": threshold,
+                "steps": [
+                    *(
+                        _step_evidence(s, similarity=round(score, 3), answer=_shown(s.answer))
+                        for s, score in same
+                    ),
+                    _step_evidence(step, similarity=1.0),
+                ],
+            },
+            run.warned,
+            ("similar", step.name, step.anchor, run.epoch),
+        )
+        if halt is not None:
+            raise halt
+
+    # -- after the call -----------------------------------------------------------
+
+    async def _after_tool(
+        self,
+        step: Step,
+        result: ToolResult,
+        run: RunLoops,
+        session: _Session | None,
+        ctx: RunContext,
+        loops: Loops,
+    ) -> None:
+        run.sync(ctx)
+        if run.observe(step, hash((step.key, _digest(result.value)))):
+            tool = ctx.policy.tools.get(step.name)
+            if tool is not None and tool.scope in WRITE_SCOPES:
+                run.changes += 1
+            run.progressed()
+        else:
+            run.stalled(step)
+        step.status = OK
+        step.after, step.changes = run.epoch, run.changes
+        step.result = result.value
+        if session is not None:
+            self._commit(session, step, ctx)
+        if run.streak_count < loops.no_progress_steps:
+            return
+        halt = await self._fire(
+            ctx,
+            loops,
+            HaltReason.LOOP_NO_PROGRESS,
+            f"{run.streak_count} tool steps in a row observed nothing new",
+            {
+                "rule": "loops.no_progress_steps",
+                "threshold": loops.no_progress_steps,
+                "steps": [_step_evidence(s, result=_shown(s.result)) for s in run.streak],
+            },
+            run.warned,
+            ("no_progress", run.streak_start),
+        )
+        if halt is not None:
+            raise halt
+
+    async def _after_llm(
+        self,
+        step: Step,
+        result: LLMResult,
+        run: RunLoops,
+        session: _Session | None,
+        ctx: RunContext,
+        loops: Loops,
+    ) -> None:
+        step.status = OK
+        step.after, step.changes = run.epoch, run.changes
+        step.answer = _answer_text(result)
+        if session is not None:
+            # An answer is known only now: a bounce by model call halts after it.
+            await self._ping_pong(session, step, ctx, loops, commit=True)
+
+    async def _failed(
+        self, step: Step, call: Call, run: RunLoops, ctx: RunContext, loops: Loops
+    ) -> Halt | None:
+        """The same call failing the same way again: count it since that call (a tool call;
+        for a model, any call to it) last succeeded."""
+        if call.kind == "tool":
+            step.ident = step.key
+        else:
+            step.ident = _digest(call.messages)
+        chain = [step]
+        for seen in reversed(run.window):
+            if seen is step or seen.kind != step.kind or seen.name != step.name:
+                continue
+            if seen.status == OK and (step.kind == "llm" or seen.key == step.key):
+                break
+            if seen.status == FAILED and seen.error == step.error and seen.ident == step.ident:
+                chain.append(seen)
+        if len(chain) < loops.error_repeat:
+            return None
+        chain.reverse()
+        return await self._fire(
+            ctx,
+            loops,
+            HaltReason.LOOP_ERROR_REPEAT,
+            f"the same call to '{step.name}' failed {len(chain)} times with {step.error}",
+            {
+                "rule": "loops.error_repeat",
+                "threshold": loops.error_repeat,
+                "error": step.error,
+                "steps": [_step_evidence(s, error=s.error) for s in chain],
+            },
+            run.warned,
+            ("error_repeat", step.ident, step.error, chain[0].seq),
+        )
+
+    # -- ping-pong ----------------------------------------------------------------
+
+    def _session(self, ctx: RunContext, loops: Loops) -> _Session | None:
+        """The session's turns; none for a run alone in its own session (it cannot bounce,
+        and must not push a real session out of the LRU)."""
+        key = ctx.session
+        if key == ctx.run_id:
+            return None
+        sessions = self._sessions
+        found = sessions.get(key)
+        size = 1 + loops.ping_pong
+        if found is None:
+            found = sessions[key] = _Session(size)
+            if len(sessions) > MAX_SESSIONS:
+                sessions.popitem(last=False)
+        else:
+            sessions.move_to_end(key)
+            if found.turns.maxlen != size:  # another policy snapshot for this run
+                found.turns = deque(found.turns, maxlen=size)
+        return found
+
+    @staticmethod
+    def _turns_with(session: _Session, step: Step, ctx: RunContext) -> list[_Turn] | None:
+        """The session's turns once `step` is in them; None if it changes nothing."""
+        turns = list(session.turns)
+        turn = _Turn(ctx.run_id, ctx.record.agent, step)
+        if turns and turns[-1].run_id == ctx.run_id:
+            if step.kind == "tool" and turns[-1].step.kind == "llm":
+                return None
+            turns[-1] = turn
+        else:
+            turns.append(turn)
+        return turns
+
+    def _commit(self, session: _Session, step: Step, ctx: RunContext) -> None:
+        turns = self._turns_with(session, step, ctx)
+        if turns is not None:
+            session.turns = deque(turns, maxlen=session.turns.maxlen)
+
+    async def _ping_pong(
+        self, session: _Session, step: Step, ctx: RunContext, loops: Loops, *, commit: bool
+    ) -> None:
+        turns = self._turns_with(session, step, ctx)
+        if turns is None:
+            return
+        if commit:
+            session.turns = deque(turns, maxlen=session.turns.maxlen)
+        need = 1 + loops.ping_pong
+        bounced = turns[-need:]
+        if len(bounced) < need or not _bounced(bounced, loops.similar.threshold):
+            session.episode += 1
+            return
+        halt = await self._fire(
+            ctx,
+            loops,
+            HaltReason.LOOP_PING_PONG,
+            f"runs {', '.join(sorted({t.run_id for t in bounced}))} of session "
+            f"'{ctx.session}' bounced near-identical content {loops.ping_pong} times",
+            {
+                "rule": "loops.ping_pong",
+                "threshold": loops.ping_pong,
+                "similarity": loops.similar.threshold,
+                "session": ctx.session,
+                "steps": [
+                    _step_evidence(
+                        t.step,
+                        run=t.run_id,
+                        agent=t.agent,
+                        **({"text": _shown(t.step.answer)} if t.step.kind == "llm" else {}),
+                    )
+                    for t in bounced
+                ],
+            },
+            session.warned,
+            ("ping_pong", session.episode),
+        )
+        if halt is not None:
+            raise halt
+
+    # -- firing -------------------------------------------------------------------
+
+    async def _fire(
+        self,
+        ctx: RunContext,
+        loops: Loops,
+        reason: HaltReason,
+        message: str,
+        detail: dict[str, Any],
+        warned: set[Hashable],
+        subject: Hashable,
+    ) -> Halt | None:
+        """The Halt to raise; under `action: warn`, a `loop.warn` audit event instead, once
+        per firing: `subject` names the loop, and a loop that goes on warns no more."""
+        if loops.action == "halt":
+            return Halt(reason, message, detail)
+        if subject not in warned:
+            if len(warned) >= WARNED_KEPT:
+                warned.clear()
+            warned.add(subject)
+            await self._audit.append(
+                "loop.warn", {"reason": reason.value, "message": message, **detail}, ctx.run_id
+            )
+        return None

@@ -2,7 +2,7 @@
 
 The agent is ordinary code: ask the model, run the tools it asks for, feed the
 results back, stop when it answers. Corral sits under every call and halts the
-run when a budget would be crossed, whatever the model asks for.
+run when it loops or a budget would be crossed, whatever the model asks for.
 """
 
 from __future__ import annotations

@@ -146,10 +146,10 @@ def test_demo_runs_and_leaves_an_inspectable_run(policy: Path) -> None:
     shutil.copy(EXAMPLE.parent / "support_agent.py", policy.parent / "support_agent.py")
     result = runner.invoke(app, ["demo", "--policy", str(policy)])
     assert result.exit_code == 0, result.output
-    assert "completed:" in result.output and "halted: budget.cost" in result.output
+    assert "completed:" in result.output and "halted: loop.repeat" in result.output
     listing = runner.invoke(app, ["runs", "ls", "--policy", str(policy), "--json"])
     assert '"status": "completed"' in listing.output
-    assert '"halt_reason": "budget.cost"' in listing.output
+    assert '"halt_reason": "loop.repeat"' in listing.output
     assert runner.invoke(app, ["audit", "verify", "--policy", str(policy)]).exit_code == 0
 
 

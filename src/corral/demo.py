@@ -1,8 +1,9 @@
 """`corral demo`: a supervised support agent against the simulated provider.
 
 One ticket is answered and the run completes; a second one meets a model that
-keeps asking for the same tool, and its budget halts it with a named reason, an
-escalation packet and a dead-letter entry, all on embedded defaults (SQLite, the
+keeps asking for the same tool, and the loop gate halts it on the third identical
+call with a named reason (`loop.repeat`), an escalation packet naming the steps and a
+dead-letter entry, all on embedded defaults (SQLite, the
 in-process counters, the simulated provider).
 """
 

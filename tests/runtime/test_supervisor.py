@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from pathlib import Path
 
@@ -107,8 +108,8 @@ async def test_budget_halt_packet_names_the_limit_and_numbers(
     sup = Supervisor.from_policy(example_policy(tmp_path, sim, edits))
     with pytest.raises(Halted) as caught:
         async with sup.run(agent="support", task="loop") as run:
-            while True:
-                await run.chat("default", [{"role": "user", "content": "x" * 800}])
+            for turn in itertools.count():  # distinct prompts: not a loop, only costly
+                await run.chat("default", [{"role": "user", "content": f"{turn} " + "x" * 800}])
     await sup.close()
     rule = caught.value.packet["rule"]
     assert caught.value.reason is HaltReason.BUDGET_COST

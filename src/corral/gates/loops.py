@@ -18,6 +18,11 @@ items all in stock, learns something new at every step. Model calls neither make
 break progress: their wording always differs, so counting them would hide a loop, and
 counting them as no progress would fire on a long writing run.
 
+The gate sits after the record and idempotency gates: a call it refuses is on the record
+as halted, and a replayed tool call (a result recorded before) never reaches it. A
+reported tool call (the agent ran it and only tells us) is judged as any other: refusing
+it halts the run that is looping; its result is the one reported.
+
 What a detector compares is worked out once per call (canonical arguments, token sets)
 and kept with the call in a window of the last `loops.window` calls, so a step costs
 one pass over the window and never re-reads an old call's arguments.
@@ -242,10 +247,11 @@ def _content_text(content: Any) -> str:
 
 
 def _anchor(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-    """Which conversation a prompt belongs to: its system prompt and its first user message
-    (unless that is the question itself). A re-asked question, in a conversation that grew
-    or one started afresh, keeps its anchor; the same instruction about other material
-    ('classify the text above' after another document) does not."""
+    """Which conversation a prompt belongs to: its system prompt and its first user message,
+    0 when that is the question itself (a conversation's first call, or one started afresh:
+    it belongs to any conversation with the same system prompt). A question re-asked in a
+    conversation that grew, or afresh, stays in its conversation; the same instruction about
+    other material ('classify the text above' after another document) does not."""
     system = user = 0
     last = len(messages) - 1
     for index, message in enumerate(messages):
@@ -257,6 +263,10 @@ def _anchor(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
                 user = hash(_content_text(message.get("content")))
             break
     return system, user
+
+
+def _same_conversation(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] == b[0] and (a[1] == b[1] or not a[1] or not b[1])
 
 
 def _answer_text(result: LLMResult) -> str:
@@ -394,6 +404,8 @@ class RunLoops:
         if len(window) >= self.size:
             old = window.popleft()
             old.in_window = False
+            if old not in self.streak:  # a session's turns may keep the step: not its result
+                old.result = None
             if old.fact is not None:
                 left = self.facts[old.fact] - 1
                 if left:
@@ -482,7 +494,12 @@ def _shown(value: Any, depth: int = 0) -> Any:
 
 
 def _step_evidence(step: Step, **extra: Any) -> dict[str, Any]:
-    shown: dict[str, Any] = {"step": step.seq, "kind": step.kind, "name": step.name}
+    shown: dict[str, Any] = {
+        "step": step.seq,
+        "kind": step.kind,
+        "name": step.name,
+        "at": step.at,  # how fast a loop goes is part of what it cost
+    }
     if step.kind == "tool":
         shown["args"] = _shown(step.args)
     else:
@@ -611,21 +628,22 @@ class LoopGate:
             if halt is not None:
                 raise halt
         if session is not None:
-            await self._ping_pong(session, step, ctx, loops, commit=False)
+            turns = self._turns_with(session, step, ctx)
+            if turns is not None:  # a bounce by tool call is refused before it runs
+                await self._ping_pong(session, turns, ctx, loops)
 
-    def _read_prompt(self, step: Step, call: LLMCall) -> None:
+    @staticmethod
+    def _read_prompt(step: Step, call: LLMCall) -> None:
         """The question of a model call: its last message, if the user (or an agent
         playing one) asks it. A tool message last is a result, judged on the tool step."""
         messages = call.messages
         if not messages:
             return
         last = messages[-1]
-        if last.get("role") != "user":
-            return
-        text = _content_text(last.get("content"))
-        step.text = text
-        step.question = _feature(text)
-        step.anchor = _anchor(messages)
+        step.text = _content_text(last.get("content"))  # evidence, whoever wrote it
+        if last.get("role") == "user":
+            step.question = _feature(step.text)
+            step.anchor = _anchor(messages)
 
     async def _before_llm(self, step: Step, run: RunLoops, ctx: RunContext, loops: Loops) -> None:
         """A re-asked question: the same conversation asking its model nearly the same thing
@@ -644,7 +662,7 @@ class LoopGate:
                 and seen.status == OK
                 and seen.after == run.epoch
                 and seen.name == step.name
-                and seen.anchor == step.anchor
+                and _same_conversation(seen.anchor, step.anchor)
             ):
                 score = _feature_similarity(seen.question, question)
                 if score >= threshold:
@@ -678,7 +696,7 @@ class LoopGate:
                 ],
             },
             run.warned,
-            ("similar", step.name, step.anchor, run.epoch),
+            ("similar", step.name, step.anchor[0], run.epoch),
         )
         if halt is not None:
             raise halt
@@ -737,9 +755,9 @@ class LoopGate:
         step.status = OK
         step.after, step.changes = run.epoch, run.changes
         step.answer = _answer_text(result)
-        if session is not None:
+        if session is not None and self._commit(session, step, ctx):
             # An answer is known only now: a bounce by model call halts after it.
-            await self._ping_pong(session, step, ctx, loops, commit=True)
+            await self._ping_pong(session, list(session.turns), ctx, loops)
 
     async def _failed(
         self, step: Step, call: Call, run: RunLoops, ctx: RunContext, loops: Loops
@@ -799,7 +817,8 @@ class LoopGate:
 
     @staticmethod
     def _turns_with(session: _Session, step: Step, ctx: RunContext) -> list[_Turn] | None:
-        """The session's turns once `step` is in them; None if it changes nothing."""
+        """The session's turns as they would be with `step` in them; None if it would
+        change nothing (a tool call in a turn that has an answer already)."""
         turns = list(session.turns)
         turn = _Turn(ctx.run_id, ctx.record.agent, step)
         if turns and turns[-1].run_id == ctx.run_id:
@@ -810,19 +829,21 @@ class LoopGate:
             turns.append(turn)
         return turns
 
-    def _commit(self, session: _Session, step: Step, ctx: RunContext) -> None:
-        turns = self._turns_with(session, step, ctx)
-        if turns is not None:
-            session.turns = deque(turns, maxlen=session.turns.maxlen)
+    @staticmethod
+    def _commit(session: _Session, step: Step, ctx: RunContext) -> bool:
+        """Put `step` in the session's turns; false if that changes nothing."""
+        turns = session.turns
+        if turns and turns[-1].run_id == ctx.run_id:
+            if step.kind == "tool" and turns[-1].step.kind == "llm":
+                return False
+            turns[-1] = _Turn(ctx.run_id, ctx.record.agent, step)
+        else:
+            turns.append(_Turn(ctx.run_id, ctx.record.agent, step))
+        return True
 
     async def _ping_pong(
-        self, session: _Session, step: Step, ctx: RunContext, loops: Loops, *, commit: bool
+        self, session: _Session, turns: list[_Turn], ctx: RunContext, loops: Loops
     ) -> None:
-        turns = self._turns_with(session, step, ctx)
-        if turns is None:
-            return
-        if commit:
-            session.turns = deque(turns, maxlen=session.turns.maxlen)
         need = 1 + loops.ping_pong
         bounced = turns[-need:]
         if len(bounced) < need or not _bounced(bounced, loops.similar.threshold):

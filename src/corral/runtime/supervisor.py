@@ -23,6 +23,7 @@ from corral.gates.context import ContextGate
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
 from corral.gates.kill import KillSwitchGate
+from corral.gates.loops import LoopGate
 from corral.gates.ratelimit import RateLimitGate
 from corral.gates.record import RecordGate, view_of
 from corral.gates.retry import RetryGate
@@ -61,6 +62,7 @@ def pipeline_gates(
         RecordGate(store, audit, clock),
         AllowlistGate(),
         IdempotencyGate(store, clock),
+        LoopGate(audit, clock),
         ContextGate(store, audit, clock),
         BudgetGate(counters, clock),
         RateLimitGate(counters),

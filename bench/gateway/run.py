@@ -66,11 +66,12 @@ LITELLM_VENV = Path(
     )
 )
 
+NUMBER_MARK = "@N@"  # where wrk puts each request's number
 REQUEST = {
     "model": "fast",
     "messages": [
         {"role": "system", "content": "You are a terse assistant."},
-        {"role": "user", "content": "Say hello to the bench."},
+        {"role": "user", "content": "Say hello to the bench, request #@N@."},
     ],
     "max_tokens": 16,
 }
@@ -582,7 +583,21 @@ class Load:
 
 
 def wrk_script(target: Target, scratch: Path) -> Path:
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(REQUEST))}"]
+    """Every request asks something new (a thread and request number in the user message),
+    as an agent does: the same prompt over and over in one session is what Corral's loop
+    gate is there to stop. Every target gets the same script, so the rows compare alike."""
+    body = json.dumps(REQUEST)
+    prefix, suffix = body.split(NUMBER_MARK)
+    lines = [
+        'wrk.method = "POST"',
+        f"local prefix, suffix = {json.dumps(prefix)}, {json.dumps(suffix)}",
+        "local threads, sent = 0, 0",
+        'function setup(thread) threads = threads + 1; thread:set("tid", threads) end',
+        "function request()",
+        "  sent = sent + 1",
+        '  return wrk.format(nil, nil, nil, prefix .. tid .. "-" .. sent .. suffix)',
+        "end",
+    ]
     for name, value in {"Content-Type": "application/json", **target.headers}.items():
         lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
     script = scratch / f"{target.name}.lua"

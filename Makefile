@@ -30,6 +30,7 @@ bench: install-dev
 	$(BIN)/python bench/sim_throughput.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/resilience.py
+	$(BIN)/python bench/loops.py
 	$(BIN)/python bench/http_client.py
 	$(BIN)/python bench/gateway/run.py
 

@@ -11,6 +11,7 @@ from corral.calls import (
     ToolCall,
     ToolCallRequest,
     ToolResult,
+    UpstreamUnavailable,
     Usage,
 )
 from corral.gates.ratelimit import RateLimited
@@ -45,6 +46,7 @@ __all__ = [
     "ToolCall",
     "ToolCallRequest",
     "ToolResult",
+    "UpstreamUnavailable",
     "Usage",
     "__version__",
     "load_policy",

@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from corral import Halted, HaltReason, RunStatus, Supervisor, SyncSupervisor, ToolArgumentError
+from corral import (
+    Halted,
+    HaltReason,
+    RunStatus,
+    Supervisor,
+    SyncSupervisor,
+    ToolArgumentError,
+    UpstreamUnavailable,
+)
 from corral.calls import LLMCall, estimate_input_tokens
 from corral.gates.budget import MICRO_USD
-from corral.providers.sim import SimProvider
+from corral.providers.sim import Fault, FaultKind, SimProvider
 
 from .conftest import example_policy
 
@@ -299,3 +307,21 @@ async def test_a_reload_applies_to_new_runs_and_spares_runs_in_flight(
     assert reply.text.startswith("Simulated reply")
     await old_run.complete()
     await sup.close()
+
+
+async def test_a_run_told_not_to_halt_on_upstream_failure_raises_and_goes_on(
+    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    sup = Supervisor.from_policy(
+        example_policy(tmp_path, sim, {"max_attempts: 5": "max_attempts: 1"})
+    )
+    sim.set_fault(None, Fault(FaultKind.ERROR, status=503))
+    async with sup, sup.run(agent="support", halt_on_upstream_failure=False) as run:
+        with pytest.raises(UpstreamUnavailable) as failed:
+            await run.chat("default", [{"role": "user", "content": "hi"}])
+        assert failed.value.reason is HaltReason.PROVIDER_UNAVAILABLE
+        assert [t["model"] for t in failed.value.detail["tried"]] == ["smart", "fast"]
+        sim.set_fault(None, None)
+        assert (await run.chat("default", [{"role": "user", "content": "hi"}])).text
+        assert run.status is RunStatus.RUNNING

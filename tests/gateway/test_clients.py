@@ -182,6 +182,11 @@ async def test_halt_is_a_403_the_client_does_not_retry(serve: Serve) -> None:
     assert error["type"] == "corral_halt" and error["code"] == "budget.cost"
     assert error["run_id"].startswith("run_")
     assert sum(gw.sim.requests.values()) == 0
+    # The client sent it once: the gateway answered one 403 and nothing else.
+    answered = gw.app.metrics.registry.get_sample_value(
+        "corral_gateway_requests_total", {"route": "/v1/chat/completions", "status": "403"}
+    )
+    assert answered == 1
     run = await gw.sup.store.get_run(error["run_id"])
     assert run is not None and run.status is RunStatus.HALTED
     async with claude(gw.url, gw.agent_key) as client:
@@ -190,6 +195,17 @@ async def test_halt_is_a_403_the_client_does_not_retry(serve: Serve) -> None:
     body = refused.value.body
     assert isinstance(body, dict)
     assert body["type"] == "error" and body["error"]["code"] == "budget.cost"
+
+
+async def test_session_and_task_headers_name_the_run(serve: Serve) -> None:
+    gw = await serve()
+    headers = {"X-Corral-Session": "s-9", "X-Corral-Task": "ticket-9"}
+    async with oai(gw.url, gw.agent_key, **headers) as client:
+        first = await client.chat.completions.with_raw_response.create(model="fast", messages=USER)
+        second = await client.chat.completions.with_raw_response.create(model="fast", messages=USER)
+    assert first.headers["x-corral-run"] == second.headers["x-corral-run"]
+    run = await gw.sup.store.get_run(first.headers["x-corral-run"])
+    assert run is not None and (run.session, run.task, run.steps) == ("s-9", "ticket-9", 2)
 
 
 async def test_a_halted_session_answers_403_until_retried(serve: Serve) -> None:

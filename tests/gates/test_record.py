@@ -63,3 +63,25 @@ async def test_each_outcome_is_recorded_with_its_status(store: SQLiteStore) -> N
     assert [v.seq for v in ctx.recent] == [1, 2, 3, 4, 5]
     assert ctx.recent[0].input == {"messages": 1, "last": {"role": "user", "content": "hi"}}
     assert ctx.recent[1].input == {"id": 3}
+
+
+async def test_a_growing_conversation_stores_only_what_each_call_adds(
+    store: SQLiteStore,
+) -> None:
+    ctx = context()
+    await store.create_run(ctx.record)
+    gate = RecordGate(store, AuditLog(store))
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    second = [*first, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}]
+    other = [{"role": "user", "content": "a new conversation"}]
+    for sent in (first, [dict(m) for m in second], second, other):  # equal, not identical
+        await gate(LLMCall("r", sent), ctx, Echo())
+    steps = await store.list_steps(ctx.run_id)
+    assert [s.input for s in steps] == [
+        {"messages": first},
+        {"messages_from": 2, "messages": second[2:]},
+        {"messages_from": 3, "messages": second[3:]},  # sent again: the last message shown
+        {"messages": other},
+    ]
+    assert [view.input["messages"] for view in ctx.recent] == [2, 4, 4, 1]
+    assert [view.input["last"] for view in ctx.recent][1:3] == [second[-1], second[-1]]

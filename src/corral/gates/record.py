@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -77,7 +77,7 @@ class RecordGate:
         if call.kind == "tool":
             name, given = call.name, dict(call.args)
         else:
-            name, given = call.model, {"messages": list(call.messages), **call.params}
+            name, given = call.model, {**_new_messages(call.messages, ctx), **call.params}
         ended = self._clock()
         # As in the budget: a call counts once it succeeded (a failed call's hold is released).
         counted = status == "ok"
@@ -120,10 +120,34 @@ class RecordGate:
         ctx.recent.append(view_of(step))
 
 
+def _new_messages(messages: Sequence[Mapping[str, Any]], ctx: RunContext) -> dict[str, Any]:
+    """The messages a model call adds to the run's previous one.
+
+    A conversation grows by a turn or two per call and is sent whole each time (the
+    gateway's clients always do): storing it whole in every step would make a run's
+    record grow with the square of its length. When the call's messages begin with the
+    previous call's, the step stores `messages_from` (how many it shares) and the rest;
+    at least the last message, so a step always shows what it was asked.
+    """
+    previous = ctx.scratch.get(_SCRATCH)
+    ctx.scratch[_SCRATCH] = messages
+    shared = len(previous) if previous is not None else 0
+    if shared and (shared > len(messages) or messages[:shared] != previous):
+        shared = 0  # not a continuation (a new conversation, or compacted): stored whole
+    shared = min(shared, len(messages) - 1) if messages else 0
+    if not shared:
+        return {"messages": list(messages)}
+    return {"messages_from": shared, "messages": list(messages[shared:])}
+
+
+_SCRATCH = "record.messages"
+
+
 def view_of(step: StepRecord) -> StepView:
     """A step as the packet shows it: a tool's input, or a model call's last message."""
     shown = step.input
     if step.kind == "llm":
         messages = step.input.get("messages") or []
-        shown = {"messages": len(messages), "last": messages[-1] if messages else None}
+        total = step.input.get("messages_from", 0) + len(messages)
+        shown = {"messages": total, "last": messages[-1] if messages else None}
     return StepView(step.seq, step.kind, step.name, shown, step.output, step.status, step.error)

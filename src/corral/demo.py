@@ -124,7 +124,8 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         f"corral runs show {halted_run} {flag}",
         f"corral dlq ls {flag}",
         f"corral dlq show {halted_run} {flag}",
-        f"corral dlq retry {halted_run} --add-usd 0.20 {flag}",
+        # A loop is not cured by more budget: the operator closes the case (or retries it).
+        f"corral dlq drop {halted_run} {flag}",
         f"corral audit verify {flag}",
     ):
         console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -408,3 +408,12 @@ async def test_a_client_that_hangs_up_mid_stream_stops_the_call(serve: Serve) ->
     assert [(s.status, s.error) for s in steps] == [("error", "cancelled")]
     run = await gw.sup.store.get_run(run_id)
     assert run is not None and run.status is RunStatus.RUNNING
+
+
+async def test_a_store_that_fails_answers_503_not_500(serve: Serve) -> None:
+    gw = await serve()
+    await gw.sup.store.close()
+    async with gw.client() as client:
+        answer = await client.post("/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["type"] == "store_unavailable"

@@ -38,7 +38,7 @@ from corral.gateway.wire import ChatRequest, ClientError, Door
 from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
-from corral.state import AgentKeyRecord
+from corral.state import AgentKeyRecord, ConstraintError, NotFoundError, StoreError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -140,6 +140,11 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
             run_id=run_id,
             retry_after=exc.retry_after,
         )
+    # The store failing (closed, locked past its timeout, disk full), not the request:
+    # worth a retry later. Its refusals of a write (constraint, not found) are bugs: 500.
+    if isinstance(exc, StoreError) and not isinstance(exc, ConstraintError | NotFoundError):
+        log.error("gateway request failed on the store: %s", exc)
+        return Failure(503, "store_unavailable", f"the store failed: {exc}", run_id=run_id)
     log.exception("gateway request failed", exc_info=exc)
     return Failure(500, "internal_error", f"{type(exc).__name__}: {exc}", run_id=run_id)
 

@@ -49,6 +49,9 @@ class HttpClient:
                 # Proxies come from Endpoint, read once: trust_env would read the environment
                 # and ~/.netrc again on every request (a fifth of the gateway's CPU).
                 trust_env=False,
+                # One client serves every agent: cookies an upstream sets must not travel
+                # from one agent's calls to another's (and handling them costs per call).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -85,3 +85,19 @@ async def test_a_growing_conversation_stores_only_what_each_call_adds(
     ]
     assert [view.input["messages"] for view in ctx.recent] == [2, 4, 4, 1]
     assert [view.input["last"] for view in ctx.recent][1:3] == [second[-1], second[-1]]
+
+
+async def test_a_conversation_grown_in_place_stores_every_added_message(
+    store: SQLiteStore,
+) -> None:
+    # The SDK's agents append to one list and pass it again: what was added must be kept.
+    ctx = context()
+    await store.create_run(ctx.record)
+    gate = RecordGate(store, AuditLog(store))
+    conversation: list[dict[str, object]] = [{"role": "user", "content": "hi"}]
+    await gate(LLMCall("r", conversation), ctx, Echo())
+    added = [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    conversation += added
+    await gate(LLMCall("r", conversation), ctx, Echo())
+    steps = await store.list_steps(ctx.run_id)
+    assert steps[1].input == {"messages_from": 1, "messages": added}

@@ -129,15 +129,17 @@ def _new_messages(messages: Sequence[Mapping[str, Any]], ctx: RunContext) -> dic
     previous call's, the step stores `messages_from` (how many it shares) and the rest;
     at least the last message, so a step always shows what it was asked.
     """
+    # A copy: an SDK caller appends to its own list between calls, and the comparison
+    # below must see the messages as they were sent.
+    sent = list(messages)
     previous = ctx.scratch.get(_SCRATCH)
-    ctx.scratch[_SCRATCH] = messages
-    shared = len(previous) if previous is not None else 0
-    if shared and (shared > len(messages) or messages[:shared] != previous):
-        shared = 0  # not a continuation (a new conversation, or compacted): stored whole
-    shared = min(shared, len(messages) - 1) if messages else 0
-    if not shared:
-        return {"messages": list(messages)}
-    return {"messages_from": shared, "messages": list(messages[shared:])}
+    ctx.scratch[_SCRATCH] = sent
+    # Not a continuation (a new conversation, or compacted): stored whole.
+    shared = len(previous) if previous and sent[: len(previous)] == previous else 0
+    shared = min(shared, len(sent) - 1)  # at least the last message is kept
+    if shared <= 0:
+        return {"messages": sent}
+    return {"messages_from": shared, "messages": sent[shared:]}
 
 
 _SCRATCH = "record.messages"

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from corral.calls import LLMResult, StreamDelta, ToolCallRequest, Usage
-from corral.gateway.openai_wire import invalid, shown
+from corral.gateway.openai_wire import invalid, model_and_messages, shown
 from corral.gateway.wire import ChatRequest, ClientError
 from corral.providers.anthropic_format import FormatError, from_anthropic
 
@@ -79,21 +79,10 @@ class AnthropicDoor:
     kind = "anthropic"
 
     def parse(self, body: Any) -> ChatRequest:
-        if not isinstance(body, dict):
-            raise ClientError(
-                400,
-                "invalid_request_error",
-                f"the request body must be a JSON object; got {shown(body)}",
-            )
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise invalid("model", f"expected a non-empty string; got {shown(model)}")
+        model, messages = model_and_messages(body)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise invalid("max_tokens", f"required, a positive integer; got {shown(max_tokens)}")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise invalid("messages", f"expected a non-empty array; got {shown(messages)}")
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise invalid("stream", f"expected a boolean; got {shown(stream)}")

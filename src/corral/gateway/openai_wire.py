@@ -82,22 +82,29 @@ def error_fields(
     return fields
 
 
+def model_and_messages(body: Any) -> tuple[str, list[Any]]:
+    """What both APIs require alike: a JSON object with a model and a non-empty messages
+    array (the messages themselves are each API's own to check)."""
+    if not isinstance(body, dict):
+        raise ClientError(
+            400,
+            "invalid_request_error",
+            f"the request body must be a JSON object; got {shown(body)}",
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("model", f"expected a non-empty string; got {shown(model)}")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages", f"expected a non-empty array; got {shown(messages)}")
+    return model, messages
+
+
 class OpenAIDoor:
     kind = "openai"
 
     def parse(self, body: Any) -> ChatRequest:
-        if not isinstance(body, dict):
-            raise ClientError(
-                400,
-                "invalid_request_error",
-                f"the request body must be a JSON object; got {shown(body)}",
-            )
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise invalid("model", f"expected a non-empty string; got {shown(model)}")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise invalid("messages", f"expected a non-empty array; got {shown(messages)}")
+        model, messages = model_and_messages(body)
         for index, message in enumerate(messages):
             _check_message(message, f"messages[{index}]")
         _check_tools(body.get("tools"))

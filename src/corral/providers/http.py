@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -84,16 +85,21 @@ class Endpoint:
         self._timeout = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
         self._proxy = env_proxy(url)
 
+    def _post(
+        self, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self._client.session().post(
+            self.url,
+            data=orjson.dumps(body),
+            headers=headers,
+            timeout=self._timeout,
+            proxy=self._proxy,
+        )
+
     async def post_json(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         """POST `body` and return the decoded JSON answer, or raise ProviderError with its kind."""
         try:
-            async with self._client.session().post(
-                self.url,
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=self._timeout,
-                proxy=self._proxy,
-            ) as response:
+            async with self._post(body, headers) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise self._status_error(response, raw)
@@ -117,13 +123,7 @@ class Endpoint:
         """
         opened = False
         try:
-            async with self._client.session().post(
-                self.url,
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=self._timeout,
-                proxy=self._proxy,
-            ) as response:
+            async with self._post(body, headers) as response:
                 if response.status >= 400:
                     raise self._status_error(response, await response.read())
                 if response.content_type != "text/event-stream":

@@ -31,7 +31,7 @@ import aiohttp
 import httpx
 import orjson
 
-from pipeline import loop_factory  # sibling scripts: run as .venv/bin/python bench/...
+from corral.aio import loop_factory
 from sim_throughput import start_server, stop_server
 
 ROUNDS = 5

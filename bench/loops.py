@@ -33,10 +33,10 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.aio import loop_factory
 from corral.calls import Call, Halt, LLMCall, LLMResult, Result, ToolCall, ToolResult, Usage
 from corral.gates.base import Gate, Next, RunContext
 from corral.gates.loops import LoopGate
@@ -235,15 +235,6 @@ async def main() -> None:
         f"loop gate median per step: {median - base_median:.1f} µs "
         f"(target <= {TARGET_US:g} µs): {verdict}"
     )
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 if __name__ == "__main__":

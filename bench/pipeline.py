@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from corral.aio import loop_factory
 from corral.calls import Call, LLMCall, LLMResult, Result, ToolCall, Usage
 from corral.gates.base import Next, RunContext, compose
 from corral.gates.budget import build_caps
@@ -216,15 +217,6 @@ async def main() -> None:
     for name in ("llm gates", "tool gates"):
         verdict = "met" if overhead[name] <= TARGET_US else "MISSED"
         print(f"target {name} overhead <= {TARGET_US:g} µs: {verdict} ({overhead[name]:.1f} µs)")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Three variants, each for an LLM call and a tool call, timed call by call:
 
   bare      the transport alone: a coroutine returning a fixed LLMResult, and the real
             tool transport running a trivial async tool (argument check included)
-  gates     kill -> deadline -> allowlist -> idempotency -> budget -> transport, as the
+  gates     kill -> deadline -> allowlist -> idempotency -> loops -> context -> budget ->
+            rate limit -> route -> retry -> breaker -> transport, as the
             supervisor composes them minus the record gate, on MemoryCounters with caps
             at task, session, fleet and global level, so the budget gate holds and
             settles at every level; tool calls carry no idempotency key (the key's
@@ -59,6 +60,13 @@ MESSAGES = [
     {"role": "system", "content": "You are a support agent."},
     {"role": "user", "content": "Where is my order #1042?"},
 ]
+
+
+def asking(order: int) -> list[dict[str, str]]:
+    """MESSAGES about another order."""
+    return [MESSAGES[0], {"role": "user", "content": f"Where is my order #{order}?"}]
+
+
 REPLY = LLMResult(text="It shipped yesterday.", usage=Usage(24, 8), model="smart")
 
 
@@ -151,16 +159,19 @@ async def main() -> None:
         tools = Transport({}, {"noop": describe(noop, "noop", "read")})
         durable = pipeline_gates(store, counters, audit)
         in_memory = [gate for gate in durable if not isinstance(gate, RecordGate)]
-        keys = itertools.count()
+        numbers = itertools.count()
 
+        # Each call asks something new, as an agent's do: the same call over and over is
+        # what the loop gate stops, and it is in the pipeline measured here.
         def llm() -> Call:
-            return LLMCall("default", MESSAGES, max_tokens=64)
+            return LLMCall("default", asking(next(numbers)), max_tokens=64)
 
         def tool() -> Call:
-            return ToolCall("noop", {"n": 7})
+            return ToolCall("noop", {"n": next(numbers)})
 
         def keyed_tool() -> Call:
-            return ToolCall("noop", {"n": 7}, idempotency_key=f"bench:{next(keys)}")
+            n = next(numbers)
+            return ToolCall("noop", {"n": n}, idempotency_key=f"bench:{n}")
 
         variants: list[Variant] = []
         for kind, transport, plain, keyed in (

@@ -24,6 +24,15 @@ from tests import support
 ADMIN_KEY = "ck_admin_test-admin-key"
 
 
+def tool_turn(call_id: str, name: str, arguments: str, result: str) -> list[dict[str, Any]]:
+    """An assistant turn asking for one tool call, and the tool result the agent sends back."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+
+
 @dataclass
 class Served:
     url: str

@@ -6,22 +6,14 @@ from typing import Any
 
 import orjson
 
-from tests.gateway.conftest import Serve
+from tests.gateway.conftest import Serve, tool_turn
 
 USER = {"role": "user", "content": "Where is order 42?"}
 
 
 def lookup(call_id: str, result: str) -> list[dict[str, Any]]:
     """An assistant turn asking for get_customer(42), and the agent's tool result."""
-    call = {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": "get_customer", "arguments": '{"customer_id": 42}'},
-    }
-    return [
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call_id, "content": result},
-    ]
+    return tool_turn(call_id, "get_customer", '{"customer_id": 42}', result)
 
 
 async def test_the_same_tool_call_reported_again_and_again_halts_loop_repeat(

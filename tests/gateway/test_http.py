@@ -12,7 +12,7 @@ import pytest
 
 from corral.calls import RunStatus
 from corral.providers.sim import Fault, FaultKind, Script, SimReply
-from tests.gateway.conftest import Serve
+from tests.gateway.conftest import Serve, tool_turn
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "default", "messages": USER}
@@ -322,21 +322,7 @@ async def test_wrong_method_and_unknown_path(serve: Serve) -> None:
 
 async def test_tool_outside_the_allowlist_halts_policy_denied(serve: Serve) -> None:
     gw = await serve()
-    messages = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "c1",
-                    "type": "function",
-                    "function": {"name": "drop_tables", "arguments": "{}"},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "done"},
-    ]
+    messages = [*USER, *tool_turn("c1", "drop_tables", "{}", "done")]
     async with gw.client() as client:
         answer = await client.post(
             "/v1/chat/completions", json={"model": "default", "messages": messages}
@@ -348,21 +334,7 @@ async def test_tool_outside_the_allowlist_halts_policy_denied(serve: Serve) -> N
 
 async def test_a_retried_request_does_not_count_its_tool_results_twice(serve: Serve) -> None:
     gw = await serve()
-    messages = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "c1",
-                    "type": "function",
-                    "function": {"name": "get_customer", "arguments": '{"customer_id": 1}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "Ada"},
-    ]
+    messages = [*USER, *tool_turn("c1", "get_customer", '{"customer_id": 1}', "Ada")]
     body = {"model": "default", "messages": messages}
     async with gw.client(**{"X-Corral-Session": "again"}) as client:
         for _ in range(2):

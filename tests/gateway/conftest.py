@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from aiohttp import web
 
 from corral import Supervisor
 from corral.gateway.app import Gateway
@@ -103,3 +104,34 @@ async def serve(
     for server, task, _ in running:
         server.should_exit = True
         await task
+
+
+class Canned:
+    """A loopback server that answers every POST with the pieces a test set, one write each."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pieces: list[bytes] = []
+        self.content_type = "text/event-stream"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": self.content_type})
+        await response.prepare(request)
+        for piece in self.pieces:
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Canned]:
+    app = web.Application()
+    runner = web.AppRunner(app, access_log=None)
+    canned = Canned("")
+    app.router.add_post("/{path:.*}", canned.handle)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    canned.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield canned
+    await runner.cleanup()

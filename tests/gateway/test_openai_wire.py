@@ -4,18 +4,17 @@ the real `openai` client, whole and streamed."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import orjson
 import pytest
-from aiohttp import web
 
 from corral.calls import LLMResult, StreamDelta, ToolCallRequest, Usage
 from corral.gateway.openai_wire import OpenAIDoor
 from corral.gateway.wire import ChatRequest, ClientError
 from corral.providers.sim_wire import OPENAI, Answer
+from tests.gateway.conftest import Canned
 
 DOOR = OpenAIDoor()
 USER = [{"role": "user", "content": "Weather in Paris?"}]
@@ -319,37 +318,6 @@ def test_error_body() -> None:
 
 
 # --- read by the real openai client ------------------------------------------------------------
-
-
-class Canned:
-    """A loopback server that answers every POST with the pieces a test set, one write each."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.pieces: list[bytes] = []
-        self.content_type = "text/event-stream"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        await request.read()
-        response = web.StreamResponse(headers={"Content-Type": self.content_type})
-        await response.prepare(request)
-        for piece in self.pieces:
-            await response.write(piece)
-        await response.write_eof()
-        return response
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Canned]:
-    app = web.Application()
-    runner = web.AppRunner(app, access_log=None)
-    canned = Canned("")
-    app.router.add_post("/{path:.*}", canned.handle)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    canned.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield canned
-    await runner.cleanup()
 
 
 def client(

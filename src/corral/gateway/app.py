@@ -75,8 +75,9 @@ _UPSTREAM_STATUS = {
 }
 
 
-class Failure(Exception):
-    """An answer other than 200, with what its error body says."""
+class Failure(ClientError):
+    """Any answer other than 200: a client's mistake, or what went wrong for it, with the
+    code, run and retry time its error body and headers carry."""
 
     def __init__(
         self,
@@ -89,12 +90,8 @@ class Failure(Exception):
         run_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.message = message
+        super().__init__(status, type, message, param=param)
         self.code = code
-        self.param = param
         self.run_id = run_id
         self.retry_after = retry_after
 
@@ -103,7 +100,7 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
     """What a request that raised `exc` answers. Halts are 403, so no client retries them."""
     if isinstance(exc, Failure):
         return exc
-    if isinstance(exc, ClientError):
+    if isinstance(exc, ClientError):  # a door's or the session's: the run is known here
         return Failure(exc.status, exc.type, exc.message, param=exc.param, run_id=run_id)
     if isinstance(exc, Halted):
         return Failure(403, "corral_halt", exc.message, code=exc.reason.value, run_id=exc.run_id)
@@ -334,7 +331,7 @@ class Gateway:
         await self._require_admin(headers)
         raw = await self._body(headers, receive)
         body = _json(raw) if raw else None
-        query = _query(scope.get("query_string", b""))
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         status, payload = await self._admin.handle(method, path, query, body)
         await _reply(send, status, orjson.dumps(payload), [_JSON])
         return status
@@ -520,10 +517,6 @@ def _text(value: bytes | None, name: str) -> str | None:
     if not text or len(text) > 200:
         raise Failure(400, "invalid_request_error", f"{name} must be 1 to 200 characters")
     return text
-
-
-def _query(raw: bytes) -> dict[str, str]:
-    return dict(parse_qsl(raw.decode("latin-1")))
 
 
 _RESPONSE_PREFIX = secrets.token_hex(6)

@@ -80,9 +80,13 @@ class Sessions:
     async def _open(
         self, key: tuple[str, str], task: str | None, stale: _Session | None
     ) -> _Session:
-        pending = self._opening.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._opening.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():  # this request was cancelled, not the opening
+                    raise
+                # The request opening the session went away first: open it here instead.
         future: asyncio.Future[_Session] = asyncio.get_running_loop().create_future()
         self._opening[key] = future
         try:
@@ -91,7 +95,10 @@ class Sessions:
             future.set_result(entry)
             self._start_sweeper()
             return entry
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here, so a session nobody else waited on logs nothing
             raise

@@ -389,3 +389,53 @@ async def test_a_store_that_fails_answers_503_not_500(serve: Serve) -> None:
         answer = await client.post("/v1/chat/completions", json=CHAT)
     assert answer.status_code == 503
     assert answer.json()["error"]["type"] == "store_unavailable"
+
+
+async def test_a_client_gone_mid_body_is_refused_and_reaches_no_run(serve: Serve) -> None:
+    gw = await serve()
+    sent: list[dict[str, Any]] = []
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"model": "fast", "mess', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {gw.agent_key}".encode())],
+    }
+    await gw.app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert b"went away mid-body" in sent[1]["body"]
+    assert await gw.sup.store.list_runs() == []
+
+
+async def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(serve: Serve) -> None:
+    gw = await serve(max_body=1024)
+    chunks = iter([{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(chunks)  # a third chunk would be an error: the second passes the limit
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {gw.agent_key}".encode())],
+    }
+    await gw.app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert next(chunks, None) is not None  # not read to the end

@@ -33,6 +33,7 @@ from corral.providers.pricing import ModelPrice, lookup_price
 
 __all__ = [
     "ApprovalRule",
+    "GatewayLimits",
     "Limits",
     "LivePolicy",
     "Policy",
@@ -226,11 +227,37 @@ class RateLimit(_Strict):
     max_wait: Duration = 5.0  # past this a call fails with rate_limited instead of waiting
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _team(value: object) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"expected a team name of letters, digits, '_', '.' or '-', got {value!r}")
+    return value
+
+
 class Agent(_Strict):
     type: str
     route: str
     tools: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
+    # Agents of one team share a session id (its counters, loop and context state); an
+    # agent without a team shares its sessions with no one.
+    team: Annotated[str, BeforeValidator(_team)] | None = None
+
+    def session_scope(self, name: str) -> str:
+        """Whose sessions this agent's session ids name: its team's, or its own."""
+        return f"team:{self.team}" if self.team is not None else f"agent:{name}"
+
+
+class GatewayLimits(_Strict):
+    """What one client connection may cost the gateway before and while it is served."""
+
+    max_header_bytes: PositiveCount = 65536  # the request line and headers together
+    max_headers: PositiveCount = 100
+    header_timeout: Duration = 10.0  # from the connection (or the last request) to the headers
+    body_timeout: Duration = 30.0  # from the headers to the end of the body
+    max_connections: PositiveCount = 10000  # past it, new connections get 503 at once
 
 
 class Retry(_Strict):
@@ -362,6 +389,7 @@ class Policy(_Strict):
     tools: FrozenMap[Tool] = Field(default_factory=lambda: MappingProxyType({}))
     approvals: tuple[ApprovalRule, ...] = ()
     guards: Guards = Guards()
+    gateway: GatewayLimits = GatewayLimits()
     source: str = Field(default="corral.yaml", exclude=True)
     _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)
 

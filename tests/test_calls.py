@@ -14,7 +14,7 @@ def test_halt_reasons_are_the_documented_strings() -> None:
         "loop.repeat", "loop.similar", "loop.no_progress", "loop.error_repeat",
         "loop.ping_pong", "circuit_open", "provider_unavailable", "guard.input",
         "guard.output", "policy.denied", "approval.rejected", "approval.timeout",
-        "context_overflow", "killed", "error",
+        "context_overflow", "killed", "interrupted", "error",
     }  # fmt: skip
     assert HaltReason("budget.cost") is HaltReason.BUDGET_COST
     assert f"{HaltReason.KILLED}" == "killed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,8 @@ import orjson
 import pytest
 
 from corral.calls import HaltReason, RunStatus
-from corral.state import DeadLetterRecord, RunRecord, Store
+from corral.runtime.recovery import HOST
+from corral.state import DeadLetterRecord, LeaseRecord, RunRecord, Store
 from tests.support import corral, example_policy, flat, on_store
 
 T0 = 1_700_000_000.0
@@ -40,7 +43,12 @@ async def halt(store: Store, run_id: str, reason: str = HaltReason.BUDGET_COST) 
 
 async def seed(store: Store) -> None:
     """One run in each state the verbs tell apart."""
-    await store.create_run(run("live"))
+    # "live" is served by this (live) process; "orphan" by one that died.
+    now = time.time()
+    await store.renew_lease(LeaseRecord("me", HOST, os.getpid(), now, now))
+    await store.renew_lease(LeaseRecord("dead", HOST, 2**22 + 1, now, now))  # no such pid
+    await store.create_run(run("live", owner="me"))
+    await store.create_run(run("orphan", owner="dead"))
     await store.create_run(run("done", status=RunStatus.COMPLETED, ended_at=T0 + 5))
     await store.create_run(halted("bare"))  # halted by hand: no dead letter
     await halt(store, "stuck")
@@ -65,7 +73,7 @@ def test_runs_kill_requests_a_kill_and_audits_it(policy: Path) -> None:
     on_store(policy, seed)
     result = corral(policy, "runs", "kill", "live")
     assert result.exit_code == 0, result.output
-    assert result.output == "kill requested for run live; it halts with 'killed' at its next gate\n"
+    assert result.output == "run live: kill requested; it halts with 'killed' at its next gate\n"
 
     kills = on_store(policy, lambda s: s.kill_requests())
     assert list(kills) == ["live"]
@@ -73,6 +81,20 @@ def test_runs_kill_requests_a_kill_and_audits_it(policy: Path) -> None:
     assert [(e.kind, e.run_id, e.payload) for e in entries] == [
         ("run.kill_requested", "live", {"requested_at": kills["live"]})
     ]
+    assert corral(policy, "audit", "verify").exit_code == 0
+
+
+def test_runs_kill_of_a_run_whose_process_died_halts_it_at_once(policy: Path) -> None:
+    on_store(policy, seed)
+    result = corral(policy, "runs", "kill", "orphan")
+    assert result.exit_code == 0, result.output
+    assert result.output == "run orphan: halted with 'killed'\n"
+    orphan = on_store(policy, lambda s: s.get_run("orphan"))
+    assert orphan is not None and (orphan.status, orphan.halt_reason) == ("halted", "killed")
+    dead = on_store(policy, lambda s: s.dead_letter_for_run("orphan"))
+    assert dead is not None and dead.packet["rule"]["rule"] == "kill switch"
+    kinds = [e.kind for e in on_store(policy, lambda s: s.list_audit())]
+    assert kinds == ["run.kill_requested", "run.recovered", "run.halted"]
     assert corral(policy, "audit", "verify").exit_code == 0
 
 

@@ -37,6 +37,7 @@ class HaltReason(StrEnum):
     APPROVAL_TIMEOUT = "approval.timeout"
     CONTEXT_OVERFLOW = "context_overflow"
     KILLED = "killed"
+    INTERRUPTED = "interrupted"  # the process serving the run died mid-call
     ERROR = "error"
 
 
@@ -116,6 +117,9 @@ class LLMCall:
     # upstream by attempts that ended: what the gateway subtracts to report its overhead
     upstream_started: float | None = field(default=None, repr=False)
     upstream_seconds: float = field(default=0.0, repr=False)
+    # The write-ahead record of this call while it is out (set by the budget gate); the
+    # record gate's step deletes it.
+    inflight: str | None = field(default=None, repr=False)
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 
@@ -133,6 +137,7 @@ class ToolCall:
     args: Mapping[str, Any]
     idempotency_key: str | None = None
     reported: ToolResult | None = None
+    inflight: str | None = field(default=None, repr=False)  # as LLMCall.inflight
     kind: Literal["tool"] = "tool"
     id: int = field(default_factory=lambda: next(_call_ids))
 

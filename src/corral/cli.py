@@ -244,13 +244,16 @@ def runs_show(
 
 @runs_app.command("kill")
 def runs_kill(run_id: RunId, policy: PolicyPath = Path("corral.yaml")) -> None:
-    """Ask a running run to halt with 'killed' at its next gate; works from any process."""
-    with_store(policy, lambda s: operations.kill_run(s, AuditLog(s), run_id, now=time.time()))
-    out.print(
-        f"kill requested for run {run_id}; it halts with 'killed' at its next gate",
-        highlight=False,
-        soft_wrap=True,
+    """Halt a running run with 'killed'; works from any process.
+
+    A run a live process serves halts at its next gate; one nobody serves (its process
+    died) halts at once, its calls in flight charged at their worst case."""
+    done = with_store(
+        policy, lambda s: operations.kill_run(s, AuditLog(s), run_id, now=time.time())
     )
+    said = "halted with 'killed'" if done["halted"] else "kill requested; it halts with"
+    tail = "" if done["halted"] else " 'killed' at its next gate"
+    out.print(f"run {run_id}: {said}{tail}", highlight=False, soft_wrap=True)
 
 
 @dlq_app.command("ls")

@@ -1,4 +1,5 @@
-"""The gateway over plain HTTP: keys, admin routes, limits, kill, failures, bad requests."""
+"""The gateway over plain HTTP: keys, admin routes, limits, kill, failures, bad requests
+(malformed, too deep, not JSON, wrong method) and faults of its own."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import orjson
 import pytest
 
 from corral.calls import RunStatus
+from corral.gateway.app import MAX_JSON_DEPTH
+from corral.gateway.openai_wire import OpenAIDoor, OpenAIStream
 from corral.providers.sim import Fault, FaultKind, Script, SimReply
-from tests.gateway.conftest import Serve, tool_turn
+from corral.runtime import operations
+from tests.gateway.conftest import ADMIN_KEY, Serve, tool_turn
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "default", "messages": USER}
@@ -313,11 +317,213 @@ async def test_malformed_anthropic_requests_answer_in_anthropic_shape(
     assert shaped["type"] == "error" and shaped["error"]["message"]
 
 
-async def test_wrong_method_and_unknown_path(serve: Serve) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/messages", "POST"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/v1/models", "GET"),
+        ("GET", "/admin/runs/run_x/kill", "POST"),
+        ("POST", "/admin/runs", "GET"),
+    ],
+)
+async def test_a_wrong_method_is_405_with_allow(
+    serve: Serve, method: str, path: str, allow: str
+) -> None:
+    gw = await serve()
+    key = ADMIN_KEY if path.startswith("/admin/") else gw.agent_key
+    async with gw.client(key) as client:
+        answer = await client.request(method, path)
+    assert (answer.status_code, answer.headers["allow"]) == (405, allow), answer.text
+    assert f"takes {allow}, not {method}" in answer.json()["error"]["message"]
+
+
+async def test_an_unknown_path_is_404(serve: Serve) -> None:
     gw = await serve()
     async with gw.client() as client:
-        assert (await client.get("/v1/chat/completions")).status_code == 405
         assert (await client.get("/v2/nothing")).status_code == 404
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A chat body whose arrays and objects nest `levels` deep, in a content part."""
+    chain: Any = "deep"
+    for _ in range(levels - 5):  # the body, messages, a message, its content, a part
+        chain = [chain]
+    part = {"type": "text", "text": "hi", "extra": chain}
+    return {"model": "default", "messages": [{"role": "user", "content": [part]}]}
+
+
+async def test_a_body_nested_to_the_depth_limit_is_served(serve: Serve) -> None:
+    gw = await serve()
+    async with gw.client() as client:
+        answer = await client.post("/v1/chat/completions", json=nested(MAX_JSON_DEPTH))
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("levels", [MAX_JSON_DEPTH + 1, 254, 1000])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_a_body_nested_past_the_limit_is_a_400_naming_it(
+    serve: Serve, path: str, levels: int
+) -> None:
+    gw = await serve()
+    body = {**nested(levels), "max_tokens": 5}
+    async with gw.client() as client:
+        answer = await client.post(path, json=body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["message"] == (
+        "the body nests deeper than 64 levels at messages[0].content[0].extra[0]..."
+    )
+    assert await gw.sup.store.list_runs() == []
+
+
+async def test_an_admin_body_nested_past_the_limit_is_a_400(serve: Serve) -> None:
+    gw = await serve()
+    body: Any = {}
+    for _ in range(100):
+        body = {"add_usd": body}
+    async with gw.admin() as admin:
+        answer = await admin.post("/admin/dlq/run_x/retry", json=body)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith(
+        "the body nests deeper than 64 levels at add_usd.add_usd."
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "",
+    ],
+)
+async def test_a_body_that_is_not_json_by_its_content_type_is_415(
+    serve: Serve, content_type: str
+) -> None:
+    gw = await serve()
+    content = orjson.dumps({**CHAT, "max_tokens": 5})
+    sent = {"Content-Type": content_type}
+    async with gw.client() as client:
+        openai = await client.post("/v1/chat/completions", content=content, headers=sent)
+        anthropic = await client.post("/v1/messages", content=content, headers=sent)
+    assert (openai.status_code, anthropic.status_code) == (415, 415)
+    assert openai.json()["error"]["code"] == "unsupported_media_type"
+    assert anthropic.json()["type"] == "error"
+    assert "JSON" in anthropic.json()["error"]["message"]
+    assert sum(gw.sim.requests.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "Application/JSON; charset=UTF-8", "application/vnd.corral+json"],
+)
+async def test_json_content_types_are_accepted(serve: Serve, content_type: str) -> None:
+    gw = await serve()
+    async with gw.client() as client:
+        answer = await client.post(
+            "/v1/chat/completions",
+            content=orjson.dumps(CHAT),
+            headers={"Content-Type": content_type},
+        )
+    assert answer.status_code == 200, answer.text
+
+
+async def test_admin_bodies_are_json_and_an_empty_one_may_say_anything(serve: Serve) -> None:
+    gw = await serve()
+    async with gw.admin() as admin:
+        xml = await admin.post(
+            "/admin/dlq/run_x/retry", content=b"<topup/>", headers={"Content-Type": "text/xml"}
+        )
+        empty = await admin.post(
+            "/admin/runs/run_x/kill", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    assert xml.status_code == 415
+    assert empty.status_code == 404  # past the body: no such run
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=", "query parameter 'status' is empty: give a value, or leave it out"),
+        ("agent=&limit=5", "query parameter 'agent' is empty: give a value, or leave it out"),
+        ("status=running&status=halted", "query parameter 'status' is given more than once"),
+    ],
+)
+async def test_empty_and_repeated_admin_filters_are_refused(
+    serve: Serve, query: str, message: str
+) -> None:
+    gw = await serve()
+    async with gw.admin() as admin:
+        answer = await admin.get(f"/admin/runs?{query}")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == message
+
+
+def raising(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a fault of the gateway's own")
+
+
+async def test_an_unexpected_failure_is_a_500_with_a_request_id_and_the_call_recorded(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await serve()
+    # The upstream answers and the call is charged; writing the answer out then fails.
+    monkeypatch.setattr(OpenAIDoor, "answer", raising)
+    async with gw.client() as client:
+        answer = await client.post("/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 500
+    request_id = answer.headers["x-corral-request-id"]
+    error = answer.json()["error"]
+    assert error["type"] == "internal_error"
+    assert request_id in error["message"] and "RuntimeError" not in error["message"]
+    run_id = answer.headers["x-corral-run"]
+    assert error["run_id"] == run_id
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    [entry] = [e for e in await gw.sup.store.list_audit() if e.kind == "gateway.error"]
+    assert entry.run_id == run_id
+    assert entry.payload == {
+        "request_id": request_id,
+        "error": "RuntimeError: a fault of the gateway's own",
+    }
+    run = await gw.sup.store.get_run(run_id)
+    assert run is not None and run.steps == 1 and run.cost_usd > 0
+
+
+async def test_an_unexpected_failure_mid_stream_ends_it_with_the_request_id(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await serve()
+    monkeypatch.setattr(OpenAIStream, "end", raising)
+    async with (
+        gw.client() as client,
+        client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as stream,
+    ):
+        assert stream.status_code == 200
+        run_id = stream.headers["x-corral-run"]
+        events = [line async for line in stream.aiter_lines() if line.startswith("data: ")]
+    error = orjson.loads(events[-1].removeprefix("data: "))["error"]
+    assert (error["type"], error["run_id"]) == ("internal_error", run_id)
+    [entry] = [e for e in await gw.sup.store.list_audit() if e.kind == "gateway.error"]
+    assert entry.run_id == run_id and entry.payload["request_id"] in error["message"]
+
+
+async def test_an_unexpected_failure_outside_a_run_is_a_500_and_audited(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await serve()
+    monkeypatch.setattr(operations, "list_breakers", raising)
+    async with gw.admin() as admin:
+        answer = await admin.get("/admin/breakers")
+    assert answer.status_code == 500
+    request_id = answer.headers["x-corral-request-id"]
+    [entry] = [e for e in await gw.sup.store.list_audit() if e.kind == "gateway.error"]
+    assert (entry.run_id, entry.payload["request_id"]) == (None, request_id)
 
 
 async def test_tool_outside_the_allowlist_halts_policy_denied(serve: Serve) -> None:
@@ -350,8 +556,13 @@ async def test_idle_sessions_complete_and_a_restart_resumes_a_session(serve: Ser
     async with gw.client(**{"X-Corral-Session": "long"}) as client:
         first = await client.post("/v1/chat/completions", json=CHAT)
     run_id = first.headers["x-corral-run"]
-    # Another gateway on the same store (a restart) picks the session's run up again.
+    # Another gateway on the same store picks the session's run up again once the first
+    # is gone (here: its lease dropped, as by a clean shutdown) ...
     other = await serve()
+    async with other.client(other.agent_key, **{"X-Corral-Session": "long"}) as client:
+        refused = await client.post("/v1/chat/completions", json=CHAT)
+    assert refused.status_code == 409 and "another gateway process" in refused.text  # not yet
+    await gw.sup.store.drop_leases([gw.sup.owner])
     async with other.client(other.agent_key, **{"X-Corral-Session": "long"}) as client:
         again = await client.post("/v1/chat/completions", json=CHAT)
     assert again.headers["x-corral-run"] == run_id

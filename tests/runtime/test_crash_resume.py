@@ -145,12 +145,15 @@ async def test_a_tool_killed_mid_body_runs_once_more_and_earlier_tools_replay(
     assert steps == [
         ("tool_a", "ok", key["tool_a"]),
         ("tool_b", "ok", key["tool_b"]),
-        # tool_c's first call died with its process before its step was written.
+        # tool_c's first call died with its process: its write-ahead record became an
+        # interrupted step on resume, charged as a tool call (its body did start).
+        ("tool_c", "interrupted", ""),
         ("tool_b", "replayed", key["tool_b"]),
         ("tool_c", "ok", key["tool_c"]),
         ("tool_d", "ok", key["tool_d"]),
     ]
-    assert record.tool_calls == len(TOOLS)  # a replay is not another tool call
+    # A replay is not another tool call; the interrupted one is, since it began.
+    assert record.tool_calls == len(TOOLS) + 1
 
 
 async def test_tools_that_returned_before_the_crash_replay_after_it(

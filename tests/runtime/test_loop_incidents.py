@@ -140,15 +140,23 @@ async def test_a_run_that_keeps_reading_unchanged_state_halts_no_progress(
 
 
 async def test_an_analyzer_and_a_verifier_bouncing_a_draft_halt_ping_pong(
-    sup: Supervisor,
+    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    team = "\n".join(
+        f"  {name}: {{type: research, route: default, team: review}}"
+        for name in ("analyzer", "verifier")
+    )
+    edits = {"agents:\n": f"agents:\n{team}\n"}
+    sup = Supervisor.from_policy(example_policy(tmp_path, sim, edits))
     draft = "Revenue grew 5% in Q3, driven by the new annual plan and lower churn."
 
     def says(text: str) -> dict[str, Any]:
         return {"extra_headers": {"X-Sim-Script": orjson.dumps({"text": text}).decode()}}
 
-    analyzer = await sup.run(agent="support", session="review-7")
-    verifier = await sup.run(agent="summarizer", session="review-7")
+    # The two agents are one team: they share the session.
+    analyzer = await sup.run(agent="analyzer", session="review-7")
+    verifier = await sup.run(agent="verifier", session="review-7")
     message = "Write the Q3 summary."
     with pytest.raises(Halted) as caught:
         for _ in range(10):
@@ -163,5 +171,6 @@ async def test_an_analyzer_and_a_verifier_bouncing_a_draft_halt_ping_pong(
             message = reply.text
     assert caught.value.reason is HaltReason.LOOP_PING_PONG
     bounced = caught.value.packet["rule"]["steps"]
-    assert {step["agent"] for step in bounced} == {"support", "summarizer"}
+    assert {step["agent"] for step in bounced} == {"analyzer", "verifier"}
     assert len(bounced) == 5
+    await sup.close()

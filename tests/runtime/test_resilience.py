@@ -128,8 +128,13 @@ async def test_a_stream_cut_mid_way_is_counted_and_not_spliced(
     assert requests_to(sim, "gpt-4o-mini") == 0  # ...and no second answer spliced on
     steps = await resilient.store.list_steps(run.id)
     assert [s.status for s in steps] == ["error"]
-    spent = await resilient.counters.get(f"budget:task:{run.id}:usd")
-    assert spent.held == 0 and spent.used > 0  # what arrived was paid for
+    # What arrived was paid for, and its step and run say so (though it made no step).
+    assert steps[0].cost_usd > 0 and steps[0].output_tokens == caught.value.usage.output_tokens
+    record = await resilient.store.get_run(run.id)
+    assert record is not None and record.cost_usd == steps[0].cost_usd and record.steps == 0
+    counters = resilient.counters._counters  # type: ignore[attr-defined]
+    assert all(c.held == 0 for c in counters.values())
+    assert not [k for k in counters if k.startswith(f"budget:task:{run.id}")]  # dropped
 
 
 async def test_a_stream_cut_before_the_first_byte_falls_back(

@@ -63,7 +63,10 @@ def test_registering_an_undeclared_tool_is_refused(sup: Supervisor) -> None:
 
 
 async def test_unknown_agent_is_a_clear_error(sup: Supervisor) -> None:
-    with pytest.raises(ValueError, match=r"unknown agent 'nobody' \(known: summarizer, support\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown agent 'nobody' \(known: summarizer, support\)",
+    ):
         async with sup.run(agent="nobody"):
             pass
 
@@ -165,7 +168,7 @@ async def test_checkpoint_then_resume_hands_back_the_state(sup: Supervisor) -> N
     checkpoint = await run.checkpoint({"stage": "looked-up"})
     assert run.context.record.last_checkpoint_id == checkpoint
     run_id = run.id
-    sup._untrack(run)  # the agent "dies" here, leaving the run running
+    await sup._untrack(run)  # the agent "dies" here, leaving the run running
 
     async with sup.resume(run_id) as resumed:
         assert resumed.state == {"stage": "looked-up"}

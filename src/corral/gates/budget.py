@@ -4,6 +4,10 @@ Counters hold integer units (micro-USD for money) so sums are exact. An LLM call
 worst case is its input (bounded from above, never under) plus `max_tokens` of
 output; `max_tokens` is clamped to what the tightest remaining cap can still pay, so
 a run spends up to its cap instead of stopping a whole call short of it.
+
+The hold is made durable before the call goes on (a write-ahead InflightRecord), so a
+process that dies mid-call leaves a record of the worst case for recovery to charge;
+the step the record gate writes for the call deletes it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from corral.gates.base import Cap, Next, RunContext
 from corral.policy import Policy
 from corral.providers.base import ProviderError
 from corral.providers.pricing import ModelPrice
-from corral.state import Counters, Hold, Reservation
+from corral.state import Counters, Hold, InflightRecord, Reservation, Store
 
 MICRO_USD = 1_000_000
 WINDOW_SECONDS = {"hour": 3600.0, "day": 86400.0, "week": 604800.0}
@@ -104,34 +108,66 @@ class _Worst:
 
 
 class BudgetGate:
-    def __init__(self, counters: Counters, clock: Callable[[], float] = time.time) -> None:
+    """`store` given, every call's worst case is written ahead (see the module docstring)."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
         self._counters = counters
         self._clock = clock
+        self._store = store
         self._bounds_for: Policy | None = None
         self._route_bounds: dict[str, tuple[float, float, int]] = {}
         self._prices: Mapping[str, ModelPrice | None] = {}
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
-        if not ctx.caps:
-            return await next(call, ctx)
-        reservation, caps = await self._hold(call, ctx)
+        worst = self._worst(call, ctx)
+        reservation, caps = await self._hold(call, ctx, worst) if ctx.caps else (None, [])
         try:
+            if self._store is not None and ctx.record.owner is not None:
+                await self._begin(self._store, call, ctx, worst)
             result = await next(call, ctx)
         except ProviderError as failure:
             if failure.usage is None:
-                await self._counters.release(reservation)
-            else:  # a stream cut mid-way: what arrived was spent
+                await self._release(reservation)
+            else:  # a stream cut mid-way: what arrived was spent (but made no step)
                 target = call.target if isinstance(call, LLMCall) else None
-                await self._commit(reservation, caps, ctx, failure.usage, target)
+                failure.cost_usd = await self._commit(
+                    reservation, caps, ctx, failure.usage, target, steps=0
+                )
             raise
         except BaseException:
-            await self._counters.release(reservation)
+            await self._release(reservation)
             raise
         if isinstance(result, LLMResult):
             result.cost_usd = await self._commit(reservation, caps, ctx, result.usage, result.model)
-        else:
+        elif reservation is not None:
             await self._counters.commit(reservation, [1 for _ in caps])  # steps, tool_calls
         return result
+
+    async def _release(self, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            await self._counters.release(reservation)
+
+    async def _begin(self, store: Store, call: Call, ctx: RunContext, worst: _Worst) -> None:
+        """The durable record of the hold, before the call goes on."""
+        owner = ctx.record.owner
+        assert owner is not None
+        call.inflight = f"{owner}/{call.id}"
+        if call.kind == "llm":
+            output = call.max_tokens or worst.want
+            name, tokens_in = call.model, int(worst.fixed["tokens"])
+            usd = worst.amount("usd", output) / MICRO_USD
+        else:
+            name, tokens_in, output, usd = call.name, 0, 0, 0.0
+        record = InflightRecord(
+            call.inflight, ctx.run_id, owner, ctx.call_seq, call.kind, name,
+            self._clock(), tokens_in, output, usd,
+        )  # fmt: skip
+        await store.begin_call(record)
 
     def _worst(self, call: Call, ctx: RunContext) -> _Worst:
         if call.kind == "tool":
@@ -163,8 +199,9 @@ class BudgetGate:
             )
         return found
 
-    async def _hold(self, call: Call, ctx: RunContext) -> tuple[Reservation, list[Cap]]:
-        worst = self._worst(call, ctx)
+    async def _hold(
+        self, call: Call, ctx: RunContext, worst: _Worst
+    ) -> tuple[Reservation, list[Cap]]:
         caps = [cap for cap in ctx.caps if cap.dimension in worst.fixed]
         wait = FIRST_WAIT
         while True:
@@ -215,18 +252,22 @@ class BudgetGate:
 
     async def _commit(
         self,
-        reservation: Reservation,
+        reservation: Reservation | None,
         caps: list[Cap],
         ctx: RunContext,
         usage: Usage,
         model: str | None,
+        *,
+        steps: int = 1,
     ) -> float:
         """Commit what an LLM call used; returns its cost in USD."""
         prices = self._prices if self._bounds_for is ctx.policy else ctx.policy.prices
         price = prices.get(model) if model else None
         cost = price.cost(usage) if price else 0.0
-        spent = {"usd": math.ceil(cost * MICRO_USD), "tokens": usage.total_tokens, "steps": 1}
-        await self._counters.commit(reservation, [spent[cap.dimension] for cap in caps])
+        if reservation is not None:
+            spent = {"usd": math.ceil(cost * MICRO_USD), "tokens": usage.total_tokens}
+            spent["steps"] = steps
+            await self._counters.commit(reservation, [spent[cap.dimension] for cap in caps])
         return cost
 
     def _halt(self, short: tuple[Cap, int, int], worst: _Worst, ctx: RunContext) -> Halt:

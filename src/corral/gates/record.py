@@ -14,6 +14,7 @@ from typing import Any
 
 from corral.calls import Call, Halt, LLMResult, Result, ToolResult
 from corral.gates.base import Next, RunContext, StepView
+from corral.providers.base import ProviderError
 from corral.state import StepRecord, StepStatus, Store
 from corral.telemetry.audit import AuditLog
 
@@ -40,6 +41,15 @@ class RecordGate:
                 call, ctx, started, None, status, "cancelled: run killed" if killed else "cancelled"
             )
             raise
+        except ProviderError as exc:
+            # A stream cut mid-way consumed tokens all the same: its step shows what it cost.
+            spent = None
+            if exc.usage is not None:
+                spent = LLMResult(
+                    "", exc.usage, getattr(call, "target", None) or "", cost_usd=exc.cost_usd
+                )
+            await self._write(call, ctx, started, spent, "error", f"{type(exc).__name__}: {exc}")
+            raise
         except Exception as exc:
             await self._write(call, ctx, started, None, "error", f"{type(exc).__name__}: {exc}")
             raise
@@ -62,7 +72,10 @@ class RecordGate:
         cost = 0.0
         output: Any = None
         model_used = None
-        if isinstance(result, LLMResult):
+        if isinstance(result, LLMResult) and status == "error":  # cut mid-way: only its usage
+            tokens_in, tokens_out = result.usage.input_tokens, result.usage.output_tokens
+            cost, model_used = result.cost_usd, result.model or None
+        elif isinstance(result, LLMResult):
             tokens_in, tokens_out = result.usage.input_tokens, result.usage.output_tokens
             cost, model_used = result.cost_usd, result.model
             output = {
@@ -79,7 +92,8 @@ class RecordGate:
         else:
             name, given = call.model, {**_new_messages(call.messages, ctx), **call.params}
         ended = self._clock()
-        # As in the budget: a call counts once it succeeded (a failed call's hold is released).
+        # As in the budget: a call counts as a step once it succeeded (a failed call's hold
+        # is released; a cut stream's tokens and cost count, but it made no step).
         counted = status == "ok"
         ctx.record = run = replace(
             run,
@@ -116,7 +130,8 @@ class RecordGate:
         # than awaited: the answer need not wait for the disk (a third of the gateway's time
         # per call at concurrency 1), and the store keeps it in order with every later
         # read and write. Queued synchronously, so a kill landing now cannot drop it.
-        self._store.queue_step(run, step, entry)
+        self._store.queue_step(run, step, entry, settles=call.inflight)
+        call.inflight = None
         ctx.recent.append(view_of(step))
 
 

@@ -20,7 +20,7 @@ import orjson
 from corral.calls import Halted, HaltReason, RunStatus, ToolResult
 from corral.gateway.wire import ClientError
 from corral.runtime.run import Run
-from corral.runtime.supervisor import Supervisor
+from corral.runtime.supervisor import RunInUse, Supervisor
 
 # How often idle sessions are looked for; a session ends within this long of its idle limit.
 SWEEP_SECONDS = 5.0
@@ -56,7 +56,9 @@ class Sessions:
     async def enter(self, agent: str, session: str | None, task: str | None) -> Run:
         """The run for a request; pair with `leave`. Halted if the session's run is halted."""
         if session is None:
-            scope = self._sup.run(agent=agent, task=task, halt_on_upstream_failure=False)
+            scope = self._sup.run(
+                agent=agent, task=task, halt_on_upstream_failure=False, oneshot=True
+            )
             return await scope
         key = (agent, session)
         entry = self._live.get(key)
@@ -128,7 +130,15 @@ class Sessions:
             ):
                 run = stale.run  # halted a moment ago and not yet saved: its halt answers
             else:
-                run = await self._sup.resume(record.id, halt_on_upstream_failure=False)
+                try:
+                    run = await self._sup.resume(record.id, halt_on_upstream_failure=False)
+                except RunInUse as busy:
+                    raise ClientError(
+                        409,
+                        "conflict",
+                        f"session '{session}' is open in another gateway process ({busy});"
+                        " send its requests there, or retry once that process has ended",
+                    ) from None
         else:
             run = await self._sup.run(
                 agent=agent, task=task, session=session, halt_on_upstream_failure=False

@@ -45,6 +45,7 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         # What a call consumed before it failed (a stream cut mid-way): spent all the same.
         self.usage = usage
+        self.cost_usd = 0.0  # what the budget gate charged for `usage`
 
     def with_usage(self, usage: Usage) -> ProviderError:
         """The same failure, carrying what the call consumed before it."""

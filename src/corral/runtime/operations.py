@@ -22,9 +22,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast, get_args
 
-from corral.calls import RunStatus
+from corral.calls import HaltReason, RunStatus
 from corral.gates.breaker import breaker_report
 from corral.policy import parse_duration
+from corral.runtime.recovery import LEASE_TTL_SECONDS, find_dead, new_owner, settle_orphan
 from corral.state import (
     ConstraintError,
     Counters,
@@ -188,12 +189,17 @@ async def show_run(store: Store, run_id: str) -> dict[str, Any]:
     return {"run": run_json(run), "steps": [step_json(step) for step in steps]}
 
 
-async def kill_run(store: Store, audit: AuditLog, run_id: str, *, now: float) -> dict[str, Any]:
-    """Ask a running run to halt with 'killed' at its next gate, from any process.
+async def kill_run(
+    store: Store, audit: AuditLog, run_id: str, *, now: float, lease_ttl: float = LEASE_TTL_SECONDS
+) -> dict[str, Any]:
+    """Halt a running run with 'killed', from any process.
 
-    The supervisor running the run polls the store for kill requests, so marking the run
-    is all it takes. Of several requests the store keeps the first one's time (what
-    time-to-safe-fail is measured from); each is audited with its own.
+    The supervisor serving the run polls the store for kill requests, so marking the run
+    is all it takes while one does: it halts at its next gate. A run no live process
+    serves (its process died, or it waits to be resumed) is halted here at once, its calls
+    in flight charged at their worst case. Of several requests the store keeps the first
+    one's time (what time-to-safe-fail is measured from); each is audited with its own.
+    "halted" in the answer says whether the run is halted already.
     """
     if not await store.request_kill(run_id, now):
         # The store refuses unknown and ended runs alike; the run tells which.
@@ -202,7 +208,12 @@ async def kill_run(store: Store, audit: AuditLog, run_id: str, *, now: float) ->
             f"run '{run_id}' is {run.status}, not running: only a running run can be killed"
         )
     await audit.append("run.kill_requested", {"requested_at": now}, run_id)
-    return {"run_id": run_id, "requested_at": now}
+    dead = await find_dead(store, now, lease_ttl)
+    halted = await settle_orphan(
+        store, audit, run_id, new_owner("kill"), dead, now=now, halt=HaltReason.KILLED,
+        unowned=True,
+    )  # fmt: skip
+    return {"run_id": run_id, "requested_at": now, "halted": halted is not None}
 
 
 # --- dead letters ---------------------------------------------------------------

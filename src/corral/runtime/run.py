@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,12 +39,15 @@ class Run:
         store: Store,
         audit: AuditLog,
         clock: Callable[[], float] = time.time,
-        on_end: Callable[[Run], None] = lambda run: None,
+        on_end: Callable[[Run], Awaitable[None]] | None = None,
         state: Any = None,
         halt_on_upstream_failure: bool = True,
     ) -> None:
         self._ctx = ctx
+        # Told once, when the run has ended and no call of it is still in flight (calls
+        # waiting for budget must still find the run's counters).
         self._on_end = on_end
+        self._finished = False
         self._pipeline = pipeline
         self._store = store
         self._audit = audit
@@ -145,7 +148,7 @@ class Run:
         ctx.record = replace(
             ctx.record, status=RunStatus.COMPLETED, outcome=outcome, ended_at=now, updated_at=now
         )
-        self._on_end(self)
+        await self._ended()
         await self._store.save_run(ctx.record)
         await self._audit.append("run.completed", {"steps": ctx.record.steps}, ctx.run_id)
 
@@ -183,6 +186,19 @@ class Run:
             raise await self._halt(self._killed()) from None
         finally:
             self._inflight.discard(task)
+            if self._finished and not self._inflight:
+                await self._quiet()
+
+    async def _ended(self) -> None:
+        self._ctx.record = replace(self._ctx.record, owner=None)
+        self._finished = True
+        if not self._inflight - {asyncio.current_task()}:
+            await self._quiet()
+
+    async def _quiet(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            await on_end(self)
 
     def _killed(self) -> Halt:
         return Halt(
@@ -217,7 +233,7 @@ class Run:
             time_to_safe_fail_ms=safe_fail_ms,
         )
         self._halted = Halted(halt.reason, halt.message, ctx.run_id, packet)
-        self._on_end(self)
+        await self._ended()
         dead_letter = await self._store.halt_run(ctx.record, packet)
         await self._audit.append(
             "run.halted",

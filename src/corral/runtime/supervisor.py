@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from corral.calls import Halted, RunStatus
 from corral.gates.allowlist import AllowlistGate
-from corral.gates.base import Gate, Next, RunContext, compose
+from corral.gates.base import Cap, Gate, Next, RunContext, compose
 from corral.gates.breaker import BreakerGate
-from corral.gates.budget import MICRO_USD, BudgetGate, build_caps
+from corral.gates.budget import MICRO_USD, BudgetGate, build_caps, cap_key
 from corral.gates.context import ContextGate
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
@@ -33,9 +33,27 @@ from corral.providers.anthropic import AnthropicAdapter
 from corral.providers.base import Adapter
 from corral.providers.http import HttpClient
 from corral.providers.openai import OpenAIAdapter
+from corral.runtime.recovery import (
+    HOST,
+    LEASE_RENEW_SECONDS,
+    LEASE_TTL_SECONDS,
+    find_dead,
+    new_owner,
+    recover,
+    settle_orphan,
+)
 from corral.runtime.run import Run
 from corral.runtime.transport import Transport
-from corral.state import Counters, RunRecord, Store, StoreError, open_counters, open_store
+from corral.state import (
+    Counters,
+    LeaseRecord,
+    RunRecord,
+    Spending,
+    Store,
+    StoreError,
+    open_counters,
+    open_store,
+)
 from corral.telemetry.audit import AuditLog
 from corral.tools.registry import Tool, describe
 
@@ -64,7 +82,7 @@ def pipeline_gates(
         IdempotencyGate(store, clock),
         LoopGate(audit, clock),
         ContextGate(store, audit, clock),
-        BudgetGate(counters, clock),
+        BudgetGate(counters, clock, store),
         RateLimitGate(counters),
         RouteGate(audit),
         RetryGate(counters, clock=clock),
@@ -82,6 +100,10 @@ def pipeline(gates: list[Gate], transport: Next) -> Next:
     return composed
 
 
+class RunInUse(ValueError):
+    """The run is being served by another live process (its lease is fresh)."""
+
+
 class Supervisor:
     """Build with `Supervisor.from_policy(path)`; one per process is the usual shape."""
 
@@ -93,6 +115,7 @@ class Supervisor:
         counters: Counters,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -106,6 +129,17 @@ class Supervisor:
         self._adapters_for: Policy | None = None
         self._runs: dict[str, Run] = {}
         self._watcher: asyncio.Task[None] | None = None
+        # The lease this process serves its runs under (see runtime/recovery.py).
+        self.owner = new_owner()
+        self._lease_ttl = lease_ttl
+        self._lease_started = clock()
+        self._renewed_at = -math.inf
+        self._recovered: asyncio.Future[None] | None = None
+        self._recovered_ids: list[str] = []
+        # Budget counter keys this process has rebuilt from the store (in-process
+        # counters start empty); a key leaves the set when its counters are dropped.
+        self._seeded: set[str] = set()
+        self._seeding = asyncio.Lock()
         self._pipeline: Next = pipeline(
             pipeline_gates(store, counters, self.audit, clock),
             Transport(self._adapters, self._tools),
@@ -120,6 +154,7 @@ class Supervisor:
         counters: Counters | None = None,
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
+        lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> Supervisor:
         """Load the policy and open the store and counters it names (unless given)."""
         live = LivePolicy(path, env=env)
@@ -129,6 +164,7 @@ class Supervisor:
             counters=counters or open_counters(live.current.counters),
             clock=clock,
             env=env,
+            lease_ttl=lease_ttl,
         )
 
     def tool(self, name: str | None = None) -> Callable[[F], F]:
@@ -154,24 +190,52 @@ class Supervisor:
         task: str | None = None,
         session: str | None = None,
         halt_on_upstream_failure: bool = True,
+        oneshot: bool = False,
     ) -> RunScope:
         """`async with sup.run(agent=..., task=...) as run:` — completes on a clean exit.
 
         With `halt_on_upstream_failure=False`, a call whose route has no model that
-        answers raises UpstreamUnavailable and the run goes on, instead of halting."""
+        answers raises UpstreamUnavailable and the run goes on, instead of halting.
+        `oneshot`: nobody will resume the run (a gateway request of its own), so if this
+        process dies mid-call, recovery halts it with `interrupted`."""
         options = {"halt_on_upstream_failure": halt_on_upstream_failure}
-        return RunScope(lambda: self._start(agent, task, session, options))
+        return RunScope(lambda: self._start(agent, task, session, oneshot, options))
 
     def resume(self, run_id: str, *, halt_on_upstream_failure: bool = True) -> RunScope:
         """Continue a run from its last checkpoint; tool calls that already ran replay."""
         options = {"halt_on_upstream_failure": halt_on_upstream_failure}
         return RunScope(lambda: self._resume(run_id, options))
 
+    async def recover(self) -> list[str]:
+        """Settle the runs of processes that died (see runtime/recovery.py) and take this
+        process's lease; done once, before this supervisor's first run. Returns the ids
+        of the runs settled."""
+        if self._recovered is None:
+            self._recovered = asyncio.ensure_future(self._recover())
+        await asyncio.shield(self._recovered)
+        return self._recovered_ids
+
+    async def _recover(self) -> None:
+        await self._renew_lease()
+        self._recovered_ids = await recover(
+            self.store, self.audit, self.owner, now=self._clock(), ttl=self._lease_ttl
+        )
+
+    async def _renew_lease(self) -> None:
+        now = self._clock()
+        lease = LeaseRecord(self.owner, HOST, os.getpid(), self._lease_started, now)
+        await self.store.renew_lease(lease)
+        self._renewed_at = now
+
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self._recovered is not None and self._recovered.done():
+            # Runs still open (a gateway's sessions) stay running, to resume elsewhere.
+            with contextlib.suppress(StoreError):
+                await self.store.drop_leases([self.owner])
         await self._http.close()
         await self.counters.close()
         await self.store.close()
@@ -185,8 +249,14 @@ class Supervisor:
     # --- runs ----------------------------------------------------------------
 
     async def _start(
-        self, agent: str, task: str | None, session: str | None, options: dict[str, Any]
+        self,
+        agent: str,
+        task: str | None,
+        session: str | None,
+        oneshot: bool,
+        options: dict[str, Any],
     ) -> Run:
+        await self.recover()
         policy = self.policy.current
         agent_policy = policy.agents.get(agent)
         if agent_policy is None:
@@ -203,13 +273,17 @@ class Supervisor:
             task=task,
             session=session,
             trace_id=uuid.uuid4().hex,
+            owner=self.owner,
+            oneshot=oneshot,
         )
         await self.store.create_run(record)
         await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
         ctx = self._context(policy, record, elapsed=0.0, now=now)
+        await self._seed_counters(ctx, now)
         return self._track(Run(ctx, **self._run_parts(), **options))
 
     async def _resume(self, run_id: str, options: dict[str, Any]) -> Run:
+        await self.recover()
         record = await self.store.get_run(run_id)
         if record is None:
             raise LookupError(f"no run '{run_id}' in the store")
@@ -219,6 +293,15 @@ class Supervisor:
             raise ValueError(f"run {run_id} is {record.status.value}{hint}")
         if run_id in self._runs:
             raise ValueError(f"run {run_id} is already active in this process")
+        # Take the run over: settled first if its process died with calls in flight.
+        dead = await find_dead(self.store, self._clock(), self._lease_ttl)
+        claimed = await settle_orphan(
+            self.store, self.audit, run_id, self.owner, dead,
+            now=self._clock(), unowned=True, keep=True,
+        )  # fmt: skip
+        if claimed is None:
+            raise RunInUse(f"run {run_id} is being served by another live process")
+        record = claimed
         policy = self.policy.current
         now = self._clock()
         # Time the run was not running (crashed, or halted in the queue) does not count.
@@ -232,35 +315,80 @@ class Supervisor:
         await self.audit.append(
             "run.resumed", {"checkpoint": checkpoint.id if checkpoint else None}, run_id
         )
-        await self._restore_counters(ctx)
+        await self._seed_counters(ctx, now)
         state = checkpoint.state if checkpoint else None
         return self._track(Run(ctx, state=state, **self._run_parts(), **options))
 
-    async def _restore_counters(self, ctx: RunContext) -> None:
-        """Raise the run's task and session counters to at least what the run already spent.
+    async def _seed_counters(self, ctx: RunContext, now: float) -> None:
+        """Raise each in-process budget counter the run answers to, the first time this
+        process uses it, to what the store says was spent against it: the run's own
+        totals (task), all runs of the session (session), the steps of the current
+        window of the agent type (fleet) or of everyone (global).
 
-        In-process counters start at zero in a new process; without this a resumed
-        run could spend its caps again. Counters shared by several processes already
-        hold it, so only the shortfall is added and nothing is counted twice.
-        """
-        run = ctx.record
-        spent = {
-            "usd": math.ceil(run.cost_usd * MICRO_USD),
-            "tokens": run.input_tokens + run.output_tokens,
-            "steps": run.steps,
-            "tool_calls": run.tool_calls,
-        }
+        In-process counters start at zero in a new process; without this a resumed run,
+        or a session or fleet restarted, could spend its caps again. Only a shortfall is
+        added, so nothing is counted twice. Shared counters hold every node's truth and
+        are never overwritten by one node's view of it."""
+        if self.counters.shared:
+            return
+        levels: dict[str, list[tuple[Cap, str]]] = {}
         for cap in ctx.caps:
-            if cap.level in ("task", "session"):
-                shortfall = spent[cap.dimension] - (await self.counters.get(cap.key)).used
-                if shortfall > 0:
-                    await self.counters.add(cap.key, shortfall)
+            key = cap_key(cap, now)
+            if key not in self._seeded:
+                levels.setdefault(cap.level, []).append((cap, key))
+        if not levels:
+            return
+        async with self._seeding:  # two runs opening at once must not both add the truth
+            for level, caps in levels.items():
+                caps = [(cap, key) for cap, key in caps if key not in self._seeded]
+                if not caps:
+                    continue
+                spent = await self._spent(level, ctx, caps[0][0], now)
+                if spent is not None:
+                    units = {
+                        "usd": math.ceil(round(spent.usd * MICRO_USD, 3)),
+                        "tokens": spent.tokens,
+                        "steps": spent.steps,
+                        "tool_calls": spent.tool_calls,
+                    }
+                    values = await self.counters.get_many([key for _, key in caps])
+                    for (cap, key), value in zip(caps, values, strict=True):
+                        shortfall = units[cap.dimension] - value.used
+                        if shortfall > 0:
+                            await self.counters.add(key, shortfall, cap.window)
+                self._seeded.update(key for _, key in caps)
+
+    async def _spent(self, level: str, ctx: RunContext, cap: Cap, now: float) -> Spending | None:
+        """What the store holds against one level of the run's caps; None if nothing can be
+        there (a new run, or a new run's session of its own)."""
+        run = ctx.record
+        if level == "task" or (level == "session" and run.session is None):
+            if not (run.steps or run.cost_usd or run.input_tokens or run.output_tokens):
+                return None
+            return Spending(
+                run.cost_usd, run.input_tokens + run.output_tokens, run.steps, run.tool_calls
+            )
+        if level == "session":
+            policy = ctx.policy
+            scope = ctx.agent_policy.session_scope(run.agent)
+            members = [n for n, a in policy.agents.items() if a.session_scope(n) == scope]
+            return await self.store.spending(session=run.session, agents=members)
+        agent_type = run.agent_type if level == "fleet" else None
+        # A windowed cap holds the steps since its window began; an endless one, every run.
+        since = None if cap.window is None else (now // cap.window) * cap.window
+        return await self.store.spending(agent_type=agent_type, since=since)
 
     def _context(
         self, policy: Policy, record: RunRecord, *, elapsed: float, now: float
     ) -> RunContext:
         agent_policy = policy.agents[record.agent]
-        session = record.session or record.id
+        # Sessions are the team's (or the agent's own): the same id sent by an agent of
+        # another team names another session, with counters of its own.
+        session = (
+            f"{agent_policy.session_scope(record.agent)}/{record.session}"
+            if record.session is not None
+            else record.id
+        )
         topup = dict(record.topup or {})
         kind = policy.agent_types[agent_policy.type]
         limits = [
@@ -296,16 +424,32 @@ class Supervisor:
             self._watcher = asyncio.create_task(self._watch_kills(), name="corral-kill-watcher")
         return run
 
-    def _untrack(self, run: Run) -> None:
+    async def _untrack(self, run: Run) -> None:
+        """A run ended: forget it, and drop the counters nobody counts against any more
+        (its task's; its session's if no other run of this process is in it). They are
+        rebuilt from the store if the run or session comes back."""
         self._runs.pop(run.id, None)
+        ctx = run.context
+        shared = any(other.context.session == ctx.session for other in self._runs.values())
+        done = [
+            cap.key
+            for cap in ctx.caps
+            if cap.level == "task" or (cap.level == "session" and not shared)
+        ]
+        if done:
+            self._seeded.difference_update(done)
+            await self.counters.drop(done)
 
     async def _watch_kills(self) -> None:
-        """Poll the store for kill requests of this process's runs (one query per tick)."""
+        """Poll the store for kill requests of this process's runs (one query per tick),
+        and renew this process's lease while it has runs."""
         while self._runs:
             try:
+                if self._clock() - self._renewed_at >= LEASE_RENEW_SECONDS:
+                    await self._renew_lease()
                 requests = await self.store.kill_requests()
             except StoreError as exc:  # keep watching: a busy store must not end kill support
-                log.warning("kill watcher could not read kill requests: %s", exc)
+                log.warning("kill watcher could not read the store: %s", exc)
                 requests = {}
             for run_id, at in requests.items():
                 run = self._runs.get(run_id)

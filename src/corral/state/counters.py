@@ -162,6 +162,10 @@ class BreakerSnapshot:
 class Counters(ABC):
     """Atomic counters; each operation is O(1) per key it touches."""
 
+    # True when several processes share these counters (they hold the truth of every
+    # node's spending), False when they live in one process and start empty with it.
+    shared: bool = False
+
     @abstractmethod
     async def reserve(self, holds: Sequence[Hold]) -> Reservation | Refusal:
         """Hold every amount, or none if any would cross its limit.
@@ -185,6 +189,11 @@ class Counters(ABC):
     @abstractmethod
     async def add(self, key: str, amount: int, ttl: float | None = None) -> int:
         """used += amount, with no limit; return the new used."""
+
+    @abstractmethod
+    async def drop(self, keys: Sequence[str]) -> None:
+        """Forget these counters (a finished run's, say): a later read sees zero. A key
+        with amounts still held is kept, since calls in flight will settle on it."""
 
     @abstractmethod
     async def get(self, key: str) -> CounterValue: ...

@@ -254,6 +254,17 @@ class MemoryCounters(Counters):
             counter.used += amount
             return counter.used
 
+    async def drop(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                counter = self._counters.get(key)
+                if counter is not None and not counter.held:
+                    del self._counters[key]
+
+    def __len__(self) -> int:
+        """Counter keys held (not buckets or breakers): what finished runs must not leave."""
+        return len(self._counters)
+
     async def get(self, key: str) -> CounterValue:
         with self._lock:
             counter = self._current(key, self._wall_clock())

@@ -15,7 +15,10 @@ from corral.calls import RunStatus
 
 Json: TypeAlias = Any
 StepKind: TypeAlias = Literal["llm", "tool"]
-StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed"]
+# "interrupted": the process serving the call died mid-way; its worst case was charged.
+StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed", "interrupted"]
+# Steps of these statuses count against the steps and tool_calls caps.
+COUNTED_STEP_STATUSES: tuple[str, ...] = ("ok", "interrupted")
 DeadLetterStatus: TypeAlias = Literal["open", "retried", "dropped"]
 ApprovalStatus: TypeAlias = Literal["pending", "approved", "rejected", "timeout"]
 # The budgets a dead-letter retry can top up (wall_clock in seconds).
@@ -54,6 +57,12 @@ class RunRecord:
     last_checkpoint_id: int | None = None
     parent_run_id: str | None = None
     topup: Json = None
+    # The lease of the process serving the run; None once nobody does (ended, or
+    # recovered after its process died, waiting to be resumed).
+    owner: str | None = None
+    # A run of one request (a gateway request without a session): nobody resumes it, so
+    # if its process dies mid-call recovery halts it with `interrupted`.
+    oneshot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,48 @@ class StepRecord:
     cost_usd: float = 0.0
     idempotency_key: str | None = None
     model_used: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InflightRecord:
+    """The write-ahead record of a call on its way upstream: its worst case, held.
+
+    Written (durably) before the call leaves, deleted in the transaction that records
+    its step. One still present when its owner's process is gone is a call whose fate is
+    unknown: recovery charges its worst case as an `interrupted` step.
+    """
+
+    id: str
+    run_id: str
+    owner: str
+    seq: int  # the run's call number
+    kind: StepKind
+    name: str
+    started_at: float
+    input_tokens: int  # the worst case: the input bound and the clamped max output
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """A live process serving runs: it renews `heartbeat_at` while it has runs open."""
+
+    owner: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Spending:
+    """What a set of runs spent, as the budget counters count it (see COUNTED_STEP_STATUSES)."""
+
+    usd: float = 0.0
+    tokens: int = 0
+    steps: int = 0
+    tool_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -37,8 +37,11 @@ from corral.state.records import (
     DeadLetterRecord,
     DeadLetterStatus,
     IdempotencyRecord,
+    InflightRecord,
     Json,
+    LeaseRecord,
     RunRecord,
+    Spending,
     StepRecord,
 )
 from corral.state.store import (
@@ -200,6 +203,63 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE INDEX dead_letters_by_run ON dead_letters (run_id, id);
     """,
+    """
+    -- Which process serves a run, and whether anyone will resume it (see RunRecord).
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN oneshot INTEGER NOT NULL DEFAULT 0 CHECK (oneshot IN (0, 1));
+    CREATE INDEX runs_by_owner ON runs (owner) WHERE status = 'running';
+    -- Budget counters are rebuilt from the runs of a session.
+    CREATE INDEX runs_by_session ON runs (session) WHERE session IS NOT NULL;
+
+    -- Steps gain the status 'interrupted'; SQLite changes a CHECK only by a new table.
+    CREATE TABLE steps_v3 (
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        kind TEXT NOT NULL CHECK (kind IN ('llm', 'tool')),
+        name TEXT NOT NULL,
+        input TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        output TEXT,
+        status TEXT NOT NULL
+            CHECK (status IN ('ok', 'error', 'halted', 'replayed', 'interrupted')),
+        error TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        idempotency_key TEXT,
+        model_used TEXT,
+        PRIMARY KEY (run_id, seq)
+    );
+    INSERT INTO steps_v3 SELECT * FROM steps;
+    DROP TABLE steps;
+    ALTER TABLE steps_v3 RENAME TO steps;
+    -- Budget counters of fleet and global windows are rebuilt from the steps in them.
+    CREATE INDEX steps_by_started ON steps (started_at);
+
+    -- Write-ahead records of calls on their way upstream (InflightRecord).
+    CREATE TABLE inflight (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        owner TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('llm', 'tool')),
+        name TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL
+    );
+    CREATE INDEX inflight_by_run ON inflight (run_id);
+
+    CREATE TABLE leases (
+        owner TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -315,7 +375,7 @@ _RUNS = _Table(
     "runs",
     RunRecord,
     {"outcome": _dump_opt, "topup": _dump_opt},
-    {"outcome": _load_opt, "topup": _load_opt, "status": RunStatus},
+    {"outcome": _load_opt, "topup": _load_opt, "status": RunStatus, "oneshot": bool},
 )
 _STEPS = _Table(
     "steps",
@@ -332,6 +392,14 @@ _IDEMPOTENCY = _Table("idempotency", IdempotencyRecord, {"result": _dump}, {"res
 _ARTIFACTS = _Table("artifacts", ArtifactRecord, {}, {})
 _AGENT_KEYS = _Table("agent_keys", AgentKeyRecord, {}, {"admin": bool})
 _AUDIT = _Table("audit", AuditEntry, {"payload": _dump}, {"payload": orjson.loads})
+_INFLIGHT = _Table("inflight", InflightRecord, {}, {})
+_LEASES = _Table("leases", LeaseRecord, {}, {})
+
+# A run's owner is gone: one of the owners found dead (a parameter list), or one with no
+# lease at all (a process writes its lease before it owns any run).
+_OWNER_GONE = (
+    "(owner IN (SELECT value FROM json_each(?)) OR owner NOT IN (SELECT owner FROM leases))"
+)
 
 # save_run sets every column but these: the id addresses the row, only request_kill
 # sets the kill time, and last_checkpoint_id is kept monotonic below.
@@ -356,6 +424,8 @@ _SET_AUDIT_HEAD = (
 _TOTALS = ("updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
 _SAVE_TOTALS = f"UPDATE runs SET {', '.join(f'{c} = :{c}' for c in _TOTALS)} WHERE id = :id"
 
+
+_SETTLE_INFLIGHT = "DELETE FROM inflight WHERE id = ?"
 
 # Answered from the runs_kill_requested index alone (see migration 2).
 _KILL_REQUESTS = (
@@ -429,6 +499,7 @@ class _StepWrite:
     seal: Callable[[AuditEntry | None], AuditEntry] | None
     what: str
     done: asyncio.Future[None] | None  # None for a queued step, which nobody waits on
+    settles: str | None  # the in-flight record this step ends
 
 
 def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
@@ -449,6 +520,9 @@ def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
     totals = {write.totals["id"]: write.totals for write in batch}
     if conn.executemany(_SAVE_TOTALS, list(totals.values())).rowcount != len(totals):
         raise NotFoundError("a step of the batch names no run")
+    settled = [(write.settles,) for write in batch if write.settles is not None]
+    if settled and conn.executemany(_SETTLE_INFLIGHT, settled).rowcount != len(settled):
+        raise NotFoundError("a step of the batch settles a call already settled")
 
 
 def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | None:
@@ -460,6 +534,13 @@ def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | 
         conn.execute(_STEPS.insert, write.step_row)
         if write.seal is not None:
             _append_audit(conn, write.seal)
+        # Exactly once: a call recovery charged already (its process was taken for dead)
+        # must not be counted again by its own step.
+        if (
+            write.settles is not None
+            and not conn.execute(_SETTLE_INFLIGHT, (write.settles,)).rowcount
+        ):
+            raise ConstraintError(f"{write.what}: call {write.settles!r} was settled already")
     except Exception as exc:
         conn.execute("ROLLBACK TO step")
         conn.execute("RELEASE step")
@@ -679,6 +760,105 @@ class SQLiteStore(Store):
 
         return await self._run(op, f"reopen_run {run_id!r}")
 
+    async def claim_run(
+        self, run_id: str, owner: str, *, dead: Collection[str], unowned: bool = True
+    ) -> RunRecord | None:
+        free = f"owner = ? OR {_OWNER_GONE}" + (" OR owner IS NULL" if unowned else "")
+        params = (owner, run_id, owner, _dump(list(dead)))
+
+        def op(conn: sqlite3.Connection) -> RunRecord | None:
+            with _transaction(conn):
+                claimed = conn.execute(
+                    f"UPDATE runs SET owner = ? WHERE id = ? AND status = 'running' AND ({free})",
+                    params,
+                ).rowcount
+                if not claimed:
+                    return None
+                row = conn.execute(f"{_RUNS.select} WHERE id = ?", (run_id,)).fetchone()
+            return _RUNS.from_row(row)
+
+        return await self._run(op, f"claim_run {run_id!r}")
+
+    async def orphaned_runs(self, dead: Collection[str]) -> list[RunRecord]:
+        return await self._all(
+            _RUNS,
+            f"WHERE status = 'running' AND owner IS NOT NULL AND {_OWNER_GONE} ORDER BY rowid",
+            _dump(list(dead)),
+        )
+
+    async def spending(
+        self,
+        *,
+        session: str | None = None,
+        agents: Collection[str] | None = None,
+        agent_type: str | None = None,
+        since: float | None = None,
+    ) -> Spending:
+        where: list[str] = []
+        params: list[Any] = []
+        if since is None:  # whole runs: their running totals
+            select = (
+                "SELECT SUM(cost_usd), SUM(input_tokens + output_tokens), SUM(steps),"
+                " SUM(tool_calls) FROM runs"
+            )
+            column = ""
+        else:  # the steps of a window
+            select = (
+                "SELECT SUM(s.cost_usd), SUM(s.input_tokens + s.output_tokens),"
+                " SUM(s.status IN ('ok', 'interrupted')),"
+                " SUM(s.kind = 'tool' AND s.status IN ('ok', 'interrupted'))"
+                " FROM steps s JOIN runs r ON r.id = s.run_id"
+            )
+            column = "r."
+            where.append("s.started_at >= ?")
+            params.append(since)
+        if session is not None:
+            where.append(f"{column}session = ?")
+            params.append(session)
+        if agents is not None:
+            where.append(f"{column}agent IN (SELECT value FROM json_each(?))")
+            params.append(_dump(list(agents)))
+        if agent_type is not None:
+            where.append(f"{column}agent_type = ?")
+            params.append(agent_type)
+        sql = select + (f" WHERE {' AND '.join(where)}" if where else "")
+
+        def op(conn: sqlite3.Connection) -> Spending:
+            usd, tokens, steps, tool_calls = conn.execute(sql, params).fetchone()
+            return Spending(usd or 0.0, tokens or 0, steps or 0, tool_calls or 0)
+
+        return await self._run(op)
+
+    # write-ahead records and leases
+
+    async def begin_call(self, record: InflightRecord) -> None:
+        await self._insert(_INFLIGHT, record, f"begin_call {record.id!r} of run {record.run_id!r}")
+
+    async def inflight(self, run_id: str) -> list[InflightRecord]:
+        return await self._all(_INFLIGHT, "WHERE run_id = ? ORDER BY rowid", run_id)
+
+    async def renew_lease(self, lease: LeaseRecord) -> None:
+        row = _LEASES.to_row(lease)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"{_LEASES.insert} ON CONFLICT (owner) DO UPDATE"
+                " SET heartbeat_at = excluded.heartbeat_at",
+                row,
+            )
+
+        await self._run(op, f"renew_lease {lease.owner!r}")
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        return await self._all(_LEASES, "ORDER BY started_at")
+
+    async def drop_leases(self, owners: Collection[str]) -> None:
+        await self._update(
+            "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))",
+            _dump(list(owners)),
+            what="drop_leases",
+        )
+
     # steps
 
     async def add_steps(self, steps: Sequence[StepRecord]) -> None:
@@ -697,9 +877,11 @@ class SQLiteStore(Store):
         run: RunRecord,
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
     ) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._enqueue_step(run, step, seal, done)
+        self._enqueue_step(run, step, seal, done, settles)
         await done
 
     def queue_step(
@@ -707,8 +889,10 @@ class SQLiteStore(Store):
         run: RunRecord,
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
     ) -> None:
-        self._enqueue_step(run, step, seal, None)
+        self._enqueue_step(run, step, seal, None, settles)
 
     def _enqueue_step(
         self,
@@ -716,6 +900,7 @@ class SQLiteStore(Store):
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None,
         done: asyncio.Future[None] | None,
+        settles: str | None,
     ) -> None:
         if step.run_id != run.id:
             raise ConstraintError(
@@ -730,6 +915,7 @@ class SQLiteStore(Store):
             seal,
             f"record_step {step.seq} of run {run.id!r}",
             done,
+            settles,
         )
         with self._steps_lock:
             batch = self._open_steps

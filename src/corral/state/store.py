@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -26,8 +26,11 @@ from corral.state.records import (
     DeadLetterRecord,
     DeadLetterStatus,
     IdempotencyRecord,
+    InflightRecord,
     Json,
+    LeaseRecord,
     RunRecord,
+    Spending,
     StepRecord,
 )
 
@@ -136,6 +139,57 @@ class Store(ABC):
         halted).
         """
 
+    @abstractmethod
+    async def claim_run(
+        self, run_id: str, owner: str, *, dead: Collection[str], unowned: bool = True
+    ) -> RunRecord | None:
+        """Make `owner` the running run's owner, atomically, if nobody else serves it: its
+        owner is `owner` already, one of `dead`, a process with no lease at all, or (with
+        `unowned`) None. The run as claimed; None if it is not running or someone live
+        owns it. Of two processes racing to claim one run, one wins."""
+
+    @abstractmethod
+    async def orphaned_runs(self, dead: Collection[str]) -> list[RunRecord]:
+        """Running runs whose owner is one of `dead` or has no lease: their process is gone."""
+
+    @abstractmethod
+    async def spending(
+        self,
+        *,
+        session: str | None = None,
+        agents: Collection[str] | None = None,
+        agent_type: str | None = None,
+        since: float | None = None,
+    ) -> Spending:
+        """What the runs matching every filter given spent, counted as the budget counts.
+
+        With `session` (and `agents`), the runs' totals; with `since`, the steps that
+        started at or after it (of runs of `agent_type` if given), which is what a fixed
+        budget window holds."""
+
+    # write-ahead records of calls in flight, and the leases of the processes serving runs
+
+    @abstractmethod
+    async def begin_call(self, record: InflightRecord) -> None:
+        """Store the record durably before the call goes upstream; the step that records
+        the call's end deletes it (record_step's `settles`). ConstraintError if its id is
+        taken; NotFoundError-free: an unknown run is a ConstraintError too."""
+
+    @abstractmethod
+    async def inflight(self, run_id: str) -> list[InflightRecord]:
+        """The run's calls begun and never recorded, oldest first."""
+
+    @abstractmethod
+    async def renew_lease(self, lease: LeaseRecord) -> None:
+        """Insert the lease, or move its heartbeat_at."""
+
+    @abstractmethod
+    async def list_leases(self) -> list[LeaseRecord]: ...
+
+    @abstractmethod
+    async def drop_leases(self, owners: Collection[str]) -> None:
+        """Forget these leases (their processes ended or were recovered from)."""
+
     # steps
 
     @abstractmethod
@@ -148,10 +202,13 @@ class Store(ABC):
         run: RunRecord,
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
     ) -> None:
         """Insert the step and save the run's totals (steps, tool_calls, tokens, cost_usd,
         updated_at; nothing else of the run) in one transaction, with the step's audit
-        entry too when `seal` is given (see append_audit).
+        entry too when `seal` is given (see append_audit), and the in-flight record
+        `settles` deleted.
 
         ConstraintError if the step belongs to another run or its seq is taken;
         NotFoundError if the run does not exist. Either way nothing is written.
@@ -163,6 +220,8 @@ class Store(ABC):
         run: RunRecord,
         step: StepRecord,
         seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
     ) -> None:
         """record_step without waiting for the disk: returns at once, and the step is
         written in order with the store's other operations, so any later read or write

@@ -12,7 +12,12 @@ Three variants, each for an LLM call and a tool call, timed call by call:
             lookup is a store read, which belongs to the durable variant)
   recorded  the supervisor's full gate list: the record gate writes a step row and an
             audit entry per call, and tool calls with a key look up and store their
-            result, on a SQLite file in a temp dir
+            result, on a SQLite file in a temp dir; as before the write-ahead (the run has
+            no owner, so the budget gate writes no in-flight record)
+  durable   recorded, plus the write-ahead: the run is owned by a process lease, so
+            before each call goes on the budget gate stores its worst case durably (an
+            awaited SQLite write) and the call's step deletes it: what the supervisor
+            does for every call. Its cost per call is durable minus recorded.
 
 The variants run interleaved in rounds after a warm-up, so drift (CPU frequency, the
 page cache) lands on all of them alike. Target: the gates variant adds at most 50 µs
@@ -102,13 +107,14 @@ def bench_policy(directory: Path) -> Policy:
     return load_policy(path, require_keys=False)
 
 
-def context(policy: Policy, run_id: str) -> RunContext:
+def context(policy: Policy, run_id: str, owner: str | None = None) -> RunContext:
     """A run's context as Supervisor._context builds it for a new run."""
     now = time.time()
     agent = policy.agents[AGENT]
     record = RunRecord(
-        id=run_id, agent=AGENT, agent_type=agent.type, created_at=now, updated_at=now
-    )
+        id=run_id, agent=AGENT, agent_type=agent.type, created_at=now, updated_at=now,
+        owner=owner,
+    )  # fmt: skip
     session = policy.agent_types[agent.type].session
     assert session is not None and session.wall_clock is not None
     return RunContext(
@@ -180,6 +186,8 @@ async def main() -> None:
         ):
             recorded = context(policy, f"run_{kind}_recorded")
             await store.create_run(recorded.record)
+            durable_ctx = context(policy, f"run_{kind}_durable", owner="bench")
+            await store.create_run(durable_ctx.record)
             bare_ctx = context(policy, f"run_{kind}_bare")
             bare = Variant(f"{kind} bare", transport, bare_ctx, plain, PER_ROUND)
             variants += [
@@ -200,6 +208,14 @@ async def main() -> None:
                     RECORDED_PER_ROUND,
                     bare,
                 ),
+                Variant(
+                    f"{kind} durable",
+                    pipeline(durable, transport),
+                    durable_ctx,
+                    keyed,
+                    RECORDED_PER_ROUND,
+                    bare,
+                ),
             ]
 
         for variant in variants:
@@ -215,6 +231,7 @@ async def main() -> None:
     print(f"corral pipeline, per call; Python {sys.version.split()[0]}, {loop} event loop")
     print(f"{'variant':<15} {'calls':>6} {'median µs':>10} {'p99 µs':>8} {'overhead µs':>12}")
     overhead: dict[str, float] = {}
+    bare_median = {v.name.split()[0]: v.summary()[0] for v in variants if v.baseline is None}
     for variant in variants:
         median, p99 = variant.summary()
         extra = "-"
@@ -228,6 +245,12 @@ async def main() -> None:
     for name in ("llm gates", "tool gates"):
         verdict = "met" if overhead[name] <= TARGET_US else "MISSED"
         print(f"target {name} overhead <= {TARGET_US:g} µs: {verdict} ({overhead[name]:.1f} µs)")
+    for kind in ("llm", "tool"):
+        cost = overhead[f"{kind} durable"] - overhead[f"{kind} recorded"]
+        ratio = (overhead[f"{kind} durable"] + bare_median[kind]) / (
+            overhead[f"{kind} recorded"] + bare_median[kind]
+        )
+        print(f"write-ahead per {kind} call: {cost:.1f} µs (durable/recorded median {ratio:.2f}x)")
 
 
 if __name__ == "__main__":

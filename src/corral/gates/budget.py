@@ -278,9 +278,15 @@ class BudgetGate:
         def shown(units: int) -> float | int:
             return units / scale if scale != 1 else units
 
+        # A run without a session is a session of its own: say so, or "session" puzzles.
+        alone = cap.level == "session" and ctx.record.session is None
+        level = "session" + (
+            alone * " (a request without X-Corral-Session is a session of its own)"
+        )
         return Halt(
             cap.reason,
-            f"{cap.level} {cap.dimension} cap of {shown(cap.limit)} would be crossed: "
+            f"{level if cap.level == 'session' else cap.level} {cap.dimension} cap of "
+            f"{shown(cap.limit)} would be crossed: "
             f"{shown(used)} spent, the next call needs at least {shown(needed)}",
             {
                 "rule": f"{cap.rule}.{cap.dimension}",

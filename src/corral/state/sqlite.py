@@ -494,19 +494,27 @@ log = logging.getLogger("corral.store")
 
 @dataclass(slots=True)
 class _StepWrite:
-    totals: dict[str, Any]
-    step_row: list[Any]
+    """A step (with its run's totals) or a write-ahead record (`begins`): the writes that
+    share group commits, since every call makes one of each."""
+
+    totals: dict[str, Any] | None
+    step_row: list[Any] | None
     seal: Callable[[AuditEntry | None], AuditEntry] | None
     what: str
     done: asyncio.Future[None] | None  # None for a queued step, which nobody waits on
-    settles: str | None  # the in-flight record this step ends
+    settles: str | None = None  # the in-flight record this step ends
+    begins: list[Any] | None = None  # an in-flight record's row, for begin_call
 
 
 def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
     """All steps of a batch in three statements, inside the caller's transaction: the
     steps, their audit entries chained in order, and each run's newest totals (a step
-    carries its run's running totals, so the last one of a run is all that counts)."""
-    conn.executemany(_STEPS.insert, [write.step_row for write in batch])
+    carries its run's running totals, so the last one of a run is all that counts); the
+    write-ahead records first, so one settled in the same batch is there to delete."""
+    begins = [write.begins for write in batch if write.begins is not None]
+    if begins:
+        conn.executemany(_INFLIGHT.insert, begins)
+    conn.executemany(_STEPS.insert, [w.step_row for w in batch if w.step_row is not None])
     sealed = [write.seal for write in batch if write.seal is not None]
     if sealed:
         row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
@@ -517,7 +525,7 @@ def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
             entries.append(last)
         conn.executemany(_AUDIT.insert, [_AUDIT.to_row(entry) for entry in entries])
         conn.execute(_SET_AUDIT_HEAD, (entries[-1].seq, entries[-1].hash))
-    totals = {write.totals["id"]: write.totals for write in batch}
+    totals = {write.totals["id"]: write.totals for write in batch if write.totals is not None}
     if conn.executemany(_SAVE_TOTALS, list(totals.values())).rowcount != len(totals):
         raise NotFoundError("a step of the batch names no run")
     settled = [(write.settles,) for write in batch if write.settles is not None]
@@ -529,9 +537,12 @@ def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | 
     """One step of a batch, in a savepoint: its error, or None once it is written."""
     conn.execute("SAVEPOINT step")
     try:
-        if conn.execute(_SAVE_TOTALS, write.totals).rowcount == 0:
+        if write.begins is not None:
+            conn.execute(_INFLIGHT.insert, write.begins)
+        if write.totals is not None and conn.execute(_SAVE_TOTALS, write.totals).rowcount == 0:
             raise NotFoundError(f"record_step: no run {write.totals['id']!r}")
-        conn.execute(_STEPS.insert, write.step_row)
+        if write.step_row is not None:
+            conn.execute(_STEPS.insert, write.step_row)
         if write.seal is not None:
             _append_audit(conn, write.seal)
         # Exactly once: a call recovery charged already (its process was taken for dead)
@@ -832,7 +843,12 @@ class SQLiteStore(Store):
     # write-ahead records and leases
 
     async def begin_call(self, record: InflightRecord) -> None:
-        await self._insert(_INFLIGHT, record, f"begin_call {record.id!r} of run {record.run_id!r}")
+        # In the step writes' group commit: under load one transaction holds the records
+        # of many calls going out and the steps of many coming back.
+        done = asyncio.get_running_loop().create_future()
+        what = f"begin_call {record.id!r} of run {record.run_id!r}"
+        self._enqueue(_StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
+        await done
 
     async def inflight(self, run_id: str) -> list[InflightRecord]:
         return await self._all(_INFLIGHT, "WHERE run_id = ? ORDER BY rowid", run_id)
@@ -906,9 +922,6 @@ class SQLiteStore(Store):
             raise ConstraintError(
                 f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
             )
-        conn = self._conn
-        if conn is None:
-            raise StoreError(f"store {self.path} is closed")
         write = _StepWrite(
             {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
             _STEPS.to_row(step),
@@ -917,6 +930,12 @@ class SQLiteStore(Store):
             done,
             settles,
         )
+        self._enqueue(write)
+
+    def _enqueue(self, write: _StepWrite) -> None:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"store {self.path} is closed")
         with self._steps_lock:
             batch = self._open_steps
             if batch is None:

@@ -1,0 +1,174 @@
+"""Counters rebuilt from the store after a restart, write-ahead records, and bounded counters."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from corral import Halted, HaltReason, Supervisor
+from corral.calls import RunStatus
+from corral.providers.sim import Fault, FaultKind, SimProvider
+from corral.state import InflightRecord
+from tests.runtime.conftest import example_policy
+
+TEAM = {
+    "steps: 40": "steps: 6",
+    "agents:\n": (
+        "agents:\n"
+        "  analyzer: {type: operational, route: default, team: review}\n"
+        "  verifier: {type: operational, route: default, team: review}\n"
+    ),
+}
+
+
+def ask(n: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Check invoice {n * 7919 % 10007}, please."}]
+
+
+@pytest.fixture
+def policy(tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    return example_policy(tmp_path, sim, TEAM)
+
+
+async def test_a_restart_restores_the_spending_of_every_run_in_the_session(policy: Path) -> None:
+    first = Supervisor.from_policy(policy)
+    analyzer = await first.run(agent="analyzer", session="s")
+    verifier = await first.run(agent="verifier", session="s")
+    for n in range(3):
+        await analyzer.chat("default", ask(n), max_tokens=5)
+    for n in range(2):
+        await verifier.chat("default", ask(10 + n), max_tokens=5)
+    # The process "dies": nothing completes, nothing is settled, its lease is gone.
+    await first.store.drop_leases([first.owner])
+    await first.store.close()
+    await first._http.close()
+
+    second = Supervisor.from_policy(policy)
+    resumed = await second.resume(analyzer.id)
+    # Five of the session's six steps were spent by the two runs together, not three.
+    await resumed.chat("default", ask(20), max_tokens=5)
+    with pytest.raises(Halted) as halted:
+        await resumed.chat("default", ask(21), max_tokens=5)
+    assert halted.value.reason is HaltReason.BUDGET_STEPS
+    assert halted.value.packet["rule"]["level"] == "session"
+    runs = await second.store.list_runs(session="s")
+    assert sum(r.steps for r in runs) == 6
+    await second.close()
+
+
+async def test_the_fleet_window_is_rebuilt_from_the_steps_in_it(
+    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    policy = example_policy(
+        tmp_path, sim, {"fleet:   {usd: 200, per: day}": "fleet: {usd: 0.0004, per: day}"}
+    )
+    first = Supervisor.from_policy(policy)
+    async with first.run(agent="support") as run:
+        await run.chat("default", ask(1), max_tokens=5)
+    spent = (await first.store.get_run(run.id)).cost_usd  # type: ignore[union-attr]
+    await first.close()
+    second = Supervisor.from_policy(policy)
+    run = await second.run(agent="support")
+    key = next(c for c in run.context.caps if c.level == "fleet" and c.dimension == "usd")
+    used = await second.counters.get(f"{key.key}:{int(second._clock() // 86400)}")
+    assert used.used >= round(spent * 1_000_000)
+    await run.complete()
+    await second.close()
+
+
+async def test_a_call_in_flight_when_its_process_died_is_charged_its_worst_case(
+    policy: Path, sim: SimProvider
+) -> None:
+    first = Supervisor.from_policy(policy)
+    run = await first.run(agent="support", session="crash")
+    await run.chat("default", ask(1), max_tokens=5)
+    # What a process that died mid-call leaves: a write-ahead record, and a lease gone.
+    record = InflightRecord(
+        "gone/1", run.id, first.owner, 2, "llm", "default", 1.0, 120, 400, 0.0043
+    )
+    await first.store.begin_call(record)
+    await first.store.drop_leases([first.owner])
+    before = await first.store.get_run(run.id)
+    assert before is not None
+
+    second = Supervisor.from_policy(policy, store=first.store)
+    resumed = await second.resume(run.id)
+    steps = await second.store.list_steps(run.id)
+    assert [(s.status, s.output_tokens, s.cost_usd) for s in steps][-1] == (
+        "interrupted",
+        400,
+        0.0043,
+    )
+    assert await second.store.inflight(run.id) == []
+    stored = await second.store.get_run(run.id)
+    assert stored is not None
+    assert stored.cost_usd == pytest.approx(before.cost_usd + 0.0043)
+    assert stored.steps == before.steps + 1
+    kinds = [e.kind for e in await second.store.list_audit()]
+    assert "run.recovered" in kinds
+    assert (await second.audit.verify()).ok
+    await resumed.complete()
+    await second.close()
+
+
+async def test_a_one_request_run_of_a_dead_process_halts_interrupted(policy: Path) -> None:
+    first = Supervisor.from_policy(policy)
+    run = await first.run(agent="support", oneshot=True)
+    record = InflightRecord("gone/2", run.id, first.owner, 1, "llm", "default", 1.0, 50, 100, 0.001)
+    await first.store.begin_call(record)
+    await first.store.drop_leases([first.owner])
+
+    second = Supervisor.from_policy(policy, store=first.store)
+    assert await second.recover() == [run.id]
+    stored = await second.store.get_run(run.id)
+    assert stored is not None
+    assert (stored.status, stored.halt_reason) == (RunStatus.HALTED, "interrupted")
+    dead = await second.store.dead_letter_for_run(run.id)
+    assert dead is not None and dead.packet["rule"] == {"rule": "recovery", "interrupted_calls": 1}
+    assert dead.packet["usage"]["cost_usd"] == pytest.approx(0.001)
+    await second.close()
+
+
+async def test_a_live_process_s_runs_are_not_taken_over(policy: Path) -> None:
+    first = Supervisor.from_policy(policy)
+    run = await first.run(agent="support", session="mine")
+    second = Supervisor.from_policy(policy, store=first.store)
+    assert await second.recover() == []
+    with pytest.raises(ValueError, match="served by another live process"):
+        await second.resume(run.id)
+    await run.complete()
+    await first.close()
+
+
+async def test_finished_runs_leave_no_counters_behind(policy: Path, sim: SimProvider) -> None:
+    sup = Supervisor.from_policy(policy)
+    baseline = None
+    for n in range(30):
+        async with sup.run(agent="support", task=f"t{n}", session=f"s{n}") as run:
+            await run.chat("default", ask(n), max_tokens=5)
+        if baseline is None:
+            baseline = len(sup.counters)  # type: ignore[arg-type]
+    assert len(sup.counters) == baseline  # type: ignore[arg-type]
+    keys = list(sup.counters._counters)  # type: ignore[attr-defined]
+    assert not [k for k in keys if k.startswith(("budget:task:", "budget:session:"))]
+    await sup.close()
+
+
+async def test_a_halted_run_keeps_its_counters_until_its_calls_in_flight_end(
+    policy: Path, sim: SimProvider
+) -> None:
+    sim.set_fault("gpt-4o", Fault(FaultKind.SLOW_FIRST_BYTE, delay=0.2))
+    sup = Supervisor.from_policy(policy)
+    run = await sup.run(agent="support", session="burst")
+
+    calls = [run.chat("default", ask(n), max_tokens=5) for n in range(12)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    ok = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(ok) == 6  # the session's six steps, not one more
+    stored = await sup.store.get_run(run.id)
+    assert stored is not None and stored.steps == 6
+    await sup.close()

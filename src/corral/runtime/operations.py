@@ -19,18 +19,26 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast, get_args
 
 from corral.calls import HaltReason, RunStatus
 from corral.gates.breaker import breaker_report
 from corral.policy import parse_duration
-from corral.runtime.recovery import LEASE_TTL_SECONDS, find_dead, new_owner, settle_orphan
+from corral.runtime.recovery import (
+    HOST,
+    LEASE_TTL_SECONDS,
+    find_dead,
+    new_owner,
+    settle_orphan,
+)
 from corral.state import (
     ConstraintError,
     Counters,
     DeadLetterRecord,
     DeadLetterStatus,
+    LeaseRecord,
     NotFoundError,
     RunRecord,
     StepRecord,
@@ -209,10 +217,15 @@ async def kill_run(
         )
     await audit.append("run.kill_requested", {"requested_at": now}, run_id)
     dead = await find_dead(store, now, lease_ttl)
-    halted = await settle_orphan(
-        store, audit, run_id, new_owner("kill"), dead, now=now, halt=HaltReason.KILLED,
-        unowned=True,
-    )  # fmt: skip
+    # Leased while it settles, so nobody takes this process for gone meanwhile.
+    owner = new_owner("kill")
+    await store.renew_lease(LeaseRecord(owner, HOST, os.getpid(), now, now))
+    try:
+        halted = await settle_orphan(
+            store, audit, run_id, owner, dead, now=now, halt=HaltReason.KILLED, unowned=True
+        )
+    finally:
+        await store.drop_leases([owner])
     return {"run_id": run_id, "requested_at": now, "halted": halted is not None}
 
 

@@ -118,7 +118,12 @@ async def test_a_wrong_method_is_405_and_changes_nothing(
     before = await snapshot(admin.store)
     reply = await admin.call(method, path)
     refused(reply, 405, "method_not_allowed", f"{path} takes {allowed}, not {method}")
+    assert admin.api.allowed(path) == (allowed,)  # the app's Allow header
     assert await snapshot(admin.store) == before
+
+
+def test_a_path_no_route_has_allows_nothing(admin: Admin) -> None:
+    assert admin.api.allowed("/admin/nope") == ()
 
 
 @pytest.mark.parametrize(
@@ -152,7 +157,7 @@ async def test_list_runs_newest_first_with_every_filter(admin: Admin) -> None:
     status, payload = await admin.get("/admin/runs")
     assert status == 200
     ids = [run["id"] for run in payload["runs"]]
-    assert sorted(ids) == ["again", "bare", "done", "gone", "live", "stuck"]
+    assert sorted(ids) == ["again", "bare", "done", "gone", "live", "orphan", "stuck"]
 
     async def listed(**query: str) -> list[str]:
         status, payload = await admin.get("/admin/runs", **query)
@@ -160,7 +165,7 @@ async def test_list_runs_newest_first_with_every_filter(admin: Admin) -> None:
         return sorted(run["id"] for run in payload["runs"])
 
     assert await listed(status="halted") == ["bare", "gone", "stuck"]
-    assert await listed(status="running") == ["again", "live"]
+    assert await listed(status="running") == ["again", "live", "orphan"]
     assert await listed(agent="support") == sorted(ids)
     assert await listed(agent="summarizer") == []
     assert len(await listed(limit="2")) == 2
@@ -185,6 +190,11 @@ async def test_list_runs_by_session(admin: Admin) -> None:
         ({"limit": str(MAX_RUNS_LIMIT + 1)}, "limit must be a whole number"),
         ({"status": "lost"}, "status must be one of running, completed, halted, got 'lost'"),
         ({"stauts": "halted"}, "unknown query parameter 'stauts'"),
+        # A blank filter is a mistake, never "no filter".
+        ({"status": ""}, "query parameter 'status' is empty: give a value, or leave it out"),
+        ({"agent": ""}, "query parameter 'agent' is empty"),
+        ({"session": ""}, "query parameter 'session' is empty"),
+        ({"limit": ""}, "query parameter 'limit' is empty"),
     ],
 )
 async def test_list_runs_refuses_a_bad_query(
@@ -219,7 +229,7 @@ async def test_show_unknown_run_is_404(admin: Admin) -> None:
 async def test_kill_marks_a_running_run_and_audits_it(admin: Admin) -> None:
     await seed(admin.store)
     status, payload = await admin.post("/admin/runs/live/kill")
-    assert (status, payload) == (200, {"run_id": "live", "requested_at": NOW})
+    assert (status, payload) == (200, {"run_id": "live", "requested_at": NOW, "halted": False})
     assert await admin.store.kill_requests() == {"live": NOW}
     entries = await admin.store.list_audit()
     assert [(e.kind, e.run_id, e.payload) for e in entries] == [
@@ -315,6 +325,7 @@ async def test_list_dead_letters_open_by_default_and_by_status(admin: Admin) -> 
 async def test_list_dead_letters_refuses_a_bad_status(admin: Admin) -> None:
     reply = await admin.get("/admin/dlq", status="lost")
     refused(reply, 400, "invalid_request_error", "status must be one of open, retried, dropped")
+    refused(await admin.get("/admin/dlq", status=""), 400, "invalid_request_error", "'status'")
 
 
 async def test_show_dead_letter_has_its_packet(admin: Admin) -> None:

@@ -345,19 +345,21 @@ async def test_an_unknown_path_is_404(serve: Serve) -> None:
         assert (await client.get("/v2/nothing")).status_code == 404
 
 
-def nested(levels: int) -> dict[str, Any]:
-    """A chat body whose arrays and objects nest `levels` deep, in a content part."""
-    chain: Any = "deep"
-    for _ in range(levels - 5):  # the body, messages, a message, its content, a part
-        chain = [chain]
-    part = {"type": "text", "text": "hi", "extra": chain}
-    return {"model": "default", "messages": [{"role": "user", "content": [part]}]}
+def nested(levels: int) -> bytes:
+    """A chat body whose arrays and objects nest `levels` deep, in a content part (as text:
+    JSON encoders stop short of the deepest)."""
+    chain = levels - 5  # the body, messages, a message, its content, a part
+    part = b'{"type": "text", "text": "hi", "extra": ' + b"[" * chain + b"1" + b"]" * chain
+    return (
+        b'{"model": "default", "max_tokens": 5, "messages": [{"role": "user", "content": [%s}]}]}'
+        % part
+    )
 
 
 async def test_a_body_nested_to_the_depth_limit_is_served(serve: Serve) -> None:
     gw = await serve()
     async with gw.client() as client:
-        answer = await client.post("/v1/chat/completions", json=nested(MAX_JSON_DEPTH))
+        answer = await client.post("/v1/chat/completions", content=nested(MAX_JSON_DEPTH))
     assert answer.status_code == 200, answer.text
 
 
@@ -367,9 +369,8 @@ async def test_a_body_nested_past_the_limit_is_a_400_naming_it(
     serve: Serve, path: str, levels: int
 ) -> None:
     gw = await serve()
-    body = {**nested(levels), "max_tokens": 5}
     async with gw.client() as client:
-        answer = await client.post(path, json=body)
+        answer = await client.post(path, content=nested(levels))
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["message"] == (

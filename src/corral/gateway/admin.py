@@ -70,12 +70,14 @@ def _match(template: tuple[str, ...], parts: tuple[str, ...]) -> dict[str, str] 
 
 
 def _only(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    """Refuse query parameters the route does not take: a misspelt filter must not
-    quietly list everything."""
-    for name in query:
+    """Refuse query parameters the route does not take, and empty ones: a misspelt or
+    blank filter must not quietly list everything."""
+    for name, value in query.items():
         if name not in allowed:
             takes = f"takes {', '.join(allowed)}" if allowed else "takes no query parameters"
             raise BadRequest(f"unknown query parameter {name!r}: this route {takes}")
+        if not value:
+            raise BadRequest(f"query parameter {name!r} is empty: give a value, or leave it out")
 
 
 def _no_body(body: Any) -> None:
@@ -112,26 +114,37 @@ class AdminAPI:
         self, method: str, path: str, query: Mapping[str, str], body: Any
     ) -> tuple[int, Any]:
         """(HTTP status, JSON-ready payload) for one request to an /admin/ path."""
+        route = self._route(path)
+        if route is None:
+            return error(404, "not_found", f"no admin route {path}")
+        params, methods = route
+        handler = methods.get(method)
+        if handler is None:
+            allowed = " or ".join(methods)
+            return error(405, "method_not_allowed", f"{path} takes {allowed}, not {method}")
+        # Only the operations' own refusals are answered here: anything else is a
+        # fault of the gateway, for the app to answer as one.
+        try:
+            return await handler(self, Request(params, query, body))
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except StateConflict as exc:
+            return error(409, "conflict", str(exc))
+        except InvalidArgument as exc:
+            return error(400, "invalid_request_error", str(exc))
+
+    def allowed(self, path: str) -> tuple[str, ...]:
+        """The methods an /admin/ path takes (none for a path no route has): a 405's Allow."""
+        route = self._route(path)
+        return tuple(route[1]) if route is not None else ()
+
+    def _route(self, path: str) -> tuple[dict[str, str], Mapping[str, Handler]] | None:
         parts = _split(path)
         for template, methods in self._table:
             params = _match(template, parts)
-            if params is None:
-                continue
-            handler = methods.get(method)
-            if handler is None:
-                allowed = " or ".join(methods)
-                return error(405, "method_not_allowed", f"{path} takes {allowed}, not {method}")
-            # Only the operations' own refusals are answered here: anything else is a
-            # fault of the gateway, for the app to answer as one.
-            try:
-                return await handler(self, Request(params, query, body))
-            except NotFound as exc:
-                return error(404, "not_found", str(exc))
-            except StateConflict as exc:
-                return error(409, "conflict", str(exc))
-            except InvalidArgument as exc:
-                return error(400, "invalid_request_error", str(exc))
-        return error(404, "not_found", f"no admin route {path}")
+            if params is not None:
+                return params, methods
+        return None
 
     # --- runs ----------------------------------------------------------------
 

@@ -49,6 +49,9 @@ Headers = list[tuple[bytes, bytes]]
 log = logging.getLogger("corral.gateway")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+# How deep a request body's arrays and objects may nest: far past what any real request
+# needs, and well inside what the record can encode again (orjson stops at 255 levels).
+MAX_JSON_DEPTH = 64
 SESSION_IDLE_SECONDS = 30 * 60.0
 # A revoked key keeps working in this process for at most this long; an expired one
 # stops at once (its expiry is checked on every request).
@@ -89,11 +92,15 @@ class Failure(ClientError):
         param: str | None = None,
         run_id: str | None = None,
         retry_after: float | None = None,
+        allow: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(status, type, message, param=param)
         self.code = code
         self.run_id = run_id
         self.retry_after = retry_after
+        self.allow = allow  # a 405's Allow header
+        self.request_id = request_id  # a 500's, as logged and audited
 
 
 def failure_of(exc: Exception, run_id: str | None) -> Failure:
@@ -142,7 +149,7 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
     if isinstance(exc, StoreError) and not isinstance(exc, ConstraintError | NotFoundError):
         log.error("gateway request failed on the store: %s", exc)
         return Failure(503, "store_unavailable", f"the store failed: {exc}", run_id=run_id)
-    log.exception("gateway request failed", exc_info=exc)
+    # A fault of the gateway: Gateway._failed logs and audits it under a request id.
     return Failure(500, "internal_error", f"{type(exc).__name__}: {exc}", run_id=run_id)
 
 
@@ -205,16 +212,18 @@ class Gateway:
         try:
             if door is not None:
                 if method != "POST":
-                    raise Failure(405, "invalid_request_error", f"{path} takes POST")
+                    raise _not_allowed(path, method, "POST")
                 status = await self._chat(door, headers, receive, send, started)
             elif path.startswith("/admin/"):
                 status = await self._admin_route(scope, method, path, headers, receive, send)
-            elif method == "GET" and path in _GET_ROUTES:
+            elif path in _GET_ROUTES:
+                if method != "GET":
+                    raise _not_allowed(path, method, "GET")
                 status = await self._get(path, headers, send)
             else:
                 raise Failure(404, "not_found", f"no route {method} {path}")
         except Exception as exc:
-            failure = failure_of(exc, None)
+            failure = await self._failed(exc, None)
             status = failure.status
             await _reply(
                 send,
@@ -330,10 +339,15 @@ class Gateway:
     ) -> int:
         await self._require_admin(headers)
         raw = await self._body(headers, receive)
+        if raw:
+            _require_json(headers)
         body = _json(raw) if raw else None
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        status, payload = await self._admin.handle(method, path, query, body)
-        await _reply(send, status, orjson.dumps(payload), [_JSON])
+        status, payload = await self._admin.handle(method, path, _query(scope), body)
+        reply_headers = [_JSON]
+        if status == 405:
+            allow = ", ".join(self._admin.allowed(path))
+            reply_headers.append((b"allow", allow.encode()))
+        await _reply(send, status, orjson.dumps(payload), reply_headers)
         return status
 
     # --- model calls ---------------------------------------------------------
@@ -347,6 +361,7 @@ class Gateway:
         started: float,
     ) -> int:
         key = await self._agent(headers)
+        _require_json(headers)
         request = door.parse(_json(await self._body(headers, receive)))
         policy = self.sup.policy.current
         agent = key.agent or ""
@@ -365,25 +380,36 @@ class Gateway:
         task = _text(headers.get(b"x-corral-task"), "X-Corral-Task")
         run = await self.sessions.enter(agent, session, task)
         try:
-            await report_tool_results(run, request.messages)
-            # The adapters read `extra_headers` as HTTP headers: a body must not set them.
-            request.params.pop("extra_headers", None)
-            call = LLMCall(
-                request.model, request.messages, request.params, max_tokens=request.max_tokens
-            )
-            if request.stream:
-                return await self._stream(door, request, run, call, receive, send, started)
-            try:
-                result = await run.send(call)
-            except Exception as exc:
-                raise self._note(failure_of(exc, run.id)) from exc
-            body = door.answer(result, request, _response_id())
-            overhead = perf_counter() - started - call.upstream_seconds
-            await _reply(send, 200, body, [_JSON, *await self._run_headers(run, overhead)])
-            self.metrics.answer(result.model, result.usage, result.cost_usd, overhead)
-            return 200
+            return await self._call(door, request, run, receive, send, started)
+        except Exception as exc:
+            # Whatever failed from here on failed in the run: answered with its id.
+            raise self._note(await self._failed(exc, run.id)) from exc
         finally:
             await self.sessions.leave(run, session)
+
+    async def _call(
+        self,
+        door: Door,
+        request: ChatRequest,
+        run: Run,
+        receive: Receive,
+        send: Send,
+        started: float,
+    ) -> int:
+        await report_tool_results(run, request.messages)
+        # The adapters read `extra_headers` as HTTP headers: a body must not set them.
+        request.params.pop("extra_headers", None)
+        call = LLMCall(
+            request.model, request.messages, request.params, max_tokens=request.max_tokens
+        )
+        if request.stream:
+            return await self._stream(door, request, run, call, receive, send, started)
+        result = await run.send(call)
+        body = door.answer(result, request, _response_id())
+        overhead = perf_counter() - started - call.upstream_seconds
+        await _reply(send, 200, body, [_JSON, *await self._run_headers(run, overhead)])
+        self.metrics.answer(result.model, result.usage, result.cost_usd, overhead)
+        return 200
 
     async def _stream(
         self,
@@ -399,15 +425,13 @@ class Gateway:
         limit, an upstream down) gets a plain error answer, not a broken stream."""
         answer = ChatStream(run, call)
         deltas = answer.__aiter__()
-        try:
-            first = await anext(deltas, None)
-        except Exception as exc:
-            raise self._note(failure_of(exc, run.id)) from exc
+        first = await anext(deltas, None)
         overhead = (call.upstream_started or perf_counter()) - started - call.upstream_seconds
         headers = await self._run_headers(run, overhead)
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
         encoder = door.stream(request, _response_id())
         opening = encoder.start() + (encoder.delta(first) if first is not None else b"")
+        # From here on a failure can only end the stream with an error event.
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
 
         async def pump() -> None:
             await _chunk(send, opening)
@@ -416,8 +440,10 @@ class Gateway:
                     piece = encoder.delta(delta)
                     if piece:
                         await _chunk(send, piece)
+                assert answer.result is not None
+                closing = encoder.end(answer.result)
             except Exception as exc:
-                failure = self._note(failure_of(exc, run.id))
+                failure = self._note(await self._failed(exc, run.id))
                 await _chunk(
                     send,
                     encoder.error(
@@ -425,8 +451,7 @@ class Gateway:
                     ),
                 )
                 return
-            assert answer.result is not None
-            await _chunk(send, encoder.end(answer.result))
+            await _chunk(send, closing)
             self.metrics.answer(
                 answer.result.model, answer.result.usage, answer.result.cost_usd, overhead
             )
@@ -445,6 +470,23 @@ class Gateway:
                 await hangup
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+    async def _failed(self, exc: Exception, run_id: str | None) -> Failure:
+        """What a request that raised `exc` answers. A fault of the gateway's own is logged
+        once and audited (`gateway.error`, with the run if there is one) under a request
+        id its 500 carries, so no failed call goes unrecorded."""
+        failure = failure_of(exc, run_id)
+        if failure.status != 500 or failure.request_id is not None:
+            return failure
+        request_id = f"req_{_response_id()}"
+        log.error("gateway request %s failed (run %s)", request_id, run_id, exc_info=exc)
+        try:
+            detail = {"request_id": request_id, "error": failure.message[:500]}
+            await self.sup.audit.append("gateway.error", detail, run_id)
+        except Exception:
+            log.exception("gateway request %s: the failure could not be audited", request_id)
+        message = f"the gateway failed on this request; its log has it under {request_id}"
+        return Failure(500, "internal_error", message, run_id=run_id, request_id=request_id)
 
     def _note(self, failure: Failure) -> Failure:
         if failure.type == "corral_halt" and failure.code is not None:
@@ -501,13 +543,97 @@ def _presented_key(headers: Mapping[bytes, bytes]) -> str | None:
     return None
 
 
+def _require_json(headers: Mapping[bytes, bytes]) -> None:
+    """Refuse (415) a body that says it is not JSON: application/json or application/*+json,
+    in UTF-8. A body that says nothing is read as JSON."""
+    declared = headers.get(b"content-type")
+    if declared is None:
+        return
+    media, *parameters = declared.decode("latin-1").lower().split(";")
+    media = media.strip()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Failure(
+            415,
+            "invalid_request_error",
+            f"Content-Type {media or '(empty)'!r} is not JSON: send application/json",
+            code="unsupported_media_type",
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"')
+        if name.strip() == "charset" and charset not in ("utf-8", "utf8"):
+            raise Failure(
+                415,
+                "invalid_request_error",
+                f"Content-Type charset {charset!r}: a JSON body is UTF-8",
+                code="unsupported_media_type",
+            )
+
+
 def _json(raw: bytes) -> Any:
     if not raw:
         raise Failure(400, "invalid_request_error", "the request has no body: send a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Failure(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
+    if type(body) is dict or type(body) is list:
+        path = _too_deep(body, MAX_JSON_DEPTH)
+        if path is not None:
+            where = _path_text(path[::-1])
+            raise Failure(
+                400,
+                "invalid_request_error",
+                f"the body nests deeper than {MAX_JSON_DEPTH} levels at {where}",
+                code="json_too_deep",
+                param=where.partition("[")[0].partition(".")[0] or None,
+            )
+    return body
+
+
+def _too_deep(value: dict[str, Any] | list[Any], levels: int) -> list[str | int] | None:
+    """The way (innermost first) to an array or object nested more than `levels` levels
+    deep in `value`, which is one; None if there is none."""
+    if levels == 0:
+        return []
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, child in items:
+        kind = type(child)  # what orjson makes: exactly dict and list, no subclasses
+        if kind is dict or kind is list:
+            path = _too_deep(child, levels - 1)
+            if path is not None:
+                path.append(key)
+                return path
+    return None
+
+
+def _path_text(path: list[str | int], shown: int = 6) -> str:
+    """A path into the body as field names and [indexes], e.g. messages[0].content[1]...,
+    its first `shown` steps only."""
+    text = ""
+    for key in path[:shown]:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}" if text else key
+    return text + ("..." if len(path) > shown else "")
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    """The query string's parameters; blank ones are kept (for the admin API to refuse: an
+    empty filter is a mistake, not "no filter"), and one given twice is refused."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name in query:
+            message = f"query parameter {name!r} is given more than once"
+            raise Failure(400, "invalid_request_error", message, param=name)
+        query[name] = value
+    return query
+
+
+def _not_allowed(path: str, method: str, allowed: str) -> Failure:
+    message = f"{path} takes {allowed}, not {method}"
+    return Failure(405, "invalid_request_error", message, code="method_not_allowed", allow=allowed)
 
 
 def _text(value: bytes | None, name: str) -> str | None:
@@ -535,6 +661,10 @@ def _failure_headers(failure: Failure) -> Headers:
         headers.append((b"x-corral-run", failure.run_id.encode()))
     if failure.retry_after is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(failure.retry_after))).encode()))
+    if failure.allow is not None:
+        headers.append((b"allow", failure.allow.encode()))
+    if failure.request_id is not None:
+        headers.append((b"x-corral-request-id", failure.request_id.encode()))
     return headers
 
 

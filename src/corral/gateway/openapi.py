@@ -2,17 +2,19 @@
 
 Model-call bodies are described loosely (the main fields, everything else passed to the
 upstream as-is): the OpenAI and Anthropic references own those formats. What Corral adds
-is described exactly: the halt error, the X-Corral-* headers and the admin API. The
-document is built once at import; the app serves its bytes.
+is described exactly: the halt error, the X-Corral-* headers and the admin API. Streamed
+answers are text/event-stream, each event's data one JSON object of the schema its
+description names. The document is built once at import; the app serves its bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from corral import __version__
 from corral.calls import HaltReason, RunStatus
 from corral.runtime.operations import DEAD_LETTER_FILTERS
+from corral.state import StepStatus
 from corral.state.counters import BreakerState
 
 Schema = dict[str, Any]
@@ -47,6 +49,30 @@ def _object(required: list[str], open_: bool = True, **properties: Schema) -> Sc
         schema["additionalProperties"] = False
     return schema
 
+
+def _event_data(schema: Schema, *literals: str) -> Schema:
+    """A server-sent event's data: JSON of `schema`, or one of the `literals` as is."""
+    json_data: Schema = {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": schema,
+    }
+    if not literals:
+        return json_data
+    return {"anyOf": [json_data, {"type": "string", "enum": list(literals)}]}
+
+
+# The events of a streamed Anthropic message, in the order they come.
+_MESSAGE_EVENTS = (
+    "message_start",
+    "content_block_start",
+    "ping",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "error",
+)
 
 _STRING: Schema = {"type": "string"}
 _INTEGER: Schema = {"type": "integer", "minimum": 0}
@@ -121,6 +147,38 @@ _SCHEMAS: dict[str, Schema] = {
         choices={"type": "array", "items": _ANY_OBJECT},
         usage=_ANY_OBJECT,
     ),
+    "ChatCompletionChunk": _object(
+        ["id", "object", "model", "choices"],
+        id=_STRING,
+        object={"const": "chat.completion.chunk"},
+        created={"type": "integer"},
+        model=_STRING,
+        choices={"type": "array", "items": _ANY_OBJECT},
+        usage=_ANY_OBJECT,
+    ),
+    "ChatCompletionEvent": {
+        "description": "One server-sent event of a streamed chat completion (OpenAI's "
+        "format): its data is a ChatCompletionChunk, or an Error that ends the stream, or, "
+        "last, the text [DONE].",
+        **_object(
+            ["data"],
+            event={"type": "string"},
+            data=_event_data(
+                {"anyOf": [_schema("ChatCompletionChunk"), _schema("Error")]}, "[DONE]"
+            ),
+        ),
+    },
+    "MessageStreamEvent": {
+        "description": "One server-sent event of a streamed message (Anthropic's format), "
+        "named by its data's type; an error event ends the stream.",
+        **_object(
+            ["event", "data"],
+            event={"type": "string", "enum": list(_MESSAGE_EVENTS)},
+            data=_event_data(
+                _object(["type"], type={"type": "string", "enum": list(_MESSAGE_EVENTS)})
+            ),
+        ),
+    },
     "MessagesRequest": _object(
         ["model", "messages", "max_tokens"],
         model={"type": "string", "description": "A model or route of the policy."},
@@ -186,6 +244,13 @@ _SCHEMAS: dict[str, Schema] = {
             description="Budget added by dead-letter retries, summed (wall_clock in seconds).",
             additionalProperties={"type": "number"},
         ),
+        owner=_nullable(
+            "string", description="The lease of the process serving the run; null once none does."
+        ),
+        oneshot={
+            "type": "boolean",
+            "description": "A run of one gateway request (no session): nobody resumes it.",
+        },
     ),
     "Step": _object(
         ["run_id", "seq", "kind", "name", "status", "started_at", "ended_at"],
@@ -197,7 +262,7 @@ _SCHEMAS: dict[str, Schema] = {
         output=_ANY,
         started_at=_TIME,
         ended_at=_TIME,
-        status={"type": "string", "enum": ["ok", "error", "halted", "replayed"]},
+        status={"type": "string", "enum": list(get_args(StepStatus))},
         error=_nullable("string"),
         input_tokens=_INTEGER,
         output_tokens=_INTEGER,
@@ -211,7 +276,15 @@ _SCHEMAS: dict[str, Schema] = {
         steps={"type": "array", "items": _schema("Step"), "description": "By seq."},
     ),
     "RunList": _object(["runs"], runs={"type": "array", "items": _schema("Run")}),
-    "KillRequested": _object(["run_id", "requested_at"], run_id=_STRING, requested_at=_TIME),
+    "KillRequested": _object(
+        ["run_id", "requested_at", "halted"],
+        run_id=_STRING,
+        requested_at=_TIME,
+        halted={
+            "type": "boolean",
+            "description": "True if the run was halted here and now: no live process served it.",
+        },
+    ),
     "DeadLetter": _object(
         ["id", "run_id", "reason", "status", "created_at", "updated_at"],
         id={"type": "integer"},
@@ -352,6 +425,12 @@ _HEADERS: dict[str, Schema] = {
         "description": "Seconds to wait before trying again.",
         "schema": {"type": "integer", "minimum": 1},
     },
+    "X-Corral-Request-Id": {
+        "description": "The id the gateway's log and the audit entry (gateway.error) of the "
+        "failure carry.",
+        "schema": _STRING,
+    },
+    "Allow": {"description": "The methods the path takes.", "schema": _STRING},
 }
 
 _PARAMETERS: dict[str, Schema] = {
@@ -392,6 +471,17 @@ _RESPONSES: dict[str, Schema] = {
     "NotFound": _answer("No such run, or the run has no dead letter.", _schema("Error")),
     "Conflict": _answer("The run or dead letter is in the wrong state.", _schema("Error")),
     "TooLarge": _answer("The request body is over the gateway's limit.", _schema("Error")),
+    "NotJson": _answer(
+        "The body's Content-Type is not JSON (application/json or application/*+json, "
+        "UTF-8); a body without one is read as JSON.",
+        _schema("Error"),
+    ),
+    "Internal": _answer(
+        "A fault of the gateway's own, logged and audited under the request id; a run the "
+        "request was in is named.",
+        _schema("Error"),
+        **{name: _ref("headers", name) for name in ("X-Corral-Request-Id", "X-Corral-Run")},
+    ),
     "RateLimited": _answer(
         "The agent's rate limit would make the request wait past its max_wait.",
         _schema("Error"),
@@ -406,12 +496,16 @@ _RESPONSES: dict[str, Schema] = {
 }
 
 
-def _chat_operation(operation_id: str, summary: str, request: str, answer: str, tag: str) -> Schema:
-    """A model-call route: its body, the streamed or whole answer, and every refusal."""
+def _chat_operation(
+    operation_id: str, summary: str, request: str, answer: str, event: str, tag: str
+) -> Schema:
+    """A model-call route: its body, the streamed or whole answer, and every refusal. The
+    stream's schema is that of one event, as OpenAPI 3.1 tools read text/event-stream."""
     return {
         "tags": [tag],
         "operationId": operation_id,
         "summary": summary,
+        "security": _KEYED,
         "parameters": [_ref("parameters", "Session"), _ref("parameters", "Task")],
         "requestBody": {"required": True, "content": _json(_schema(request))},
         "responses": {
@@ -420,7 +514,7 @@ def _chat_operation(operation_id: str, summary: str, request: str, answer: str, 
                 "headers": _ANSWER_HEADERS,
                 "content": {
                     **_json(_schema(answer)),
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    "text/event-stream": {"schema": _schema(event)},
                 },
             },
             "400": _ref("responses", "BadRequest"),
@@ -435,7 +529,9 @@ def _chat_operation(operation_id: str, summary: str, request: str, answer: str, 
                 "The model is neither a model nor a route of the policy.", _schema("Error")
             ),
             "413": _ref("responses", "TooLarge"),
+            "415": _ref("responses", "NotJson"),
             "429": _ref("responses", "RateLimited"),
+            "500": _ref("responses", "Internal"),
             "502": _ref("responses", "Upstream"),
             "503": _ref("responses", "Upstream"),
             "504": _ref("responses", "Upstream"),
@@ -459,7 +555,12 @@ def _admin(
 ) -> Schema:
     """An admin route. Every one refuses a query parameter it does not take (400) and
     a key that is not the admin key (401, 403)."""
-    operation: Schema = {"tags": ["admin"], "operationId": operation_id, "summary": summary}
+    operation: Schema = {
+        "tags": ["admin"],
+        "operationId": operation_id,
+        "summary": summary,
+        "security": _KEYED,
+    }
     parameters = ([_ref("parameters", "RunId")] if run_id else []) + (query or [])
     if parameters:
         operation["parameters"] = parameters
@@ -471,6 +572,8 @@ def _admin(
         **(errors or {}),
         "401": _ref("responses", "Unauthorized"),
         "403": _ref("responses", "AdminForbidden"),
+        **({"415": _ref("responses", "NotJson")} if body is not None else {}),
+        "500": _ref("responses", "Internal"),
     }
     return operation
 
@@ -485,7 +588,9 @@ def _query(name: str, description: str, schema: Schema) -> Schema:
     }
 
 
-_OPEN: list[Schema] = []  # an operation's `security: []`: no key needed
+# An agent key for the model calls, an admin key for /admin/; either way it is sent as
+# a bearer token or in x-api-key, as the two client SDKs do. Open routes declare none.
+_KEYED: list[Schema] = [{"bearer": []}, {"apiKey": []}]
 
 
 def _build() -> dict[str, Any]:
@@ -496,6 +601,7 @@ def _build() -> dict[str, Any]:
                 "A model call in OpenAI's Chat Completions format, through the policy's gates.",
                 "ChatCompletionRequest",
                 "ChatCompletion",
+                "ChatCompletionEvent",
                 "openai",
             )
         },
@@ -505,6 +611,7 @@ def _build() -> dict[str, Any]:
                 "A model call in Anthropic's Messages format, through the policy's gates.",
                 "MessagesRequest",
                 "Message",
+                "MessageStreamEvent",
                 "anthropic",
             )
         },
@@ -513,6 +620,7 @@ def _build() -> dict[str, Any]:
                 "tags": ["openai", "anthropic"],
                 "operationId": "listModels",
                 "summary": "The policy's models and routes.",
+                "security": _KEYED,
                 "parameters": [
                     {
                         "name": "anthropic-version",
@@ -525,6 +633,7 @@ def _build() -> dict[str, Any]:
                 "responses": {
                     "200": _answer("The listing.", _schema("ModelList")),
                     "401": _ref("responses", "Unauthorized"),
+                    "500": _ref("responses", "Internal"),
                 },
             }
         },
@@ -561,7 +670,8 @@ def _build() -> dict[str, Any]:
         "/admin/runs/{run_id}/kill": {
             "post": _admin(
                 "killRun",
-                "Ask a running run to halt with 'killed' at its next gate (audited).",
+                "Ask a running run to halt with 'killed' at its next gate (audited); one that "
+                "no live process serves halts at once.",
                 _answer("The kill is requested.", _schema("KillRequested")),
                 errors={"404": _NOT_FOUND, "409": _CONFLICT},
                 run_id=True,
@@ -647,7 +757,6 @@ def _build() -> dict[str, Any]:
                 "tags": ["meta"],
                 "operationId": "health",
                 "summary": "Liveness.",
-                "security": _OPEN,
                 "responses": {
                     "200": _answer(
                         "The gateway is up.", _object(["status"], status={"const": "ok"})
@@ -660,7 +769,6 @@ def _build() -> dict[str, Any]:
                 "tags": ["meta"],
                 "operationId": "metrics",
                 "summary": "Prometheus metrics.",
-                "security": _OPEN,
                 "responses": {
                     "200": {
                         "description": "The text exposition format.",
@@ -674,7 +782,6 @@ def _build() -> dict[str, Any]:
                 "tags": ["meta"],
                 "operationId": "openapi",
                 "summary": "This document.",
-                "security": _OPEN,
                 "responses": {"200": _answer("The OpenAPI 3.1 document.", _ANY_OBJECT)},
             }
         },
@@ -694,9 +801,6 @@ def _build() -> dict[str, Any]:
             {"name": "admin", "description": "Operator actions; they take an admin key."},
             {"name": "meta", "description": "Health, metrics and this document; no key."},
         ],
-        # An agent key for the model calls, an admin key for /admin/; either way it is
-        # sent as a bearer token or in x-api-key, as the two client SDKs do.
-        "security": [{"bearer": []}, {"apiKey": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {

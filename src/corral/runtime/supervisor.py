@@ -128,6 +128,7 @@ class Supervisor:
         self._adapters: dict[str, Adapter] = {}
         self._adapters_for: Policy | None = None
         self._runs: dict[str, Run] = {}
+        self._in_session: dict[str, int] = {}  # runs of this process per session key
         self._watcher: asyncio.Task[None] | None = None
         # The lease this process serves its runs under (see runtime/recovery.py).
         self.owner = new_owner()
@@ -208,11 +209,17 @@ class Supervisor:
 
     async def recover(self) -> list[str]:
         """Settle the runs of processes that died (see runtime/recovery.py) and take this
-        process's lease; done once, before this supervisor's first run. Returns the ids
-        of the runs settled."""
-        if self._recovered is None:
+        process's lease; done once, before this supervisor's first run (again if it
+        failed). Returns the ids of the runs settled."""
+        if self._recovered is None or (
+            self._recovered.done() and self._recovered.exception() is not None
+        ):
             self._recovered = asyncio.ensure_future(self._recover())
         await asyncio.shield(self._recovered)
+        if self._clock() - self._renewed_at >= LEASE_RENEW_SECONDS:
+            # Idle a while (no runs, so no watcher renewing it): renewed before this
+            # process owns a new run, so nobody takes that run for an orphan.
+            await self._renew_lease()
         return self._recovered_ids
 
     async def _recover(self) -> None:
@@ -420,6 +427,8 @@ class Supervisor:
 
     def _track(self, run: Run) -> Run:
         self._runs[run.id] = run
+        session = run.context.session
+        self._in_session[session] = self._in_session.get(session, 0) + 1
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_kills(), name="corral-kill-watcher")
         return run
@@ -428,9 +437,15 @@ class Supervisor:
         """A run ended: forget it, and drop the counters nobody counts against any more
         (its task's; its session's if no other run of this process is in it). They are
         rebuilt from the store if the run or session comes back."""
-        self._runs.pop(run.id, None)
+        if self._runs.pop(run.id, None) is None:
+            return
         ctx = run.context
-        shared = any(other.context.session == ctx.session for other in self._runs.values())
+        left = self._in_session[ctx.session] - 1
+        if left:
+            self._in_session[ctx.session] = left
+        else:
+            del self._in_session[ctx.session]
+        shared = left > 0
         done = [
             cap.key
             for cap in ctx.caps

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import corral
 from corral import Halted, HaltReason, Supervisor
 from corral.calls import RunStatus
 from corral.providers.sim import Fault, FaultKind, SimProvider
 from corral.state import InflightRecord
+from tests.runtime.agent_proc import Journal
 from tests.runtime.conftest import example_policy
+
+TEAM_PROC = Path(__file__).with_name("team_proc.py")
 
 TEAM = {
     "steps: 40": "steps: 6",
@@ -21,6 +30,28 @@ TEAM = {
         "  verifier: {type: operational, route: default, team: review}\n"
     ),
 }
+
+
+def kill_when_ready(policy: Path, journal: Journal, calls: int) -> None:
+    """Run team_proc.py until it has made `calls` calls, then SIGKILL it."""
+    source = str(Path(corral.__file__).resolve().parents[1])
+    tests_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, tests_root])}
+    agents = subprocess.Popen(
+        [sys.executable, str(TEAM_PROC), str(policy), str(journal.path), str(calls)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "ready" not in journal.lines() and agents.poll() is None:
+            assert time.monotonic() < deadline, journal.lines()
+            time.sleep(0.02)
+    finally:
+        agents.kill()  # SIGKILL: no handler, no cleanup
+        _, errors = agents.communicate()
+    assert agents.returncode == -signal.SIGKILL, errors
 
 
 def ask(n: int) -> list[dict[str, str]]:
@@ -171,4 +202,25 @@ async def test_a_halted_run_keeps_its_counters_until_its_calls_in_flight_end(
     assert len(ok) == 6  # the session's six steps, not one more
     stored = await sup.store.get_run(run.id)
     assert stored is not None and stored.steps == 6
+    await sup.close()
+
+
+async def test_after_a_kill_9_between_calls_of_two_agents_the_session_cap_holds(
+    policy: Path, tmp_path: Path
+) -> None:
+    """The incident: 39 of 40 steps used before a kill -9, 49 recorded after the restart,
+    because each resumed run restored only its own spending. Here: 6 steps, 5 used."""
+    journal = Journal(tmp_path / "journal.txt")
+    await asyncio.to_thread(kill_when_ready, policy, journal, 5)
+    run_ids = [line.removeprefix("run ") for line in journal.lines() if line.startswith("run ")]
+
+    sup = Supervisor.from_policy(policy)
+    analyzer, verifier = [await sup.resume(run_id) for run_id in run_ids]
+    await verifier.chat("default", ask(100), max_tokens=5)  # the sixth step
+    with pytest.raises(Halted) as halted:
+        await analyzer.chat("default", ask(101), max_tokens=5)
+    assert halted.value.reason is HaltReason.BUDGET_STEPS
+    runs = await sup.store.list_runs(session="shared")
+    assert sum(r.steps for r in runs) == 6
+    assert (await sup.audit.verify()).ok
     await sup.close()

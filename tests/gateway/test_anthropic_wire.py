@@ -111,6 +111,15 @@ MALFORMED: list[tuple[str, Any, str | None]] = [
     ("tool without schema", body(tools=[{"name": "weather"}]), "tools[0].input_schema"),
     ("tool without name", body(tools=[{"input_schema": {}}]), "tools[0].name"),
     ("tool choice", body(tool_choice={"type": "maybe"}), "tool_choice.type"),
+    ("OpenAI's limit bad", body(max_completion_tokens=0), "max_completion_tokens"),
+    ("n of 2", body(n=2), "n"),
+    ("best_of of 2", body(best_of=2), "best_of"),
+    ("service tier", body(service_tier="priority"), "service_tier"),
+    ("fast mode", body(speed="fast"), "speed"),
+    ("inference in one region", body(inference_geo="us"), "inference_geo"),
+    ("cache writes", body(cache_control={"type": "ephemeral"}), "cache_control"),
+    ("an OpenAI field", body(seed=1), "seed"),
+    ("unknown field", body(foo=1), "foo"),
 ]
 
 
@@ -124,6 +133,41 @@ def test_malformed_requests_name_the_field(payload: Any, param: str | None) -> N
     assert (error.status, error.type, error.param) == (400, "invalid_request_error", param)
     if param is not None:
         assert error.message.startswith(f"{param}: ")
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_tokens": 3, "max_completion_tokens": 1000},  # issue 10's: 17 tokens for a hold of 3
+        {"max_tokens": 1000, "max_completion_tokens": 3},
+        {"max_tokens": 1000, "max_output_tokens": 3, "n": 1},
+    ],
+)
+def test_output_limits_fold_into_one_max_tokens_the_smallest_winning(
+    limits: dict[str, int],
+) -> None:
+    parsed = DOOR.parse(body(**limits))
+    assert parsed.max_tokens == 3
+    assert parsed.params == {}  # none is forwarded beside the one the budget clamps
+
+
+def test_unknown_fields_are_refused_with_the_fields_corral_forwards() -> None:
+    with pytest.raises(ClientError) as raised:
+        request(container="c-1", temperature=0.1)
+    assert raised.value.param == "container"
+    with pytest.raises(ClientError) as raised:
+        request(mystery=1)
+    assert raised.value.message == (
+        "mystery: unknown field; Corral forwards only fields whose cost its budget can bound: "
+        "metadata, service_tier, stop_sequences, temperature, thinking, tool_choice, tools, "
+        "top_k, top_p (and the output limit)"
+    )
+    assert request(mystery=None).params == {}  # null: not given
+
+
+@pytest.mark.parametrize(("tier", "canonical"), [("auto", "auto"), ("standard_only", "default")])
+def test_service_tier_in_canonical_terms(tier: str, canonical: str) -> None:
+    assert request(service_tier=tier).params == {"service_tier": canonical}
 
 
 def test_unknown_block_message() -> None:
@@ -244,7 +288,7 @@ def client(
 
 
 def streamed(deltas: list[StreamDelta], result: LLMResult) -> list[bytes]:
-    encoder = DOOR.stream(request(stream=True), "s1")
+    encoder = DOOR.stream(request(stream=True), "s1", "smart")
     pieces = [encoder.start(), *(encoder.delta(d) for d in deltas), encoder.end(result)]
     return [piece for piece in pieces if piece]
 
@@ -290,7 +334,8 @@ async def test_stream_in_the_anthropic_client_accumulator(server: Canned) -> Non
         text = "".join([piece async for piece in stream.text_stream])
         final = await stream.get_final_message()
     assert text == "Let me look.Done."
-    assert final.id == "msg_s1" and final.model == "fast"
+    # The model that answered, as a whole answer names it, not the route asked for.
+    assert final.id == "msg_s1" and final.model == "smart"
     assert final.stop_reason == "tool_use"
     blocks = [(b.type, getattr(b, "text", None), getattr(b, "input", None)) for b in final.content]
     assert blocks == [

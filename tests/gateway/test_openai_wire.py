@@ -13,6 +13,7 @@ import pytest
 from corral.calls import LLMResult, StreamDelta, ToolCallRequest, Usage
 from corral.gateway.openai_wire import OpenAIDoor
 from corral.gateway.wire import ChatRequest, ClientError
+from corral.providers.params import FORWARDED
 from corral.providers.sim_wire import OPENAI, Answer
 from tests.gateway.conftest import Canned
 
@@ -48,20 +49,64 @@ def test_fields_the_gateway_handles_are_taken_out_the_rest_pass_unchanged() -> N
         "user": "u",
         "parallel_tool_calls": False,
         "logprobs": False,
-        "n": 1,
+        "service_tier": "flex",
     }
     parsed = DOOR.parse(
         body(
-            max_completion_tokens=50,
-            max_tokens=80,
+            max_completion_tokens=80,
+            max_tokens=50,
             stream=True,
             stream_options={"include_usage": True},
+            n=1,  # the one answer the budget holds: nothing to send
             **params,
         )
     )
     assert parsed.params == params
-    assert parsed.max_tokens == 50  # max_completion_tokens wins
+    assert parsed.max_tokens == 50
     assert parsed.stream and parsed.include_usage
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_completion_tokens": 1000, "max_tokens": 3},
+        {"max_tokens": 1000, "max_completion_tokens": 3},
+        {"max_output_tokens": 3, "max_tokens": 9},
+        {"max_completion_tokens": 3},
+    ],
+)
+def test_output_limits_fold_into_one_max_tokens_the_smallest_winning(
+    limits: dict[str, int],
+) -> None:
+    parsed = request(**limits)
+    assert parsed.max_tokens == 3
+    assert parsed.params == {}  # none is forwarded beside the one the budget clamps
+
+
+def test_every_forwarded_field_passes() -> None:
+    valid = {"tools": [TOOL], "service_tier": "auto"}
+    fields = {field: valid.get(field, 1) for field in FORWARDED}
+    assert request(**fields).params == fields
+
+
+def test_unknown_fields_are_refused_with_the_fields_corral_forwards() -> None:
+    with pytest.raises(ClientError) as raised:
+        request(n_predict=1000)
+    assert raised.value.param == "n_predict"
+    assert raised.value.message.startswith("n_predict: unknown field; Corral forwards only")
+    assert "max_completion_tokens" not in raised.value.message
+    assert all(field in raised.value.message for field in FORWARDED)
+    # Null is a field not given, as OpenAI's clients send it.
+    assert request(n_predict=None).params == {}
+
+
+def test_a_known_field_that_bills_past_the_hold_says_why() -> None:
+    with pytest.raises(ClientError) as raised:
+        request(prediction={"type": "content", "content": "x" * 10_000})
+    assert raised.value.message == (
+        "prediction: not forwarded: rejected predicted tokens are billed as output beyond "
+        "max_tokens"
+    )
 
 
 VALID = [
@@ -189,8 +234,24 @@ MALFORMED: list[tuple[str, Any, str | None]] = [
         body(tools=[{"type": "function", "function": {}}]),
         "tools[0].function.name",
     ),
+    ("max_output_tokens float", body(max_output_tokens=3.0), "max_output_tokens"),
+    (
+        "one limit of two bad",
+        body(max_tokens=5, max_completion_tokens="9"),
+        "max_completion_tokens",
+    ),
     ("n of 2", body(n=2), "n"),
     ("n of true", body(n=True), "n"),
+    ("n a string", body(n="1"), "n"),
+    ("best_of of 3", body(best_of=3), "best_of"),
+    ("priority tier", body(service_tier="priority"), "service_tier"),
+    ("fast tier", body(service_tier="fast"), "service_tier"),
+    ("scale tier", body(service_tier="scale"), "service_tier"),
+    ("audio output", body(modalities=["text", "audio"]), "modalities"),
+    ("web search", body(web_search_options={}), "web_search_options"),
+    ("legacy functions", body(functions=[{"name": "f"}]), "functions"),
+    ("headers in the body", body(extra_headers={"anthropic-beta": "x"}), "extra_headers"),
+    ("unknown field", body(foo=1), "foo"),
 ]
 
 
@@ -329,7 +390,7 @@ def client(
 
 
 def streamed(parsed: ChatRequest, deltas: list[StreamDelta], result: LLMResult) -> list[bytes]:
-    encoder = DOOR.stream(parsed, "s1")
+    encoder = DOOR.stream(parsed, "s1", "smart")
     pieces = [encoder.start(), *(encoder.delta(d) for d in deltas), encoder.end(result)]
     return [piece for piece in pieces if piece]
 
@@ -380,7 +441,8 @@ async def test_stream_with_tool_calls_and_usage_in_the_openai_client_accumulator
         texts = [event.delta async for event in stream if event.type == "content.delta"]
         final = await stream.get_final_completion()
     assert "".join(texts) == "Let me look."
-    assert final.id == "chatcmpl-s1" and final.model == "fast"
+    # The model that answered, as a whole answer names it, not the route asked for.
+    assert final.id == "chatcmpl-s1" and final.model == "smart"
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "Let me look."
@@ -443,9 +505,12 @@ def test_empty_deltas_send_nothing() -> None:
 
 
 def test_chunks_share_their_head() -> None:
-    encoder = DOOR.stream(request(), "s4")
+    encoder = DOOR.stream(request(), "s4", "smart")
     start = orjson.loads(encoder.start()[len(b"data: ") :])
     piece = orjson.loads(encoder.delta(StreamDelta(text="x"))[len(b"data: ") :])
     head = ("id", "object", "created", "model")
     assert [start[k] for k in head] == [piece[k] for k in head]
-    assert start["object"] == "chat.completion.chunk" and start["model"] == "fast"
+    assert start["object"] == "chat.completion.chunk" and start["model"] == "smart"
+    # Not told who answers, the stream names the model or route the request asked for.
+    unnamed = orjson.loads(DOOR.stream(request(), "s5").start()[len(b"data: ") :])
+    assert unnamed["model"] == "fast"

@@ -547,6 +547,56 @@ async def test_request_carries_extra_headers_stream_flags_and_max_tokens(
         assert whole["body"]["system"] == "You are terse."
 
 
+# --- what a call's params may send (params.outgoing) ----------------------------------------
+
+
+@both
+@apis
+async def test_a_call_sends_only_the_limit_the_budget_clamped(
+    build: Build, api: str, stream: bool
+) -> None:
+    # issue 10: an SDK caller's max_completion_tokens beside the clamped max_tokens had the
+    # upstream answer its 17 tokens for a hold of 3.
+    call, _ = make_call(stream, max_completion_tokens=1000, max_output_tokens=2000)
+    call.max_tokens = 3  # as the budget gate clamps it
+    result = await complete(build, api, call)
+    assert result.usage.output_tokens == 3
+
+
+@apis
+async def test_the_one_limit_sent_is_the_smallest_given(
+    own: Build, upstream: tuple[Upstream, str], api: str
+) -> None:
+    upstream[0].reply = body(400, {"error": {"message": "no"}})  # only the request matters
+    call, _ = make_call(False, max_completion_tokens=7, n=1, top_p=None)
+    call.max_tokens = 50
+    await failure(own, api, call)
+    [sent] = upstream[0].seen
+    assert sent["body"]["max_tokens"] == 7
+    assert not {"max_completion_tokens", "n", "top_p"} & sent["body"].keys()
+
+
+@apis
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"n": 2}, "n"),
+        ({"best_of": 4}, "best_of"),
+        ({"service_tier": "priority"}, "service_tier"),
+        ({"max_completion_tokens": "lots"}, "max_completion_tokens"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+        ({"num_predict": 10_000}, "num_predict"),
+    ],
+)
+async def test_a_field_that_could_bill_past_the_hold_is_a_bad_request_sent_nowhere(
+    own: Build, upstream: tuple[Upstream, str], api: str, params: dict[str, Any], field: str
+) -> None:
+    error = await failure(own, api, make_call(False, **params)[0])
+    assert error.kind is FailureKind.BAD_REQUEST  # not retried, no fallback
+    assert error.message.startswith(f"the request cannot be sent: {field}: ")
+    assert upstream[0].seen == []
+
+
 def openai_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
     return b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n"

@@ -12,9 +12,15 @@ from aiohttp import web
 from corral.calls import LLMCall
 from corral.policy import Model
 from corral.providers.anthropic import AnthropicAdapter
-from corral.providers.anthropic_format import FormatError, from_anthropic, to_anthropic
+from corral.providers.anthropic_format import (
+    ANTHROPIC_FIELDS,
+    FormatError,
+    from_anthropic,
+    to_anthropic,
+)
 from corral.providers.base import FailureKind, ProviderError
 from corral.providers.http import HttpClient
+from corral.providers.params import FORWARDED, FieldError
 
 PNG = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
@@ -350,17 +356,16 @@ def test_openai_parameters_in_anthropic_terms() -> None:
             "stop": "END",
             "temperature": 0.3,
             "top_p": 0.9,
+            "top_k": 4,
+            "service_tier": "default",
+            # OpenAI's alone: left out, as Anthropic refuses fields it does not know.
             "response_format": {"type": "json_object"},
-            "n": 1,
             "seed": 7,
             "user": "u-1",
             "presence_penalty": 0.1,
             "frequency_penalty": 0.1,
             "logprobs": False,
-            "stream_options": {"include_usage": True},
-            "max_completion_tokens": 10,
-            "top_k": None,  # null is "not given" to OpenAI clients
-            "extra_headers": {"X-Test": "1"},  # the adapter's, passed on to it
+            "reasoning_effort": "low",
         },
     )
     assert params == {
@@ -369,8 +374,43 @@ def test_openai_parameters_in_anthropic_terms() -> None:
         "stop_sequences": ["END"],
         "temperature": 0.3,
         "top_p": 0.9,
-        "extra_headers": {"X-Test": "1"},
+        "top_k": 4,
+        "service_tier": "standard_only",
     }
+
+
+def test_every_forwarded_field_has_an_anthropic_form_or_is_left_out() -> None:
+    valid = {"tools": [WEATHER], "tool_choice": "auto", "stop": ["END"], "service_tier": "flex"}
+    fields = {field: valid.get(field, 1) for field in FORWARDED}
+    _, _, params = to_anthropic([USER], fields)
+    assert set(params) <= ANTHROPIC_FIELDS
+    assert params["service_tier"] == "standard_only"  # no flex at Anthropic: never dearer
+
+
+@pytest.mark.parametrize(("tier", "canonical"), [("auto", "auto"), ("standard_only", "default")])
+def test_service_tier_both_ways(tier: str, canonical: str) -> None:
+    assert from_anthropic(None, [USER], {"service_tier": tier})[1] == {"service_tier": canonical}
+    assert to_anthropic([USER], {"service_tier": canonical})[2] == {"service_tier": tier}
+
+
+def test_from_anthropic_leaves_output_limits_and_multipliers_to_split() -> None:
+    fields = {"max_tokens": 5, "max_completion_tokens": 9, "n": None, "metadata": {"user_id": "u"}}
+    assert from_anthropic(None, [USER], fields)[1] == {"max_tokens": 5, "max_completion_tokens": 9}
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("stop", "unknown field"),  # OpenAI's name: Anthropic's is stop_sequences
+        ("speed", "premium"),
+        ("mcp_servers", "server-side tools"),
+    ],
+)
+def test_from_anthropic_refuses_fields_it_does_not_forward(field: str, words: str) -> None:
+    with pytest.raises(FieldError) as raised:
+        from_anthropic(None, [USER], {field: "x"})
+    assert raised.value.where == field
+    assert str(raised.value).startswith(f"{field}: ") and words in str(raised.value)
 
 
 def test_parallel_tool_calls_without_tools_or_with_choice_none_says_nothing() -> None:

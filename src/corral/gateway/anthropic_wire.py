@@ -1,8 +1,9 @@
 """The Anthropic Messages door: `POST /v1/messages` requests, answers and stream events.
 
 Requests are checked at the top level here and mapped to the canonical shape by
-`anthropic_format.from_anthropic`, which names any malformed field it meets; answers are
-written back in Anthropic's shape, whichever provider gave them.
+`anthropic_format.from_anthropic`, which names any malformed or unknown field it meets;
+their fields then meet `params.split` as the OpenAI door's do. Answers are written back in
+Anthropic's shape, whichever provider gave them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any
 import orjson
 
 from corral.calls import LLMResult, StreamDelta, ToolCallRequest, Usage
-from corral.gateway.openai_wire import invalid, model_and_messages, shown
-from corral.gateway.wire import ChatRequest, ClientError
-from corral.providers.anthropic_format import FormatError, from_anthropic
+from corral.gateway.openai_wire import invalid, model_and_messages, refused
+from corral.gateway.wire import ChatRequest
+from corral.providers.anthropic_format import from_anthropic
+from corral.providers.params import FieldError, positive_int, shown, split
 
-# The fields the gateway acts on itself or that from_anthropic takes apart; all others are
-# request parameters.
-_OWN_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "stream"})
+# The fields the gateway acts on itself or that from_anthropic takes apart; the others are
+# from_anthropic's to map (max_tokens among them, folded with any other output limit).
+_OWN_FIELDS = frozenset({"model", "messages", "system", "stream"})
 # OpenAI's finish reasons in Anthropic's words; others (Anthropic's own) pass as they are.
 _STOP = {
     "stop": "end_turn",
@@ -80,18 +82,18 @@ class AnthropicDoor:
 
     def parse(self, body: Any) -> ChatRequest:
         model, messages = model_and_messages(body)
-        max_tokens = body.get("max_tokens")
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise invalid("max_tokens", f"required, a positive integer; got {shown(max_tokens)}")
+        if not positive_int(body.get("max_tokens")):
+            got = shown(body.get("max_tokens"))
+            raise invalid("max_tokens", f"required, a positive integer; got {got}")
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise invalid("stream", f"expected a boolean; got {shown(stream)}")
-        params = {key: value for key, value in body.items() if key not in _OWN_FIELDS}
+        fields = {key: value for key, value in body.items() if key not in _OWN_FIELDS}
         try:
-            canonical, params = from_anthropic(body.get("system"), messages, params)
-        except ValueError as exc:
-            where = exc.where if isinstance(exc, FormatError) else None
-            raise ClientError(400, "invalid_request_error", str(exc), param=where) from None
+            canonical, fields = from_anthropic(body.get("system"), messages, fields)
+            params, max_tokens = split(fields)
+        except FieldError as exc:
+            raise refused(exc) from None
         # Anthropic streams always carry usage, so include_usage has no say here.
         return ChatRequest(model, canonical, params, max_tokens, stream is True)
 
@@ -132,8 +134,10 @@ class AnthropicDoor:
         # Anthropic's error shape has no param; the message names the field.
         return orjson.dumps(error_body(type, message, code, run_id))
 
-    def stream(self, request: ChatRequest, response_id: str) -> AnthropicStream:
-        return AnthropicStream(request, response_id)
+    def stream(
+        self, request: ChatRequest, response_id: str, model: str | None = None
+    ) -> AnthropicStream:
+        return AnthropicStream(response_id, model or request.model)
 
 
 def _event(name: bytes, data: bytes) -> bytes:
@@ -158,12 +162,12 @@ class AnthropicStream:
 
     __slots__ = ("_blocks", "_message_start", "_open", "_text_open", "_tools")
 
-    def __init__(self, request: ChatRequest, response_id: str) -> None:
+    def __init__(self, response_id: str, model: str) -> None:
         message: dict[str, Any] = {
             "id": message_id(response_id),
             "type": "message",
             "role": "assistant",
-            "model": request.model,
+            "model": model,
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,

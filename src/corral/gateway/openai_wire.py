@@ -1,7 +1,9 @@
 """The OpenAI Chat Completions door: `POST /v1/chat/completions` requests, answers, chunks.
 
 Its requests are already in the canonical shape, so parsing only checks them (naming the
-field that is wrong, as OpenAI does) and takes out what the gateway handles itself.
+field that is wrong, as OpenAI does), takes out what the gateway handles itself, and holds
+the other fields to `params.split`: output limits folded into one max_tokens, the fields
+Corral forwards, the rest refused.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import orjson
 
 from corral.calls import LLMResult, StreamDelta, Usage
 from corral.gateway.wire import ChatRequest, ClientError
+from corral.providers.params import FieldError, shown, split
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 _ROLE_SET = frozenset(_ROLES)
 _ROLE_LIST = ", ".join(_ROLES)
-# The fields the gateway acts on itself; all others go upstream as params.
-_OWN_FIELDS = frozenset(
-    {"model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options"}
-)
+# The fields the gateway acts on itself; all others are params.split's to forward or refuse.
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
 # Anthropic's stop reasons in OpenAI's words; other reasons (OpenAI's own) pass as they are.
 _FINISH = {
     "end_turn": "stop",
@@ -36,17 +37,9 @@ def invalid(param: str, message: str) -> ClientError:
     return ClientError(400, "invalid_request_error", f"{param}: {message}", param=param)
 
 
-def shown(value: Any) -> str:
-    """A value as an error message quotes it: strings and numbers themselves, else the type."""
-    if isinstance(value, str):
-        return repr(value[:60])
-    if value is None or isinstance(value, bool | int | float):
-        return orjson.dumps(value).decode()
-    return "an object" if isinstance(value, dict) else "an array"
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def refused(exc: FieldError) -> ClientError:
+    """The 400 of a field params.split or the format mapping would not take."""
+    return ClientError(400, "invalid_request_error", str(exc), param=exc.where)
 
 
 def finish_reason(result: LLMResult) -> str:
@@ -108,16 +101,17 @@ class OpenAIDoor:
         for index, message in enumerate(messages):
             _check_message(message, f"messages[{index}]")
         _check_tools(body.get("tools"))
-        n = body.get("n")
-        if n is not None and (not _positive_int(n) or n != 1):
-            raise invalid(
-                "n", f"only 1 is supported, as Corral budgets one answer per call; got {shown(n)}"
+        try:
+            params, max_tokens = split(
+                {key: value for key, value in body.items() if key not in _OWN_FIELDS}
             )
+        except FieldError as exc:
+            raise refused(exc) from None
         return ChatRequest(
             model=model,
             messages=messages,
-            params={key: value for key, value in body.items() if key not in _OWN_FIELDS},
-            max_tokens=_max_tokens(body),
+            params=params,
+            max_tokens=max_tokens,
             stream=_flag(body.get("stream"), "stream"),
             include_usage=_include_usage(body.get("stream_options")),
         )
@@ -168,8 +162,10 @@ class OpenAIDoor:
     ) -> bytes:
         return orjson.dumps({"error": error_fields(type, message, code, param, run_id)})
 
-    def stream(self, request: ChatRequest, response_id: str) -> OpenAIStream:
-        return OpenAIStream(request, response_id)
+    def stream(
+        self, request: ChatRequest, response_id: str, model: str | None = None
+    ) -> OpenAIStream:
+        return OpenAIStream(request, response_id, model or request.model)
 
 
 class OpenAIStream:
@@ -181,13 +177,13 @@ class OpenAIStream:
     _CHOICE_CLOSE = b',"logprobs":null,"finish_reason":null}]}\n\n'
     _DONE = b"data: [DONE]\n\n"
 
-    def __init__(self, request: ChatRequest, response_id: str) -> None:
+    def __init__(self, request: ChatRequest, response_id: str, model: str) -> None:
         head = orjson.dumps(
             {
                 "id": completion_id(response_id),
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
-                "model": request.model,
+                "model": model,
             }
         )[:-1]  # without its closing brace, to go on with the chunk's own fields
         self._choice_open = b"data: " + head + b',"choices":[{"index":0,"delta":'
@@ -299,20 +295,6 @@ def _check_tools(tools: Any) -> None:
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
             raise invalid(f"{at}.function.name", f"expected a non-empty string; got {shown(name)}")
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    """max_completion_tokens, OpenAI's current name, else the older max_tokens."""
-    chosen: int | None = None
-    for field in ("max_completion_tokens", "max_tokens"):
-        value = body.get(field)
-        if value is None:
-            continue
-        if not _positive_int(value):
-            raise invalid(field, f"expected a positive integer; got {shown(value)}")
-        if chosen is None:
-            chosen = value
-    return chosen
 
 
 def _flag(value: Any, field: str) -> bool:

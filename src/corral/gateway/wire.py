@@ -19,7 +19,7 @@ class ChatRequest:
 
     model: str  # a policy model or route
     messages: list[dict[str, Any]]  # OpenAI chat messages (system first, tool results as role tool)
-    params: dict[str, Any] = field(default_factory=dict)  # passed to the upstream as-is
+    params: dict[str, Any] = field(default_factory=dict)  # params.split's: forwarded as they are
     max_tokens: int | None = None
     stream: bool = False
     include_usage: bool = False  # OpenAI's stream_options.include_usage
@@ -81,6 +81,11 @@ class Door(Protocol):
         """The JSON body of an error."""
         ...
 
-    def stream(self, request: ChatRequest, response_id: str) -> StreamEncoder:
-        """An encoder for one streamed answer."""
+    def stream(
+        self, request: ChatRequest, response_id: str, model: str | None = None
+    ) -> StreamEncoder:
+        """An encoder for one streamed answer by `model`, the policy model that answers
+        (`LLMCall.target` once the first delta is in: a stream never falls back after it),
+        which the stream names as a whole answer does; not given, the request's model or
+        route."""
         ...

@@ -12,6 +12,7 @@ from corral.policy import Model
 from corral.providers.anthropic_format import to_anthropic
 from corral.providers.base import ErrorBody, FailureKind, ProviderError
 from corral.providers.http import Endpoint, HttpClient
+from corral.providers.params import outgoing
 from corral.providers.sse import Event, StreamedAnswer, as_text
 
 API_VERSION = "2023-06-01"
@@ -27,15 +28,15 @@ class AnthropicAdapter:
         }
 
     async def complete(self, name: str, model: Model, call: LLMCall) -> LLMResult:
+        fields, extra_headers, max_tokens = outgoing(call, model.max_output_tokens)
         try:
-            system, turns, params = to_anthropic(call.messages, call.params)
+            system, turns, params = to_anthropic(call.messages, fields)
         except ValueError as exc:
             # The request itself has no Anthropic form: no retry or other attempt can help.
             raise ProviderError(
                 FailureKind.BAD_REQUEST, f"the request cannot be sent to Anthropic: {exc}"
             ) from exc
-        headers = {**self._headers, **params.pop("extra_headers", {})}
-        max_tokens = call.max_tokens or model.max_output_tokens
+        headers = {**self._headers, **extra_headers}
         body: dict[str, Any] = {
             **params,
             "model": model.model,

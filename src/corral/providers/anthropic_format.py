@@ -3,8 +3,12 @@ and Anthropic Messages, both ways.
 
 One module for both directions so they stay each other's inverse: `to_anthropic` is what the
 Anthropic adapter sends upstream, `from_anthropic` is how the gateway's Anthropic door reads a
-client's request. Anything with no form on the other side raises `FormatError`, a ValueError
+client's request. Anything with no form on the other side raises `FormatError`, a FieldError
 whose `where` names the offending field (e.g. ``messages[2].content[0]``).
+
+Request fields: `to_anthropic` takes canonical params that `params.split` passed;
+`from_anthropic` maps the Anthropic fields Corral forwards (`ANTHROPIC_FIELDS`) onto them and
+refuses any other, leaving the shared names of output limits and multipliers to split.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from corral.providers.params import MULTIPLIERS, OUTPUT_LIMITS, FieldError, not_forwarded
+
 Block = dict[str, Any]
 System = str | list[Block] | None
 
@@ -22,41 +28,25 @@ System = str | list[Block] | None
 # newer OpenAI models call the system role.
 _SYSTEM_ROLES = ("system", "developer")  # a tuple: a malformed role may be unhashable
 
-# OpenAI request parameters with no Anthropic counterpart. Anthropic refuses unknown fields
-# with a 400, so these are left out rather than sent. `max_completion_tokens` is here because
-# the adapter always sends the call's own limit as `max_tokens`.
-_OPENAI_ONLY = frozenset(
-    {
-        "audio",
-        "frequency_penalty",
-        "function_call",
-        "functions",
-        "logit_bias",
-        "logprobs",
-        "max_completion_tokens",
-        "metadata",  # OpenAI's is stored-completion tags; Anthropic's takes only user_id
-        "modalities",
-        "n",
-        "prediction",
-        "presence_penalty",
-        "prompt_cache_key",
-        "reasoning_effort",
-        "response_format",
-        "safety_identifier",
-        "seed",
-        "service_tier",  # same name, different values on each side
-        "store",
-        "stream_options",
-        "top_logprobs",
-        "user",
-        "verbosity",
-        "web_search_options",
-    }
-)
+# Forwarded params with the same name and meaning in both APIs. The other forwarded params
+# that to_anthropic does not map (seed, response_format, user, metadata...) are OpenAI's
+# alone, and Anthropic refuses unknown fields with a 400, so they are left out.
+_SAME = frozenset({"temperature", "top_p", "top_k"})
 
-# Anthropic request parameters the canonical shape has no place for. Extended thinking needs
-# the thinking blocks of earlier turns, which the canonical messages cannot carry either.
-_ANTHROPIC_ONLY = frozenset({"metadata", "thinking"})
+# Anthropic's request fields that from_anthropic takes, besides the output limits and
+# multipliers whose names both APIs' clients share: the _SAME ones, those it maps, and two
+# the canonical shape has no place for, left out: `metadata` (only a user id) and
+# `thinking` (extended thinking needs the thinking blocks of earlier turns, which the
+# canonical messages cannot carry either; its tokens would count within max_tokens anyway).
+ANTHROPIC_FIELDS = _SAME | {"tools", "tool_choice", "stop_sequences", "service_tier"}
+_LEFT_OUT = frozenset({"metadata", "thinking"})
+_ANTHROPIC_LIST = ", ".join(sorted(ANTHROPIC_FIELDS | _LEFT_OUT))
+
+# service_tier: Anthropic's "auto" (its default) uses priority capacity where the account has
+# it, as OpenAI's "auto" follows the project's setting; "standard_only" is OpenAI's "default".
+# OpenAI's "flex" asks for a discount Anthropic does not offer: standard is the nearest.
+_TIER_TO_ANTHROPIC = {"auto": "auto", "default": "standard_only", "flex": "standard_only"}
+_TIER_FROM_ANTHROPIC = {"auto": "auto", "standard_only": "default"}
 
 # Anthropic block types that are valid but that OpenAI chat messages cannot express.
 _UNMAPPED_BLOCKS = frozenset(
@@ -81,12 +71,8 @@ _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
-class FormatError(ValueError):
+class FormatError(FieldError):
     """A request that has no form in the other API; `where` names the field."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
-        self.where = where
 
 
 def _type_name(value: Any) -> str:
@@ -306,9 +292,6 @@ def _params_to_anthropic(params: Mapping[str, Any]) -> dict[str, Any]:
     choice: Block | None = None
     parallel: Any = None
     for key, value in params.items():
-        # OpenAI clients send null for "not given"; Anthropic refuses null in most fields.
-        if value is None or key in _OPENAI_ONLY:
-            continue
         if key == "tools":
             mapped["tools"] = _tools_to_anthropic(value)
         elif key == "tool_choice":
@@ -317,7 +300,9 @@ def _params_to_anthropic(params: Mapping[str, Any]) -> dict[str, Any]:
             mapped["stop_sequences"] = _stop_sequences(value)
         elif key == "parallel_tool_calls":
             parallel = value
-        else:
+        elif key == "service_tier":
+            mapped["service_tier"] = _TIER_TO_ANTHROPIC[value]
+        elif key in _SAME:
             mapped[key] = value
     # Anthropic says "no parallel tool use" on the tool choice, which has no say when no tool
     # is offered or none may be used.
@@ -377,7 +362,7 @@ def from_anthropic(
     system: Any, messages: Any, params: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The canonical messages and params of an Anthropic Messages request's `system`,
-    `messages` and other fields (all but model, max_tokens and stream)."""
+    `messages` and other fields (all but model and stream)."""
     canonical: list[dict[str, Any]] = []
     if system is not None and system != "" and system != []:
         canonical.append({"role": "system", "content": _system_from(system)})
@@ -554,9 +539,11 @@ def _tool_call_from(block: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _params_from_anthropic(params: Mapping[str, Any]) -> dict[str, Any]:
     mapped: dict[str, Any] = {}
     for key, value in params.items():
-        if key in _ANTHROPIC_ONLY or value is None:
+        if value is None or key in _LEFT_OUT:
             continue
-        if key == "tools":
+        if key in OUTPUT_LIMITS or key in MULTIPLIERS:
+            mapped[key] = value  # for params.split to fold or check
+        elif key == "tools":
             mapped["tools"] = _tools_from_anthropic(value)
         elif key == "tool_choice":
             mapped.update(_choice_from_anthropic(value))
@@ -564,8 +551,15 @@ def _params_from_anthropic(params: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 raise FormatError("stop_sequences", "expected an array of strings")
             mapped["stop"] = value
-        else:
+        elif key == "service_tier":
+            tier = _TIER_FROM_ANTHROPIC.get(value) if isinstance(value, str) else None
+            if tier is None:
+                raise FormatError(key, "expected auto or standard_only")
+            mapped[key] = tier
+        elif key in _SAME:
             mapped[key] = value
+        else:
+            raise not_forwarded(key, _ANTHROPIC_LIST)
     return mapped
 
 

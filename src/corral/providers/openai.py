@@ -10,6 +10,7 @@ from corral.calls import LLMCall, LLMResult, StreamDelta, ToolCallRequest, Usage
 from corral.policy import Model
 from corral.providers.base import ErrorBody, FailureKind, ProviderError
 from corral.providers.http import Endpoint, HttpClient
+from corral.providers.params import outgoing
 from corral.providers.sse import Event, StreamedAnswer, as_text
 
 
@@ -19,13 +20,15 @@ class OpenAIAdapter:
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
 
     async def complete(self, name: str, model: Model, call: LLMCall) -> LLMResult:
-        params = dict(call.params)
-        headers = {**self._headers, **params.pop("extra_headers", {})}
-        max_tokens = call.max_tokens or model.max_output_tokens
+        params, extra_headers, max_tokens = outgoing(call, model.max_output_tokens)
+        headers = {**self._headers, **extra_headers}
         body: dict[str, Any] = {
             **params,
             "model": model.model,
             "messages": call.messages,
+            # The one limit, as max_tokens: every OpenAI-compatible server reads it, while
+            # one that predates max_completion_tokens would ignore that and not stop at all.
+            # (OpenAI's reasoning models refuse max_tokens: the call fails, unbilled.)
             "max_tokens": max_tokens,
             "stream": call.sink is not None,
         }

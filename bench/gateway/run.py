@@ -9,15 +9,20 @@ from the same fast fake upstream, and is loaded by wrk alone, one target at a ti
   (c) litellm  the LiteLLM proxy, one worker, no database, no master key, one model
   (d) corral   `corral serve` with every gate of the policy on, counters in memory and a
                SQLite store, all requests of one agent in one session
+  (e) corral@REF  with --before REF only: the same `corral serve` and policy, but the code of
+               git ref REF, checked out in a detached worktree in the scratch dir and run by
+               the same venv's python with PYTHONPATH=<worktree>/src (removed afterwards)
 
 At one connection it reports p50 and p99 latency (and the p50 each target adds over direct);
 at 32 connections, requests/s, p99, and throughput as a multiple of LiteLLM's. Every process
 shares the machine's cores with wrk and with each other, so the figures compare targets
-measured in the same run, on the same machine, rather than stand alone.
+measured in the same run, on the same machine, rather than stand alone. With --before it also
+prints the current corral's throughput and added p50 as multiples of corral@REF's.
 
 Any non-2xx answer or socket error fails the run (exit 1) and is printed instead of numbers.
 
 Run: .venv/bin/python bench/gateway/run.py  [--quick] [--json] [--targets direct,nginx,...]
+                                             [--before REF]
 Installs what is missing: wrk and nginx with apt-get (as root), LiteLLM into its own virtualenv
 under ~/.cache/corral-bench/litellm-venv (CORRAL_BENCH_LITELLM_VENV overrides), reused after.
 """
@@ -55,6 +60,8 @@ LABELS = {
     "litellm": "(c) litellm",
     "corral": "(d) corral",
 }
+BEFORE_PREFIX = "corral@"  # the --before target is named corral@REF
+BEFORE_LABEL = "(e)"
 CONNECTIONS = 32
 ADDED_P50_TARGET_MS = 0.5
 THROUGHPUT_TARGET = 30.0
@@ -182,6 +189,15 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def label(name: str) -> str:
+    return LABELS.get(name, f"{BEFORE_LABEL} {name}")
+
+
+def slug(name: str) -> str:
+    """A target's name as a file name: a ref such as origin/main or HEAD~3 holds / or ~."""
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", name)
+
+
 # --- tools ----------------------------------------------------------------------------
 
 
@@ -243,9 +259,14 @@ def corral_command() -> Path:
     raise BenchError("no `corral` next to this python nor in .venv/bin: install the project")
 
 
-def corral_serve_available(corral: Path) -> str | None:
+def corral_serve_available(command: list[str], env: Mapping[str, str] | None = None) -> str | None:
     """None if `corral serve` runs, else why not."""
-    probe = subprocess.run([str(corral), "serve", "--help"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [*command, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env=None if env is None else dict(env),
+    )
     if probe.returncode == 0:
         return None
     lines = (probe.stderr or probe.stdout).strip().splitlines()
@@ -506,15 +527,25 @@ guards:
 """
 
 
-def start_corral(processes: Processes, corral: Path, scratch: Path, upstream_port: int) -> Target:
+def start_corral(
+    processes: Processes,
+    corral: list[str],
+    scratch: Path,
+    upstream_port: int,
+    *,
+    name: str = "corral",
+    base_env: Mapping[str, str] | None = None,
+) -> Target:
+    """`corral` is the command line that runs the CLI; `base_env` (os.environ by default) is
+    where corral@REF's PYTHONPATH comes in, so its key is made by the same code that serves."""
     scratch.mkdir(parents=True, exist_ok=True)
     policy = scratch / "corral.yaml"
     policy.write_text(corral_policy(scratch, upstream_port))
-    env = {**os.environ, UPSTREAM_KEY_ENV: "x"}
+    env = {**(os.environ if base_env is None else base_env), UPSTREAM_KEY_ENV: "x"}
     for variable in ("CORRAL_POLICY", "CORRAL_ADMIN_KEY"):
         env.pop(variable, None)
     created = subprocess.run(
-        [str(corral), "keys", "create", "--agent", "bench", "--policy", str(policy)],
+        [*corral, "keys", "create", "--agent", "bench", "--policy", str(policy)],
         capture_output=True,
         text=True,
         env=env,
@@ -528,14 +559,107 @@ def start_corral(processes: Processes, corral: Path, scratch: Path, upstream_por
         )
     port = free_port()
     command = [
-        str(corral),
+        *corral,
         *("serve", "--policy", str(policy), "--host", "127.0.0.1", "--port", str(port)),
     ]
     log = scratch / "corral.log"
     process = processes.start(command, log, env=env, cwd=scratch)
-    ready = wait_ready(process, f"http://127.0.0.1:{port}/healthz", "corral serve", log, 60)
+    ready = wait_ready(process, f"http://127.0.0.1:{port}/healthz", f"{name} serve", log, 60)
     headers = {"Authorization": f"Bearer {key}", "X-Corral-Session": SESSION}
-    return Target("corral", f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready)
+    return Target(name, f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready)
+
+
+# --- corral@REF: the code of an earlier commit ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Before:
+    """corral@REF, ready to start: REF's code, checked out and proven to be what imports."""
+
+    name: str
+    ref: str
+    commit: str
+    command: list[str]
+    env: dict[str, str]
+    imports: str  # corral.__file__ as that interpreter, with that PYTHONPATH, sees it
+    version: str
+
+
+def git(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True)
+
+
+def resolve_ref(ref: str) -> str:
+    """REF's full commit id, resolved once so the worktree and the report name the same one."""
+    found = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if found.returncode != 0 or not found.stdout.strip():
+        raise BenchError(f"--before {ref}: not a commit of {ROOT}")
+    return found.stdout.strip()
+
+
+def source_of_work_tree() -> str:
+    """What the current corral runs: the work tree (an editable install), which may differ
+    from HEAD while others edit it, so the report says so."""
+    head = git("rev-parse", "--short=12", "HEAD").stdout.strip() or "?"
+    dirty = git("status", "--porcelain", "--", "src").stdout.strip()
+    return f"HEAD {head}" + (" with uncommitted changes under src/" if dirty else "")
+
+
+@contextlib.contextmanager
+def worktree(commit: str, path: Path) -> Iterator[Path]:
+    """A detached worktree of `commit` at `path`, removed on the way out (else git would keep
+    a stale entry for it once the scratch dir is gone)."""
+    added = git("worktree", "add", "--detach", "--quiet", str(path), commit)
+    if added.returncode != 0:
+        raise BenchError(f"git worktree add {path} {commit} failed:\n{added.stderr}")
+    try:
+        yield path
+    finally:
+        removed = git("worktree", "remove", "--force", str(path))
+        if removed.returncode != 0:
+            note(
+                f"warning: git worktree remove {path} failed ({removed.stderr.strip()}); "
+                "`git worktree prune` clears it once the scratch dir is gone"
+            )
+
+
+def venv_python() -> Path:
+    """The python beside the current `corral`, so the old code runs on the same dependencies."""
+    with contextlib.suppress(BenchError):
+        python = corral_command().parent / "python"
+        if python.exists():
+            return python
+    return Path(sys.executable)
+
+
+def corral_import(python: Path, env: Mapping[str, str]) -> tuple[str, str]:
+    """corral.__file__ and __version__ as `python` imports them under `env`."""
+    code = "import corral; print(corral.__file__); print(corral.__version__)"
+    probe = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=dict(env))
+    lines = probe.stdout.split()
+    if probe.returncode != 0 or len(lines) != 2:
+        raise BenchError(f"{python} could not import corral:\n{probe.stdout}{probe.stderr}")
+    return lines[0], lines[1]
+
+
+def prepare_before(ref: str, commit: str, checkout: Path) -> Before:
+    """corral@REF from the checkout at `checkout`; fails unless the interpreter imports corral
+    from there: PYTHONPATH comes before the venv's editable path to the work tree, but a check
+    costs less than a row that silently measures the current code twice."""
+    name = f"{BEFORE_PREFIX}{ref}"
+    python = venv_python()
+    src = checkout / "src"
+    # Replaced, not prepended to: an inherited PYTHONPATH could name the current src/.
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    imports, version = corral_import(python, env)
+    if not Path(imports).resolve().is_relative_to(src.resolve()):
+        raise BenchError(f"{name}: {python} imports corral from {imports}, not from {src}")
+    # `-m corral`, not `-m corral.cli`: cli.py has no __main__ guard, so that would do nothing.
+    command = [str(python), "-m", "corral"]
+    why = corral_serve_available(command, env)
+    if why is not None:
+        raise BenchError(f"{name}: corral serve is not available: {why}")
+    return Before(name, ref, commit, command, env, imports, version)
 
 
 def check(target: Target) -> dict[str, Any]:
@@ -600,7 +724,7 @@ def wrk_script(target: Target, scratch: Path) -> Path:
     ]
     for name, value in {"Content-Type": "application/json", **target.headers}.items():
         lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
-    script = scratch / f"{target.name}.lua"
+    script = scratch / f"{slug(target.name)}.lua"
     script.write_text("\n".join(lines) + "\n" + WRK_DONE)
     return script
 
@@ -680,8 +804,15 @@ def scratch_dir(keep: bool) -> Iterator[Path]:
 # --- the run ------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float]:
+def run(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Row], dict[str, str], float, dict[str, str]]:
+    """The rows, the versions, the load average before, and (with --before) where each
+    corral's code came from."""
     targets: list[str] = args.targets
+    # A ref that names no commit is a typo: fail before anything is installed or started.
+    before_commit = None if args.before is None else resolve_ref(args.before)
+    sources: dict[str, str] = {}
     load_before = os.getloadavg()[0]
     if load_before > 0.5:
         note(f"warning: load average {load_before:.2f} before the run: other work shares the cores")
@@ -691,7 +822,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float
     if "corral" in targets:
         try:
             corral = corral_command()
-            why = corral_serve_available(corral)
+            why = corral_serve_available([str(corral)])
         except BenchError as exc:
             why = str(exc)
         if why is not None:
@@ -700,21 +831,39 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float
     if "litellm" in targets:
         litellm_venv()
     found = versions(nginx, targets, corral)
+    if corral is not None and before_commit is not None:
+        imports, _ = corral_import(venv_python(), os.environ)
+        sources["corral"] = f"{source_of_work_tree()}, imports {imports}"
 
     processes = Processes()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     # Ctrl-C raises even where SIGINT came in ignored (a background job of a script).
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with scratch_dir(args.keep) as scratch:
+        # The stack exits first: the worktree goes before the scratch dir that holds it.
+        with scratch_dir(args.keep) as scratch, contextlib.ExitStack() as stack:
+            before: Before | None = None
+            if args.before is not None and before_commit is not None:
+                name = f"{BEFORE_PREFIX}{args.before}"
+                try:
+                    checkout = scratch / f"worktree-{slug(args.before)}"
+                    stack.enter_context(worktree(before_commit, checkout))
+                    before = prepare_before(args.before, before_commit, checkout)
+                except BenchError as exc:
+                    rows[name] = Row(name, error=str(exc))
+                    note(f"{label(name)}: {exc}")
+                else:
+                    found[name] = f"{before.version} at {before.commit[:12]}"
+                    sources[name] = f"worktree of {before.commit[:12]}, imports {before.imports}"
+                    note(f"{label(name)}: imports corral from {before.imports}")
             _, upstream_port = start_nginx(
                 processes, nginx, scratch / "upstream", fake_upstream_block()
             )
             for name in targets:
                 if name in rows:
                     continue
-                note(f"{LABELS[name]}")
-                place = scratch / name
+                note(f"{label(name)}")
+                place = scratch / slug(name)
                 place.mkdir()
                 target: Target | None = None
                 try:
@@ -729,13 +878,23 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float
                         )
                     elif name == "litellm":
                         target = start_litellm(processes, place, upstream_port)
-                    else:
+                    elif name == "corral":
                         assert corral is not None
-                        target = start_corral(processes, corral, place, upstream_port)
+                        target = start_corral(processes, [str(corral)], place, upstream_port)
+                    else:
+                        assert before is not None and name == before.name
+                        target = start_corral(
+                            processes,
+                            before.command,
+                            place,
+                            upstream_port,
+                            name=name,
+                            base_env=before.env,
+                        )
                     rows[name] = measure(target, place, args.duration, args.warmup)
                 except BenchError as exc:
                     rows[name] = Row(name, error=str(exc))
-                    note(f"{LABELS[name]} FAILED: {str(exc).splitlines()[0]}")
+                    note(f"{label(name)} FAILED: {str(exc).splitlines()[0]}")
                 finally:
                     if target is not None and target.process is not None:
                         processes.stop(target.process)
@@ -743,7 +902,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Row], dict[str, str], float
         processes.stop_all()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return {name: rows[name] for name in targets if name in rows}, found, load_before
+    return {name: rows[name] for name in targets if name in rows}, found, load_before, sources
 
 
 def figures(rows: dict[str, Row]) -> dict[str, Any]:
@@ -776,14 +935,37 @@ def figures(rows: dict[str, Row]) -> dict[str, Any]:
     corral_entry = out["targets"].get("corral", {}) if corral is not None else {}
     out["corral_added_p50_ms"] = corral_entry.get("added_p50_ms")
     out["corral_throughput_vs_litellm"] = corral_entry.get("throughput_vs_litellm")
+    before_name = next((name for name in rows if name.startswith(BEFORE_PREFIX)), None)
+    if before_name is not None:
+        out["corral_vs_before"] = versus_before(out["targets"], before_name)
     return out
 
 
+def versus_before(entries: dict[str, dict[str, Any]], before_name: str) -> dict[str, Any]:
+    """The current corral's throughput and added p50 as multiples of corral@REF's."""
+    now, then = entries.get("corral", {}), entries.get(before_name, {})
+    rps = f"c{CONNECTIONS}_requests_per_s"
+    throughput = None
+    if now.get(rps) and then.get(rps):
+        throughput = round(now[rps] / then[rps], 2)
+    added = None
+    # A ratio to an added p50 of zero or less (noise beside direct's) would mean nothing.
+    if now.get("added_p50_ms") is not None and (then.get("added_p50_ms") or 0) > 0:
+        added = round(now["added_p50_ms"] / then["added_p50_ms"], 2)
+    return {"before": before_name, "throughput_ratio": throughput, "added_p50_ratio": added}
+
+
 def report(
-    rows: dict[str, Row], found: dict[str, str], load_before: float, args: argparse.Namespace
+    rows: dict[str, Row],
+    found: dict[str, str],
+    load_before: float,
+    args: argparse.Namespace,
+    sources: dict[str, str],
 ) -> None:
     data = figures(rows)
     print(", ".join(f"{name} {version}" for name, version in found.items()))
+    for name, source in sources.items():
+        print(f"{name}: {source}")
     print(f"{os.cpu_count()} cores, load average {load_before:.2f} before the run")
     print(
         f"POST {PATH}, 2 messages, max_tokens 16, non-streamed; fake upstream: nginx return, "
@@ -791,20 +973,22 @@ def report(
         f"{args.warmup} s warm-up"
     )
     c = CONNECTIONS
+    # 13 wide as ever, wider only for a corral@REF label.
+    w = max(13, *(len(label(name)) + 1 for name in rows))
     print(
-        f"{'target':<13}{'c1 p50 ms':>10}{'c1 p99 ms':>10}{'+p50 ms':>9}"
+        f"{'target':<{w}}{'c1 p50 ms':>10}{'c1 p99 ms':>10}{'+p50 ms':>9}"
         f"{f'c{c} req/s':>11}{f'c{c} p99 ms':>11}{'x litellm':>11}"
     )
     for name, row in rows.items():
         entry = data["targets"][name]
         if row.error is not None:
             first = row.error.splitlines()[0]
-            print(f"{LABELS[name]:<13}FAILED: {first}")
+            print(f"{label(name):<{w}}FAILED: {first}")
             continue
         added = entry.get("added_p50_ms")
         ratio = entry.get("throughput_vs_litellm")
         print(
-            f"{LABELS[name]:<13}{entry['c1_p50_ms']:>10.3f}{entry['c1_p99_ms']:>10.3f}"
+            f"{label(name):<{w}}{entry['c1_p50_ms']:>10.3f}{entry['c1_p99_ms']:>10.3f}"
             f"{'-' if added is None else f'{added:.3f}':>9}"
             f"{entry[f'c{c}_requests_per_s']:>11.0f}{entry[f'c{c}_p99_ms']:>11.2f}"
             f"{'-' if ratio is None else f'{ratio:.1f}x':>11}"
@@ -827,6 +1011,17 @@ def report(
         )
     else:
         print(f"corral throughput / litellm at c={c}: n/a (target >= {THROUGHPUT_TARGET:.0f}x)")
+    if "corral_vs_before" in data:
+        report_versus_before(data["corral_vs_before"])
+
+
+def report_versus_before(versus: dict[str, Any]) -> None:
+    before = versus["before"]
+    throughput, added = versus["throughput_ratio"], versus["added_p50_ratio"]
+    shown = "n/a" if throughput is None else f"{throughput:.2f}x"
+    print(f"corral throughput / {before} at c={CONNECTIONS}: {shown} (above 1: faster now)")
+    shown = "n/a" if added is None else f"{added:.2f}x"
+    print(f"corral added p50 / {before} at c=1: {shown} (below 1: less added now)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -847,6 +1042,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(TARGETS),
         help=f"comma-separated subset of {','.join(TARGETS)} (default: all)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also run corral@REF: `corral serve` from a git worktree of REF (e.g. e2e779d), "
+        "and print the current corral's figures as multiples of its",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
@@ -857,6 +1058,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not chosen:
         parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
     args.targets = [t for t in TARGETS if t in chosen]
+    if args.before is not None:
+        if not args.before.strip() or args.before.startswith("-"):
+            parser.error("--before takes a git ref, e.g. --before e2e779d")
+        args.targets.append(f"{BEFORE_PREFIX}{args.before}")  # its row right after corral's
     return args
 
 
@@ -873,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with _keyboard_interrupt_exits():
         try:
-            rows, found, load_before = run(args)
+            rows, found, load_before, sources = run(args)
         except (BenchError, subprocess.CalledProcessError) as exc:
             note(f"FAILED: {exc}")
             return 1
@@ -881,12 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"seconds": args.duration, "warmup_seconds": args.warmup}
         machine = {"cores": os.cpu_count(), "load_average_before": load_before}
         output = {"versions": found, **settings, **machine, **figures(rows)}
+        if sources:
+            output["sources"] = sources
         print(json.dumps(output, indent=2))
     else:
-        report(rows, found, load_before, args)
+        report(rows, found, load_before, args, sources)
     failed = [name for name, row in rows.items() if row.error is not None]
     for name in failed:
-        note(f"\n{LABELS[name]} FAILED:\n{rows[name].error}")
+        note(f"\n{label(name)} FAILED:\n{rows[name].error}")
     return 1 if failed else 0
 
 

@@ -11,6 +11,7 @@ import tracemalloc
 import orjson
 import pytest
 
+from corral.providers.sim import Fault, FaultKind
 from tests.gateway.conftest import Serve, Served
 
 # Small enough that each test takes a fraction of a second.
@@ -201,6 +202,23 @@ async def test_pipelined_requests_are_each_answered(serve: Serve) -> None:
     reader, writer = await connect(gw)
     writer.write(GET_HEALTHZ * 3)
     assert [(await answer(reader))[0] for _ in range(3)] == [200, 200, 200]
+    close(writer)
+
+
+async def test_an_oversized_head_behind_an_unanswered_request_cuts_the_connection(
+    serve: Serve,
+) -> None:
+    gw = await limited(serve)
+    gw.sim.set_fault(None, Fault(FaultKind.SLOW_FIRST_BYTE, delay=0.5))
+    reader, writer = await connect(gw)
+    chat = orjson.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}]})
+    first = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (gw.agent_key.encode(), len(chat), chat)
+    # Pipelined behind it, before its answer: a 431 now would read as the first one's.
+    writer.write(first + b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+    assert await closed(reader)
     close(writer)
 
 

@@ -58,9 +58,9 @@ class _Stop(Exception):
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the gateway's connection limits.
 
-    The timeouts share one timer per connection that is moved only forwards lazily:
-    a phase change sets a deadline, and the timer, when it fires early, re-arms for it.
-    So a request costs a few assignments, not a timer of its own.
+    The timeouts share one timer per connection: a phase change only sets a deadline
+    (the timer is re-armed at once only for an earlier one), and the timer, when it fires
+    before the deadline, re-arms for it. So a request costs a few assignments, not timers.
     """
 
     def __init__(
@@ -205,9 +205,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self.cycle.response_started:  # answered without the body; it never came
                 self.transport.close()
                 return
-            # The app waiting on the body is told the client is gone, so it answers no one.
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
+            self._drop_request_in_hand()
             message = f"the request body did not arrive within {self.limits.body_timeout:g}s"
             self._refuse(408, "request_timeout", message)
         elif self._over_limit:
@@ -220,7 +218,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- refusals ------------------------------------------------------------
 
+    def _drop_request_in_hand(self) -> bool:
+        """Tell the app its unanswered request lost its client, so it answers no one;
+        whether there was one."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        cycle.disconnected = True
+        cycle.message_event.set()
+        return True
+
     def _refuse_head(self, *, count: bool = False) -> None:
+        if self._drop_request_in_hand():
+            # A head sent before the last answer (pipelined): an answer now would be read
+            # as the one to the request before, so the connection is only cut.
+            self._refused = True
+            self.transport.close()
+            return
         if count:
             what = f"have more than {self.limits.max_headers} fields"
         else:

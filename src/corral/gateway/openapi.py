@@ -75,6 +75,7 @@ _MESSAGE_EVENTS = (
 )
 
 _STRING: Schema = {"type": "string"}
+_NAME: Schema = {"type": "string", "minLength": 1}  # a filter given empty is refused
 _INTEGER: Schema = {"type": "integer", "minimum": 0}
 _NUMBER: Schema = {"type": "number", "minimum": 0}
 _TIME: Schema = {"type": "number", "description": "Epoch seconds."}
@@ -309,7 +310,10 @@ _SCHEMAS: dict[str, Schema] = {
             [],
             open_=False,
             add_usd={
-                "type": ["number", "string"],
+                "anyOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "pattern": r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"},
+                ],
                 "description": 'USD, e.g. 0.2 or "0.20"; not negative.',
             },
             add_tokens=_INTEGER,
@@ -648,8 +652,8 @@ def _build() -> dict[str, Any]:
                         "Only runs with this status.",
                         {"type": "string", "enum": [status.value for status in RunStatus]},
                     ),
-                    _query("agent", "Only runs of this agent.", _STRING),
-                    _query("session", "Only runs of this session.", _STRING),
+                    _query("agent", "Only runs of this agent.", _NAME),
+                    _query("session", "Only runs of this session.", _NAME),
                     _query(
                         "limit",
                         "The newest this many runs.",

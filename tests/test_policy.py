@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,19 @@ def edited(old: str, new: str) -> str:
     text = example_text()
     assert text.count(old) == 1, f"edit anchor {old!r} must occur once"
     return text.replace(old, new)
+
+
+def changed_line(old: str, new: str) -> int:
+    """The line of the example that `edited(old, new)` changes first."""
+    text = example_text()
+    start = text[: text.index(old)].count("\n") + 1
+    pairs = zip_longest(old.splitlines(), new.splitlines())
+    return start + next(i for i, (was, now) in enumerate(pairs) if was != now)
+
+
+def line_of(text: str, needle: str) -> int:
+    assert text.count(needle) == 1, f"{needle!r} must occur once"
+    return text[: text.index(needle)].count("\n") + 1
 
 
 def test_example_loads_and_means_what_it_says() -> None:
@@ -82,173 +97,173 @@ def test_snapshot_is_immutable() -> None:
     assert isinstance(policy.agents["support"].tools, tuple)
 
 
-# Each broken file: an edit to the example, and the exact message expected.
+# Each broken file: an edit to the example, and the exact message expected; {line} is the
+# line the edit changes, so the table holds while the example grows.
 BROKEN = [
     pytest.param(
         ("    route: default\n    tools:", "    route: dflt\n    tools:"),
-        "corral.yaml:32 agents.support.route: unknown route 'dflt' (known: default)",
+        "corral.yaml:{line} agents.support.route: unknown route 'dflt' (known: default)",
         id="unknown-route",
     ),
     pytest.param(
         ("    type: operational\n    route: default\n    rate_limit: {tokens",
          "    type: ops\n    route: default\n    rate_limit: {tokens"),
-        "corral.yaml:36 agents.summarizer.type: unknown agent type 'ops' "
+        "corral.yaml:{line} agents.summarizer.type: unknown agent type 'ops' "
         "(known: operational, research)",
         id="unknown-agent-type",
     ),
     pytest.param(
         ("[get_customer, draft_email, send_email]", "[get_customer, draft_mail, send_email]"),
-        "corral.yaml:33 agents.support.tools[1]: unknown tool 'draft_mail' "
+        "corral.yaml:{line} agents.support.tools[1]: unknown tool 'draft_mail' "
         "(known: draft_email, get_customer, send_email)",
         id="unknown-tool",
     ),
     pytest.param(
         ("fast:  {provider: sim,", "fast:  {provider: simm,"),
-        "corral.yaml:14 models.fast.provider: unknown provider 'simm' "
+        "corral.yaml:{line} models.fast.provider: unknown provider 'simm' "
         "(known: anthropic, openai, sim)",
         id="unknown-provider",
     ),
     pytest.param(
         ("default: [smart, fast]", "default: [smart, quick]"),
-        "corral.yaml:19 routes.default[1]: unknown model 'quick' (known: fast, smart)",
+        "corral.yaml:{line} routes.default[1]: unknown model 'quick' (known: fast, smart)",
         id="unknown-model-in-route",
     ),
     pytest.param(
         ("    rate_limit: {requests_per_minute: 600,", "    rate: {requests_per_minute: 600,"),
-        "corral.yaml:34 agents.support.rate: unknown key 'rate' "
-        "(expected one of: type, route, tools, rate_limit)",
+        "corral.yaml:{line} agents.support.rate: unknown key 'rate' "
+        "(expected one of: type, route, tools, rate_limit, team)",
         id="unknown-key",
     ),
     pytest.param(
         ("wall_clock: 10m}", "wall_clock: 10x}"),
-        "corral.yaml:23 agent_types.operational.session.wall_clock: "
+        "corral.yaml:{line} agent_types.operational.session.wall_clock: "
         "expected a duration like 500ms, 30s, 10m, 1h or 1d, got '10x'",
         id="bad-duration",
     ),
     pytest.param(
         ("max_delay: 8s", "max_delay: 8"),
-        "corral.yaml:42 retry.max_delay: expected a duration like 500ms, 30s, 10m, 1h or 1d, "
+        "corral.yaml:{line} retry.max_delay: expected a duration like 500ms, 30s, 10m, 1h or 1d, "
         "got 8",
         id="duration-without-unit",
     ),
     pytest.param(
         ("task:    {usd: 0.20}", "task:    {usd: lots}"),
-        "corral.yaml:24 agent_types.operational.task.usd: "
+        "corral.yaml:{line} agent_types.operational.task.usd: "
         "expected an amount in USD like 0.50, got 'lots'",
         id="bad-amount",
     ),
     pytest.param(
         ("fleet:   {usd: 200,", "fleet:   {usd: -200,"),
-        "corral.yaml:25 agent_types.operational.fleet.usd: must not be negative, got -200",
+        "corral.yaml:{line} agent_types.operational.fleet.usd: must not be negative, got -200",
         id="negative-amount",
     ),
     pytest.param(
         ("tool_calls: 50,", "tool_calls: -1,"),
-        "corral.yaml:23 agent_types.operational.session.tool_calls: must not be negative, got -1",
+        "corral.yaml:{line} agent_types.operational.session.tool_calls: "
+        "must not be negative, got -1",
         id="negative-limit",
     ),
     pytest.param(
         ("steps: 40,", "steps: forty,"),
-        "corral.yaml:23 agent_types.operational.session.steps: "
+        "corral.yaml:{line} agent_types.operational.session.steps: "
         "expected a whole number, got 'forty'",
         id="wrong-type-count",
     ),
     pytest.param(
         ("priority: high}", "priority: urgent}"),
-        "corral.yaml:34 agents.support.rate_limit.priority: "
+        "corral.yaml:{line} agents.support.rate_limit.priority: "
         "expected one of 'high', 'normal' or 'low', got 'urgent'",
         id="bad-enum",
     ),
     pytest.param(
         ("global: {usd: 1000, per: day}", "global: {usd: 1000, per: fortnight}"),
-        "corral.yaml:40 global.per: expected one of 'hour', 'day' or 'week', got 'fortnight'",
+        "corral.yaml:{line} global.per: expected one of 'hour', 'day' or 'week', got 'fortnight'",
         id="bad-window",
     ),
     pytest.param(
         ("""- when: 'tool == "sql_write" && args.rows > 1000'""",
          """- when: 'tool == "sql_write" &&'"""),
-        "corral.yaml:57 approvals[1].when: invalid rule expression at column 23: "
+        "corral.yaml:{line} approvals[1].when: invalid rule expression at column 23: "
         "Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', "
         "'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
         id="rule-syntax",
     ),
     pytest.param(
         ("""- when: 'scope == "irreversible"'""", """- when: 'scop == "irreversible"'"""),
-        "corral.yaml:54 approvals[0].when: unknown name 'scop' in rule "
+        "corral.yaml:{line} approvals[0].when: unknown name 'scop' in rule "
         "(known: agent, agent_type, args, scope, session, task, tool)",
         id="rule-unknown-variable",
     ),
     pytest.param(
         ("""- when: 'scope == "irreversible"'""", """- when: 'shout(scope)'"""),
-        "corral.yaml:54 approvals[0].when: unknown function 'shout' in rule",
+        "corral.yaml:{line} approvals[0].when: unknown function 'shout' in rule",
         id="rule-unknown-function",
     ),
     pytest.param(
         ("on_timeout: escalate", "on_timeout: shrug"),
-        "corral.yaml:59 approvals[1].on_timeout: "
+        "corral.yaml:{line} approvals[1].on_timeout: "
         "expected one of 'cancel', 'escalate' or 'fallback', got 'shrug'",
         id="bad-on-timeout",
     ),
     pytest.param(
         ("tools: [get_customer, draft_email, send_email]", "tools: get_customer"),
-        "corral.yaml:33 agents.support.tools: expected a list, got 'get_customer'",
+        "corral.yaml:{line} agents.support.tools: expected a list, got 'get_customer'",
         id="wrong-type-list",
     ),
     pytest.param(
         ("failure_rate: 0.5", "failure_rate: 50"),
-        "corral.yaml:43 breaker.failure_rate: expected a fraction between 0 and 1, got 50",
+        "corral.yaml:{line} breaker.failure_rate: expected a fraction between 0 and 1, got 50",
         id="fraction-out-of-range",
     ),
     pytest.param(
         ("context: {warn_at: 0.7,", "context: {warn_at: 0.95,"),
-        "corral.yaml:46 context: warn_at (0.95) must not be above critical_at (0.9)",
+        "corral.yaml:{line} context: warn_at (0.95) must not be above critical_at (0.9)",
         id="warn-above-critical",
     ),
     pytest.param(
         ("store: sqlite:///corral.db", "store: mysql://db"),
-        "corral.yaml:5 store: expected a URL starting with sqlite:// or postgresql://, "
+        "corral.yaml:{line} store: expected a URL starting with sqlite:// or postgresql://, "
         "got 'mysql://db'",
         id="bad-store-url",
     ),
     pytest.param(
         ("  fast:  {provider: sim, model: gpt-4o-mini, context_window: 128000}\n",
          "  fast:  {provider: sim, context_window: 128000}\n"),
-        "corral.yaml:14 models.fast.model: missing required key 'model'",
+        "corral.yaml:{line} models.fast.model: missing required key 'model'",
         id="missing-key",
     ),
     pytest.param(
         ("  research:\n", "  operational:\n"),
-        "corral.yaml:26 agent_types.operational: duplicate key (first at line 22)",
+        "corral.yaml:{line} agent_types.operational: duplicate key (first at line 22)",
         id="duplicate-key",
     ),
     pytest.param(
         ("fleet:   {usd: 200, per: day}", "fleet:   {usd: 200, per: day, wall_clock: 1h}"),
-        "corral.yaml:25 agent_types.operational.fleet: "
+        "corral.yaml:{line} agent_types.operational.fleet: "
         "wall_clock applies to a task or a session, not to many runs at once",
         id="wall-clock-on-fleet",
     ),
     pytest.param(
         ("fast:  {provider: sim, model: gpt-4o-mini,", "fast:  {provider: sim, model: our-llm-7,"),
-        "corral.yaml:14 models.fast: no known price for 'our-llm-7', which runs under a USD "
+        "corral.yaml:{line} models.fast: no known price for 'our-llm-7', which runs under a USD "
         "budget (add price: {input_per_mtok: ..., output_per_mtok: ...}; it is never counted "
         "as 0 $)",
         id="unknown-price-under-usd-budget",
     ),
     pytest.param(
         ("version: 1", "version: 2"),
-        "corral.yaml:4 version: expected one of 1, got 2",
+        "corral.yaml:{line} version: expected one of 1, got 2",
         id="bad-version",
     ),
     pytest.param(
-        ("routes:                                 # fallback chains: the first that answers wins\n"
-         "  default: [smart, fast]",
-         "routes:\n  default: [smart, fast]\n  fast: [smart]"),
-        "corral.yaml:20 routes.fast: 'fast' is both a model and a route",
+        ("  default: [smart, fast]\n", "  default: [smart, fast]\n  fast: [smart]\n"),
+        "corral.yaml:{line} routes.fast: 'fast' is both a model and a route",
         id="model-route-clash",
     ),
     pytest.param(
-        ("  input:  {injection: block}", "  input:  {injection: [block"),
-        "corral.yaml:63: invalid YAML: did not find expected ',' or ']'",
+        ("  input:  {injection: block}", "  input:  {injection: [block}"),
+        "corral.yaml:{line}: invalid YAML: did not find expected ',' or ']'",
         id="invalid-yaml",
     ),
 ]  # fmt: skip
@@ -256,24 +271,28 @@ BROKEN = [
 
 @pytest.mark.parametrize(("edit", "expected"), BROKEN)
 def test_broken_policy_is_refused_with_exact_message(edit: tuple[str, str], expected: str) -> None:
-    assert refuse(edited(*edit)) == expected
+    assert refuse(edited(*edit)) == expected.replace("{line}", str(changed_line(*edit)))
 
 
 def test_every_mistake_is_listed_in_line_order() -> None:
     text = edited("priority: high}", "priority: urgent}").replace("max_delay: 8s", "max_delay: 8")
+    priority, delay = line_of(text, "priority: urgent"), line_of(text, "max_delay: 8,")
+    assert priority < delay
     assert refuse(text).splitlines() == [
-        "corral.yaml:34 agents.support.rate_limit.priority: "
+        f"corral.yaml:{priority} agents.support.rate_limit.priority: "
         "expected one of 'high', 'normal' or 'low', got 'urgent'",
-        "corral.yaml:42 retry.max_delay: expected a duration like 500ms, 30s, 10m, 1h or 1d, got 8",
+        f"corral.yaml:{delay} retry.max_delay: "
+        "expected a duration like 500ms, 30s, 10m, 1h or 1d, got 8",
     ]
 
 
 def test_missing_api_key_is_an_error_only_for_a_used_provider() -> None:
     # openai and anthropic have no key set, but no model runs on them: fine.
     assert parse_policy(example_text(), env={"SIM_API_KEY": "k"}).providers["openai"]
+    line = line_of(example_text(), "  sim: ")
     assert refuse(example_text(), env={}) == (
-        "corral.yaml:9 providers.sim.api_key_env: environment variable SIM_API_KEY is not set "
-        "(provider 'sim' is used by models fast, smart)"
+        f"corral.yaml:{line} providers.sim.api_key_env: "
+        "environment variable SIM_API_KEY is not set (provider 'sim' is used by models fast, smart)"
     )
 
 
@@ -294,7 +313,8 @@ def test_error_names_the_file_as_given(tmp_path: Path) -> None:
     path.write_text(edited("version: 1", "version: 3"))
     with pytest.raises(PolicyError) as caught:
         load_policy(path, env=ENV)
-    assert str(caught.value) == f"{path}:4 version: expected one of 1, got 3"
+    line = line_of(path.read_text(), "version: 3")
+    assert str(caught.value) == f"{path}:{line} version: expected one of 1, got 3"
 
 
 def test_minimal_policy_takes_defaults() -> None:
@@ -327,8 +347,9 @@ def test_reload_swaps_snapshot_and_keeps_old_one_on_error(tmp_path: Path) -> Non
     outcome = live.reload()
     assert not outcome.ok
     assert live.current is good and outcome.policy is good
+    line = line_of(path.read_text(), "route: dflt")
     assert str(outcome.error) == (
-        f"{path}:32 agents.support.route: unknown route 'dflt' (known: default)"
+        f"{path}:{line} agents.support.route: unknown route 'dflt' (known: default)"
     )
 
 
@@ -360,5 +381,216 @@ def test_store_only_tools_can_skip_the_key_check() -> None:
 def test_a_breaker_that_could_never_close_is_refused() -> None:
     text = edited("failure_rate: 0.5", "failure_rate: 0")
     assert refuse(text) == (
-        "corral.yaml:43 breaker: failure_rate must be above 0, or the breaker trips on every call"
+        f"corral.yaml:{line_of(text, 'breaker:')} breaker: "
+        "failure_rate must be above 0, or the breaker trips on every call"
     )
+
+
+TAGS = "(expected plain text, numbers, true/false, null, lists and mappings)"
+INT_RANGE = "expected a whole number between -9223372036854775808 and 9223372036854775807"
+TOP_KEYS = (
+    "version, store, counters, providers, models, routes, agent_types, agents, global, retry, "
+    "breaker, loops, context, tools, approvals, guards, gateway"
+)
+RETRY_KEYS = (
+    "max_attempts, base_delay, max_delay, jitter, max_total_wait, budget, budget_window, budget_min"
+)
+
+# YAML that once escaped as another exception (in the comment), or was refused at the wrong
+# line or key path, or was accepted though it means nothing a policy can hold.
+REFUSED = [
+    pytest.param(  # ConstructorError
+        "version: 1\nstore: !!python/object/apply:os.system [echo]\n",
+        f"corral.yaml:2 store: unsupported YAML tag '!!python/object/apply:os.system' {TAGS}",
+        id="python-tag",
+    ),
+    pytest.param(  # ConstructorError
+        "version: 1\nstore: !vault secret/db\n",
+        f"corral.yaml:2 store: unsupported YAML tag '!vault' {TAGS}",
+        id="local-tag",
+    ),
+    pytest.param(  # loaded: a tag on a mapping or list was ignored
+        "version: 1\nretry: !!python/object:os.system {max_attempts: 2}\n",
+        f"corral.yaml:2 retry: unsupported YAML tag '!!python/object:os.system' {TAGS}",
+        id="tag-on-mapping",
+    ),
+    pytest.param(  # read as a mapping of nulls: "tools.get_customer: expected a mapping"
+        "version: 1\ntools: !!set {get_customer, send_email}\n",
+        f"corral.yaml:2 tools: unsupported YAML tag '!!set' {TAGS}",
+        id="set",
+    ),
+    pytest.param(  # ValueError: invalid literal for int()
+        "version: 1\nretry:\n  max_attempts: !!int three\n",
+        "corral.yaml:3 retry.max_attempts: expected a whole number as tag '!!int' says, "
+        "got 'three'",
+        id="int-tag-on-text",
+    ),
+    pytest.param(  # KeyError: 'maybe'
+        "version: 1\nguards:\n  input: {injection: !!bool maybe}\n",
+        "corral.yaml:3 guards.input.injection: expected true or false as tag '!!bool' says, "
+        "got 'maybe'",
+        id="bool-tag-on-text",
+    ),
+    pytest.param(  # IndexError: string index out of range
+        "version: 1\nretry: {max_attempts: !!int ''}\n",
+        "corral.yaml:2 retry.max_attempts: expected a whole number as tag '!!int' says, got ''",
+        id="int-tag-on-nothing",
+    ),
+    pytest.param(  # ValueError: YAML's int pattern admits it, int() does not
+        "version: 1\nretry: {max_attempts: 0x_}\n",
+        f"corral.yaml:2 retry.max_attempts: {INT_RANGE}, got '0x_'",
+        id="int-pattern-not-a-number",
+    ),
+    pytest.param(  # ValueError: Exceeds the limit (4300 digits) for integer string conversion
+        "version: 1\nretry: {max_attempts: " + "9" * 5000 + "}\n",
+        f"corral.yaml:2 retry.max_attempts: {INT_RANGE}, got '{'9' * 37}...{'9' * 38}'",
+        id="int-past-4300-digits",
+    ),
+    pytest.param(  # OverflowError: int too large to convert to float
+        "version: 1\nglobal: {usd: 0x" + "f" * 300 + "}\n",
+        f"corral.yaml:2 global.usd: {INT_RANGE}, got '0x{'f' * 35}...{'f' * 38}'",
+        id="usd-too-large-for-a-float",
+    ),
+    pytest.param(  # loaded: a cap no counter or store column can hold
+        "version: 1\nglobal: {tokens: 9223372036854775808}\n",
+        f"corral.yaml:2 global.tokens: {INT_RANGE}, got '9223372036854775808'",
+        id="int-past-64-bits",
+    ),
+    pytest.param(  # ValueError: month must be in 1..12
+        "version: 1\nstore: 2024-13-45\n",
+        "corral.yaml:2 store: expected a URL starting with sqlite:// or postgresql://, "
+        "got '2024-13-45'",
+        id="impossible-date",
+    ),
+    pytest.param(  # ConstructorError: YAML 1.1 reads a bare '=' as a "value" type
+        "version: 1\nstore: =\n",
+        "corral.yaml:2 store: expected a URL starting with sqlite:// or postgresql://, got '='",
+        id="bare-equals",
+    ),
+    pytest.param(  # ConstructorError: the merge check never ran for a real merge key
+        "version: 1\nagent_types:\n  base: &base {task: {usd: 1}}\n  ops:\n    <<: *base\n",
+        "corral.yaml:5 agent_types.ops: YAML merge keys ('<<') are not supported",
+        id="merge-key",
+    ),
+    pytest.param(  # TypeError: unhashable type: 'dict'
+        "version: 1\nagents:\n  ? {name: support}\n  : {type: t, route: r}\n",
+        "corral.yaml:3 agents: expected a name as key, got a mapping",
+        id="mapping-as-key",
+    ),
+    pytest.param(  # KeyError: ('tools', 'True'), as true == 1
+        "version: 1\ntools:\n  1: {scope: read}\n  true: {scope: read}\n",
+        "corral.yaml:3 tools.1: expected a name as key, got '1', which YAML reads as a whole "
+        "number (put it in quotes)\n"
+        "corral.yaml:4 tools.true: expected a name as key, got 'true', which YAML reads as "
+        "true or false (put it in quotes)",
+        id="number-and-bool-as-keys",
+    ),
+    pytest.param(  # "corral.yaml:2 models.None.[key]: expected a string, got None"
+        "version: 1\nmodels:\n  ~: {provider: p}\n",
+        "corral.yaml:3 models.~: expected a name as key, got '~', which YAML reads as null "
+        "(put it in quotes)",
+        id="null-as-key",
+    ),
+    pytest.param(  # RecursionError
+        "version: 1\nroutes:\n  r: &r [fast, *r]\n",
+        "corral.yaml:3 routes.r[1]: an alias to a value that contains it (it would never end)",
+        id="alias-cycle",
+    ),
+    pytest.param(  # RecursionError (libyaml itself stops at 1000 levels)
+        "version: 1\nretry: " + "[" * 999 + "]" * 999 + "\n",
+        "corral.yaml:2 retry" + "[0]" * 31 + ": nested more than 32 levels deep",
+        id="deep-nesting",
+    ),
+    pytest.param(  # always line 1, and a second line '  in "<unicode string>", position 36'
+        "version: 1\n# café\nstore: \x1b[31m\n",
+        "corral.yaml:3: invalid YAML: unacceptable character #x001b: "
+        "control characters are not allowed",
+        id="control-character",
+    ),
+    pytest.param(  # line 3, past the end of a file without a final newline
+        "version: 1\nretry: {max_attempts: 3",
+        "corral.yaml:2: invalid YAML: did not find expected ',' or '}'",
+        id="end-of-file",
+    ),
+    pytest.param(  # UnicodeEncodeError: surrogates not allowed
+        "version: 1\nstore: \ud800\n",
+        "corral.yaml:2: invalid YAML: unacceptable character #xd800: a lone surrogate",
+        id="lone-surrogate",
+    ),
+    pytest.param(  # loaded: the key was silently replaced by the file's name
+        "version: 1\nsource: other.yaml\n",
+        f"corral.yaml:2 source: unknown key 'source' (expected one of: {TOP_KEYS})",
+        id="source-key",
+    ),
+    pytest.param(  # "corral.yaml:2: unknown key ''": no key path
+        "version: 1\nretry: {'': 1}\n",
+        f"corral.yaml:2 retry['']: unknown key '' (expected one of: {RETRY_KEYS})",
+        id="empty-key",
+    ),
+    pytest.param(  # the message ran over two lines, as if two issues
+        'version: 1\nretry: {"a\\n": 1}\n',
+        f"corral.yaml:2 retry['a\\n']: unknown key 'a\\n' (expected one of: {RETRY_KEYS})",
+        id="line-break-in-key",
+    ),
+    pytest.param(  # always line 1
+        "# policy\n\n- version: 1\n",
+        "corral.yaml:3: expected a mapping of policy keys at the top of the file",
+        id="top-level-list",
+    ),
+    pytest.param(  # the whole value was repeated in the message
+        "version: 1\ntools: " + "x" * 500 + "\n",
+        f"corral.yaml:2 tools: expected a mapping, got '{'x' * 37}...{'x' * 38}'",
+        id="long-value-cut-short",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), REFUSED)
+def test_any_yaml_is_refused_with_a_located_message(text: str, expected: str) -> None:
+    assert refuse(text, env={}) == expected
+
+
+def test_plain_yaml_features_still_load() -> None:
+    policy = parse_policy(
+        "version: 1\n"
+        "agent_types:\n"
+        "  a: {session: &caps {usd: 1, wall_clock: 10m}}\n"
+        "  b: {session: *caps}\n"  # an alias to a value defined once
+        "tools:\n"
+        "  2024-01-31: {scope: !!str read}\n"  # a date is a name; !!str changes nothing
+        "breaker: {failure_rate: !!float 1}\n",
+        env={},
+    )
+    assert policy.agent_types["a"].session == policy.agent_types["b"].session
+    assert policy.tools["2024-01-31"].scope == "read"
+    assert policy.breaker.failure_rate == 1.0
+
+
+def test_a_mistake_under_an_alias_is_named_at_each_use_and_the_line_it_is_written() -> None:
+    text = "version: 1\nagent_types:\n  a: {session: &caps {usd: -1}}\n  b: {session: *caps}\n"
+    assert refuse(text, env={}).splitlines() == [
+        "corral.yaml:3 agent_types.a.session.usd: must not be negative, got -1",
+        "corral.yaml:3 agent_types.b.session.usd: must not be negative, got -1",
+    ]
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built() -> None:
+    # A billion values if expanded (ten levels of ten aliases): building stops at 100,000.
+    lines = ["version: 1", "l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    message = refuse("\n".join([*lines, "tools: [*l8]"]), env={})
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB
+    assert message == (
+        "corral.yaml:2 l4[7][8][8][8][8]: more than 100000 values once aliases are expanded"
+    )
+    assert grown < 64 * 1024
+
+
+def test_a_file_that_is_not_utf8_is_refused_at_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    # UnicodeDecodeError escaped from load_policy.
+    path = tmp_path / "corral.yaml"
+    path.write_bytes(b"version: 1\n# caf\xc3\xa9\nstore: sqlite:///\xff.db\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path, env={})
+    assert str(caught.value) == f"{path}:3: not UTF-8 text: byte 0xff cannot be decoded"

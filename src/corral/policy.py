@@ -8,6 +8,7 @@ snapshot can be shared by every in-flight call while a reload builds the next on
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import reprlib
@@ -60,7 +61,10 @@ def _duration(value: object) -> float:
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h or 1d, got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # 309 digits read as infinity: never a real limit
+        raise ValueError(f"expected a finite duration, got {value!r}")
+    return seconds
 
 
 parse_duration = _duration

@@ -173,7 +173,10 @@ async def test_halt_names_the_rule_and_the_numbers() -> None:
     assert (detail["level"], detail["dimension"], detail["limit"]) == ("session", "usd", 0.05)
     assert detail["used"] == 0.04999
     assert detail["needed"] > 0.00001
-    assert "session usd cap of 0.05 would be crossed" in halt.message
+    assert (
+        "session (this run has no session: the session caps apply to it alone) usd cap of 0.05 would be crossed"
+        in halt.message
+    )
 
 
 async def test_route_worst_case_uses_the_dearest_model_of_the_chain() -> None:

@@ -21,8 +21,8 @@ EDITS = {
     "steps: 40": "steps: 5",
     "agents:\n": (
         "agents:\n"
-        "  analyzer: {type: operational, route: default, team: review}\n"
-        "  verifier: {type: operational, route: default, team: review}\n"
+        "  drafter: {type: operational, route: default, team: qa}\n"
+        "  checker: {type: operational, route: default, team: qa}\n"
     ),
 }
 
@@ -50,17 +50,17 @@ async def test_another_agent_sending_a_session_id_spends_a_session_of_its_own(
 
 async def test_agents_of_one_team_share_the_session_budget(serve: Serve) -> None:
     gw = await serve(EDITS)
-    analyzer, verifier = await gw.key("analyzer"), await gw.key("verifier")
+    drafter, checker = await gw.key("drafter"), await gw.key("checker")
     statuses = []
     for n in range(6):
         async with gw.client(
-            analyzer if n % 2 else verifier, **{"X-Corral-Session": "shared"}
+            drafter if n % 2 else checker, **{"X-Corral-Session": "shared"}
         ) as client:
             statuses.append((await client.post("/v1/chat/completions", json=chat(n))).status_code)
     # Five steps between them; the sixth call, whoever makes it, crosses the session cap.
     assert statuses == [200] * 5 + [403]
     runs = await gw.sup.store.list_runs(session="shared")
-    assert sum(r.steps for r in runs) == 5 and {r.agent for r in runs} == {"analyzer", "verifier"}
+    assert sum(r.steps for r in runs) == 5 and {r.agent for r in runs} == {"drafter", "checker"}
 
 
 async def test_a_request_without_a_session_names_its_cap_honestly(serve: Serve) -> None:
@@ -69,4 +69,4 @@ async def test_a_request_without_a_session_names_its_cap_honestly(serve: Serve) 
         answer = await client.post("/v1/chat/completions", json=chat(0))
     assert answer.status_code == 403
     message = answer.json()["error"]["message"]
-    assert "a request without X-Corral-Session is a session of its own" in message
+    assert "this run has no session: the session caps apply to it alone" in message

@@ -2,7 +2,7 @@
 
 usage: team_proc.py POLICY JOURNAL CALLS
 
-The analyzer and the verifier take turns asking the model something new, CALLS calls
+The drafter and the checker take turns asking the model something new, CALLS calls
 in all, each in its own run of the session "shared"; then the process journals
 "ready" and waits to be killed, its runs still running.
 """
@@ -25,7 +25,7 @@ def ask(n: int) -> list[dict[str, str]]:
 
 async def main(policy: Path, journal: Journal, calls: int) -> None:
     sup = Supervisor.from_policy(policy)
-    runs = [await sup.run(agent=name, session=SESSION) for name in ("analyzer", "verifier")]
+    runs = [await sup.run(agent=name, session=SESSION) for name in ("drafter", "checker")]
     for run in runs:
         journal.write(f"run {run.id}")
     for n in range(calls):

@@ -26,8 +26,8 @@ TEAM = {
     "steps: 40": "steps: 6",
     "agents:\n": (
         "agents:\n"
-        "  analyzer: {type: operational, route: default, team: review}\n"
-        "  verifier: {type: operational, route: default, team: review}\n"
+        "  drafter: {type: operational, route: default, team: qa}\n"
+        "  checker: {type: operational, route: default, team: qa}\n"
     ),
 }
 
@@ -66,8 +66,8 @@ def policy(tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch) ->
 
 async def test_a_restart_restores_the_spending_of_every_run_in_the_session(policy: Path) -> None:
     first = Supervisor.from_policy(policy)
-    analyzer = await first.run(agent="analyzer", session="s")
-    verifier = await first.run(agent="verifier", session="s")
+    analyzer = await first.run(agent="drafter", session="s")
+    verifier = await first.run(agent="checker", session="s")
     for n in range(3):
         await analyzer.chat("default", ask(n), max_tokens=5)
     for n in range(2):

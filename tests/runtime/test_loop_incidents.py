@@ -140,21 +140,14 @@ async def test_a_run_that_keeps_reading_unchanged_state_halts_no_progress(
 
 
 async def test_an_analyzer_and_a_verifier_bouncing_a_draft_halt_ping_pong(
-    tmp_path: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+    sup: Supervisor,
 ) -> None:
-    monkeypatch.setenv("SIM_API_KEY", "sim")
-    team = "\n".join(
-        f"  {name}: {{type: research, route: default, team: review}}"
-        for name in ("analyzer", "verifier")
-    )
-    edits = {"agents:\n": f"agents:\n{team}\n"}
-    sup = Supervisor.from_policy(example_policy(tmp_path, sim, edits))
     draft = "Revenue grew 5% in Q3, driven by the new annual plan and lower churn."
 
     def says(text: str) -> dict[str, Any]:
         return {"extra_headers": {"X-Sim-Script": orjson.dumps({"text": text}).decode()}}
 
-    # The two agents are one team: they share the session.
+    # The two agents are one team in the example policy: they share the session.
     analyzer = await sup.run(agent="analyzer", session="review-7")
     verifier = await sup.run(agent="verifier", session="review-7")
     message = "Write the Q3 summary."
@@ -173,4 +166,3 @@ async def test_an_analyzer_and_a_verifier_bouncing_a_draft_halt_ping_pong(
     bounced = caught.value.packet["rule"]["steps"]
     assert {step["agent"] for step in bounced} == {"analyzer", "verifier"}
     assert len(bounced) == 5
-    await sup.close()

@@ -65,7 +65,7 @@ def test_registering_an_undeclared_tool_is_refused(sup: Supervisor) -> None:
 async def test_unknown_agent_is_a_clear_error(sup: Supervisor) -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown agent 'nobody' \(known: summarizer, support\)",
+        match=r"unknown agent 'nobody' \(known: analyzer, summarizer, support, verifier\)",
     ):
         async with sup.run(agent="nobody"):
             pass

@@ -279,13 +279,12 @@ class BudgetGate:
             return units / scale if scale != 1 else units
 
         # A run without a session is a session of its own: say so, or "session" puzzles.
-        alone = cap.level == "session" and ctx.record.session is None
-        level = "session" + (
-            alone * " (a request without X-Corral-Session is a session of its own)"
-        )
+        level = cap.level
+        if level == "session" and ctx.record.session is None:
+            level = "session (this run has no session: the session caps apply to it alone)"
         return Halt(
             cap.reason,
-            f"{level if cap.level == 'session' else cap.level} {cap.dimension} cap of "
+            f"{level} {cap.dimension} cap of "
             f"{shown(cap.limit)} would be crossed: "
             f"{shown(used)} spent, the next call needs at least {shown(needed)}",
             {

@@ -75,9 +75,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not isinstance(app, Gateway):
             raise TypeError(f"{type(self).__name__} serves a corral Gateway, not {app!r}")
         self.limits: GatewayLimits = app.sup.policy.current.gateway
+        # Read for every header: plain attributes of the connection, one lookup each.
+        self._max_head_size = self.limits.max_header_bytes
+        self._max_headers = self.limits.max_headers
         self._in_head = True  # the parser is between requests or inside a request's head
         self._head_bytes = 0  # bytes received while the head is unfinished
-        self._head_size = 0  # the URL, header names and values of the head being parsed
+        self._head_size = 0  # header names and values of the head being parsed
         self._head_count = 0
         self._over_limit = False
         self._refused = False
@@ -122,28 +125,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.warning(msg)
                 self.send_400_response(msg)
             return
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+        if self._in_head and self._head_bytes > self._max_head_size:
             self._refuse_head()
 
     # --- parser callbacks ----------------------------------------------------
 
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        super().on_url(url)
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
         self._head_count += 1
-        if self._head_count > self.limits.max_headers:
-            self._refuse_head(count=True)
-            raise _Stop
-        if self._head_size > self.limits.max_header_bytes:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_count > self._max_headers or self._head_size > self._max_head_size:
             self._refuse_head()
             raise _Stop
-        super().on_header(name, value)
+        # Not super(): Python 3.11 builds one on every call, and this runs for every header.
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
-        if self._head_size > self.limits.max_header_bytes:  # a long URL and few headers
+        if self._head_size + len(self.url) > self._max_head_size:
             self._refuse_head()
             raise _Stop
         self._in_head = False
@@ -228,17 +225,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle.message_event.set()
         return True
 
-    def _refuse_head(self, *, count: bool = False) -> None:
+    def _refuse_head(self) -> None:
         if self._drop_request_in_hand():
             # A head sent before the last answer (pipelined): an answer now would be read
             # as the one to the request before, so the connection is only cut.
             self._refused = True
             self.transport.close()
             return
-        if count:
-            what = f"have more than {self.limits.max_headers} fields"
+        if self._head_count > self._max_headers:
+            what = f"have more than {self._max_headers} fields"
         else:
-            what = f"are over the limit of {self.limits.max_header_bytes} bytes"
+            what = f"are over the limit of {self._max_head_size} bytes"
         self._refuse(431, "request_too_large", f"the request line and headers {what}")
 
     def _refuse_overloaded(self) -> None:

@@ -553,7 +553,7 @@ async def test_reload_swaps_in_the_edited_policy_and_audits_it(admin: Admin) -> 
     assert payload == {
         "reloaded": True,
         "source": str(admin.policy),
-        "agents": ["support", "triage"],
+        "agents": ["analyzer", "support", "triage", "verifier"],
         "models": ["fast", "smart"],
         "routes": ["default"],
         "restart_required_for": [],

@@ -559,7 +559,7 @@ async def test_reload_swaps_in_the_edited_policy_and_audits_it(admin: Admin) -> 
         "restart_required_for": [],
     }
     assert admin.sup.policy.current is not before
-    assert sorted(admin.sup.policy.current.agents) == ["support", "triage"]
+    assert sorted(admin.sup.policy.current.agents) == payload["agents"]
     entries = await admin.store.list_audit()
     assert [(e.kind, e.payload) for e in entries] == [
         ("policy.reloaded", {"source": str(admin.policy)})

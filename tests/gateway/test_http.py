@@ -651,3 +651,24 @@ async def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(serve: Ser
     await gw.app(scope, receive, send)
     assert sent[0]["status"] == 413
     assert next(chunks, None) is not None  # not read to the end
+
+
+async def test_streamed_chunks_name_the_model_that_answered(serve: Serve) -> None:
+    gw = await serve()
+    openai_body = {**CHAT, "stream": True}
+    anthropic_body = {**CHAT, "stream": True, "max_tokens": 20}
+    async with gw.client() as client:
+        chunks = await client.post("/v1/chat/completions", json=openai_body)
+        events = await client.post("/v1/messages", json=anthropic_body)
+    data = [
+        orjson.loads(line.removeprefix("data: "))
+        for line in chunks.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    assert data and {chunk["model"] for chunk in data} == {"smart"}  # as non-streamed answers
+    start = next(
+        orjson.loads(line.removeprefix("data: "))
+        for line in events.text.splitlines()
+        if line.startswith("data: ") and '"message_start"' in line
+    )
+    assert start["message"]["model"] == "smart"

@@ -70,3 +70,24 @@ async def test_a_request_without_a_session_names_its_cap_honestly(serve: Serve) 
     assert answer.status_code == 403
     message = answer.json()["error"]["message"]
     assert "this run has no session: the session caps apply to it alone" in message
+
+
+async def test_tool_arguments_nested_past_the_body_limit_are_recorded_as_text(
+    serve: Serve,
+) -> None:
+    gw = await serve()
+    deep = '{"a": ' + "[" * 300 + "1" + "]" * 300 + "}"
+    call = {"id": "c1", "type": "function", "function": {"name": "get_customer", "arguments": deep}}
+    messages = [
+        {"role": "user", "content": "look her up"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Ada"},
+    ]
+    async with gw.client(**{"X-Corral-Session": "deep"}) as client:
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "default", "messages": messages}
+        )
+    assert answer.status_code == 200, answer.text
+    [run] = await gw.sup.store.list_runs(session="deep")
+    tool = [s for s in await gw.sup.store.list_steps(run.id) if s.kind == "tool"]
+    assert [s.input for s in tool] == [{"arguments": deep}]

@@ -34,7 +34,7 @@ from corral.gateway.metrics import CONTENT_TYPE, Metrics
 from corral.gateway.openai_wire import OpenAIDoor
 from corral.gateway.openapi import OPENAPI
 from corral.gateway.sessions import Sessions, report_tool_results
-from corral.gateway.wire import ChatRequest, ClientError, Door
+from corral.gateway.wire import MAX_JSON_DEPTH, ChatRequest, ClientError, Door, too_deep
 from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
@@ -49,9 +49,6 @@ Headers = list[tuple[bytes, bytes]]
 log = logging.getLogger("corral.gateway")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-# How deep a request body's arrays and objects may nest: far past what any real request
-# needs, and well inside what the record can encode again (orjson stops at 255 levels).
-MAX_JSON_DEPTH = 64
 SESSION_IDLE_SECONDS = 30 * 60.0
 # A revoked key keeps working in this process for at most this long; an expired one
 # stops at once (its expiry is checked on every request).
@@ -194,6 +191,16 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Settle what a gateway that died left behind before serving (its runs of
+                # one request halt with `interrupted`); retried at the first run if the
+                # store fails now.
+                try:
+                    settled = await self.sup.recover()
+                except StoreError as exc:
+                    log.warning("recovery at startup failed, retried at the first run: %s", exc)
+                else:
+                    if settled:
+                        log.warning("recovered %d run(s) of processes that died", len(settled))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
@@ -428,7 +435,8 @@ class Gateway:
         first = await anext(deltas, None)
         overhead = (call.upstream_started or perf_counter()) - started - call.upstream_seconds
         headers = await self._run_headers(run, overhead)
-        encoder = door.stream(request, _response_id())
+        # The first delta came from the model that answers: a stream never falls back after.
+        encoder = door.stream(request, _response_id(), call.target)
         opening = encoder.start() + (encoder.delta(first) if first is not None else b"")
         # From here on a failure can only end the stream with an error event.
         await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
@@ -580,7 +588,7 @@ def _json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise Failure(400, "invalid_request_error", f"the body is not valid JSON: {exc}") from None
     if type(body) is dict or type(body) is list:
-        path = _too_deep(body, MAX_JSON_DEPTH)
+        path = too_deep(body, MAX_JSON_DEPTH)
         if path is not None:
             where = _path_text(path[::-1])
             raise Failure(
@@ -591,22 +599,6 @@ def _json(raw: bytes) -> Any:
                 param=where.partition("[")[0].partition(".")[0] or None,
             )
     return body
-
-
-def _too_deep(value: dict[str, Any] | list[Any], levels: int) -> list[str | int] | None:
-    """The way (innermost first) to an array or object nested more than `levels` levels
-    deep in `value`, which is one; None if there is none."""
-    if levels == 0:
-        return []
-    items = value.items() if type(value) is dict else enumerate(value)
-    for key, child in items:
-        kind = type(child)  # what orjson makes: exactly dict and list, no subclasses
-        if kind is dict or kind is list:
-            path = _too_deep(child, levels - 1)
-            if path is not None:
-                path.append(key)
-                return path
-    return None
 
 
 def _path_text(path: list[str | int], shown: int = 6) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from corral.calls import Halted, HaltReason, RunStatus, ToolResult
-from corral.gateway.wire import ClientError
+from corral.gateway.wire import MAX_JSON_DEPTH, ClientError, too_deep
 from corral.runtime.run import Run
 from corral.runtime.supervisor import RunInUse, Supervisor
 
@@ -226,12 +226,12 @@ async def report_tool_results(run: Run, messages: Sequence[Mapping[str, Any]]) -
 
 def _arguments(text: Any) -> Mapping[str, Any]:
     """A tool call's arguments as the record shows them; text that is not a JSON object
-    is kept whole, as the model wrote it."""
+    (or one nested past what a request body may be) is kept whole, as the model wrote it."""
     if isinstance(text, str):
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             return {"arguments": text}
-        if isinstance(value, dict):
+        if isinstance(value, dict) and too_deep(value, MAX_JSON_DEPTH) is None:
             return value
     return {"arguments": text}

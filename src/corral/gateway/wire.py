@@ -89,3 +89,24 @@ class Door(Protocol):
         which the stream names as a whole answer does; not given, the request's model or
         route."""
         ...
+
+
+# How deep request JSON may nest: orjson re-encodes at most 255 levels (the records of a
+# call nest a body a few levels deeper), and no API body needs more than a dozen.
+MAX_JSON_DEPTH = 64
+
+
+def too_deep(value: dict[str, Any] | list[Any], levels: int) -> list[str | int] | None:
+    """The way (innermost first) to an array or object nested more than `levels` levels
+    deep in `value`, which is one; None if there is none."""
+    if levels == 0:
+        return []
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, child in items:
+        kind = type(child)  # what orjson makes: exactly dict and list, no subclasses
+        if kind is dict or kind is list:
+            path = too_deep(child, levels - 1)
+            if path is not None:
+                path.append(key)
+                return path
+    return None

@@ -23,6 +23,7 @@ from corral.policy import Policy, PolicyError, load_policy, parse_duration
 from corral.runtime import operations
 from corral.runtime.operations import NotFound, StateConflict, UnknownRun
 from corral.state import AgentKeyRecord, Store, open_store
+from corral.tables import run_table
 from corral.telemetry.audit import AuditLog
 
 T = TypeVar("T")
@@ -104,10 +105,12 @@ async def audit(
     await AuditLog(store).append(kind, payload, run_id)
 
 
-def when(ts: float | None) -> str:
+def when(ts: float | None, *, short: bool = False) -> str:
+    """UTC; `short` drops the year and seconds, for tables that must fit 80 columns."""
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    shape = "%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(shape)
 
 
 def print_json(value: Any) -> None:
@@ -186,11 +189,9 @@ def runs_ls(
     if not rows:
         out.print("No runs yet. Start one with `corral demo`, the SDK, or `corral serve`.")
         return
-    table = Table(title="Runs")
-    for column in ("run", "agent", "task", "status", "reason", "steps", "tokens", "usd", "started"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
+    columns = ("run", "agent", "task", "status", "reason", "steps", "tokens", "usd", "started")
+    lines = [
+        (
             r["id"],
             r["agent"],
             r["task"] or "-",
@@ -199,8 +200,11 @@ def runs_ls(
             str(r["steps"]),
             str(r["input_tokens"] + r["output_tokens"]),
             f"{r['cost_usd']:.4f}",
-            when(r["created_at"]),
+            when(r["created_at"], short=True),
         )
+        for r in rows
+    ]
+    table = run_table("Runs", columns, lines, out.width, droppable=("tokens", "started", "agent"))
     out.print(table)
 
 

@@ -24,6 +24,7 @@ from corral.policy import load_policy
 from corral.providers.sim import Script, SimProvider, SimReply, SimToolCall
 from corral.runtime.supervisor import Supervisor
 from corral.state import open_store
+from corral.tables import run_table
 
 # The sim accepts any key; the example policy names SIM_API_KEY, so give it one.
 SIM_KEY_DEFAULT = "sim-demo-key"
@@ -103,11 +104,8 @@ async def run_demo(policy_path: Path, console: Console) -> None:
     store = open_store(policy.store)
     runs = await store.list_runs(limit=2)
     await store.close()
-    table = Table(title="The two runs")
-    for column in ("run", "task", "status", "reason", "steps", "tools", "usd"):
-        table.add_column(column, no_wrap=column != "task")
-    for run in runs:
-        table.add_row(
+    lines = [
+        (
             run.id,
             run.task or "-",
             run.status.value,
@@ -116,6 +114,10 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             str(run.tool_calls),
             f"{run.cost_usd:.4f}",
         )
+        for run in runs
+    ]
+    columns = ("run", "task", "status", "reason", "steps", "tools", "usd")
+    table = run_table("The two runs", columns, lines, console.width, droppable=("tools",))
     console.print(table)
     flag = f"--policy {policy_path}"
     console.print("Inspect them with the CLI (from .venv/bin, or after `. .venv/bin/activate`):")

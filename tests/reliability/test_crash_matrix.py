@@ -151,36 +151,11 @@ async def test_kill_9_at_every_phase_of_a_call_loses_no_spending(
     async with Supervisor.from_policy(policy) as admin:  # the store, before any gateway
         key = await agent_key(admin, AGENT)
     first = await GatewayProcess(policy).started()
-    async with aiohttp.ClientSession(base_url=first.url) as http:
-        # A session with a call answered and recorded before the crash.
-        opened = Call(http, key, "plain-1", "plain", "s-late")
-        await opened.task
-        assert opened.status == 200, opened.body
-        calls = {
-            (phase, session): Call(http, key, f"{phase}-{session or 'one'}", phase, session)
-            for phase in PHASES
-            for session in (None, f"s-{phase}")
-        }
-        late = [c for c in calls.values() if c.model == "late"]
-
-        def reached(phase: str) -> int:
-            return sim.requests[f"/v1/chat/completions m-{phase}"]
-
-        await until(lambda: all(reached(phase) == 2 for phase in PHASES), "every call upstream")
-        # The late answers are on their way: from now on no step can be written.
-        lock = hold_write_lock(db)
-        try:
-            await until(lambda: all(c.done for c in late), "the late answers")
-            streams = [c for c in calls.values() if c.stream]
-            await until(lambda: all(c.chunks >= 3 for c in streams), "the first stream chunks")
-            assert not any(c.done for c in streams)
-            first.kill()
-        finally:
-            lock.rollback()
-            lock.close()
-        for call in calls.values():
-            await call.finish()
-    first.stop()
+    try:
+        calls = await crash(first, sim, key, db)
+    finally:
+        first.stop()  # a no-op once killed; a test that failed first leaves no orphan
+    late = [c for c in calls.values() if c.model == "late"]
     assert all(c.status == 200 and b'"usage"' in c.body for c in late)
 
     second = await GatewayProcess(policy, session_idle=0.5).started()
@@ -216,6 +191,43 @@ async def test_kill_9_at_every_phase_of_a_call_loses_no_spending(
                 assert run.status is RunStatus.COMPLETED, run
                 assert dead[run.id] is None
         await check_audit(sup.store)
+
+
+async def crash(
+    first: GatewayProcess, sim: FaultySim, key: str, db: Path
+) -> dict[tuple[str, str | None], Call]:
+    """Put a call of each phase in flight, twice (alone and in a session), and SIGKILL the
+    gateway serving them all at once."""
+    async with aiohttp.ClientSession(base_url=first.url) as http:
+        # A session with a call answered and recorded before the crash.
+        opened = Call(http, key, "plain-1", "plain", "s-late")
+        await opened.task
+        assert opened.status == 200, opened.body
+        calls = {
+            (phase, session): Call(http, key, f"{phase}-{session or 'one'}", phase, session)
+            for phase in PHASES
+            for session in (None, f"s-{phase}")
+        }
+        late = [c for c in calls.values() if c.model == "late"]
+
+        def reached(phase: str) -> int:
+            return sim.requests[f"/v1/chat/completions m-{phase}"]
+
+        await until(lambda: all(reached(phase) == 2 for phase in PHASES), "every call upstream")
+        # The late answers are on their way: from now on no step can be written.
+        lock = hold_write_lock(db)
+        try:
+            await until(lambda: all(c.done for c in late), "the late answers")
+            streams = [c for c in calls.values() if c.stream]
+            await until(lambda: all(c.chunks >= 3 for c in streams), "the first stream chunks")
+            assert not any(c.done for c in streams)
+            first.kill()
+        finally:
+            lock.rollback()
+            lock.close()
+        for call in calls.values():
+            await call.finish()
+    return calls
 
 
 async def until_sessions_end(store: SQLiteStore) -> None:

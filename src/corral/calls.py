@@ -210,6 +210,9 @@ class Halt(Exception):
         self.reason = reason
         self.message = message
         self.detail: Mapping[str, Any] = detail or {}
+        # What the halted call consumed before the halt was decided (an answer a loop
+        # halt follows, a cut stream's tokens): the record gate puts it on the step.
+        self.spent: LLMResult | None = None
 
 
 class UpstreamUnavailable(Exception):

@@ -476,16 +476,6 @@ async def test_usage_reported_by_a_stream_cut_and_retried_is_charged(
     assert sum(s.cost_usd for s in steps) >= spent / 1_000_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a loop halt raised after the call was answered leaves its step without usage "
-    "or cost: LoopGate._after_llm raises the ping-pong halt (src/corral/gates/loops.py:"
-    "757-760) after the budget gate inside it committed the answer's usage to the counters "
-    "(budget.py:145-146), and RecordGate writes a Halt as a step with no result "
-    "(src/corral/gates/record.py:34-35): the run's cost misses it while the session, fleet "
-    "and global counters have it; loop.error_repeat raised from a cut stream's ProviderError "
-    "(loops.py:547-552) drops its usage the same way",
-)
 async def test_an_answer_a_loop_halt_follows_is_charged_on_its_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

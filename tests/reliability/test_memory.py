@@ -49,8 +49,8 @@ RSS_GROWTH = 0.05
 AGENTS = {"support": "default", "summarizer": "default", "planner": "mixed", "critic": "default"}
 TOPICS = ("order", "invoice", "parcel", "refund", "ticket", "account", "shipment", "claim")
 # A day's retry-budget window, as the fleet and global budgets have, so that no window
-# passes during the test: the keys of windows that passed are never dropped (see
-# test_the_counters_of_windows_that_passed_are_dropped).
+# passes during the test and the keys left can be compared one for one (keys of windows
+# that passed are pruned in bulk: tests/state/test_counters.py).
 POLICY_EDITS = {"budget: 0.5}": "budget: 0.5, budget_window: 1d}"}
 # Counter keys that outlive every session: one per window of these.
 WINDOWED = ("budget:fleet:", "budget:global:", "retry:")
@@ -208,62 +208,13 @@ def test_sessions_and_counters_return_to_their_baseline(measured: Measured) -> N
     assert before["gauge"] == after["gauge"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two causes, each enough to fail it (measured with either one patched out in the "
-    "gateway process: +28 %, +12 %; both: +0.6 %). (1) The idle sweep falls behind: "
-    "Sessions.end_idle (src/corral/gateway/sessions.py:167-170) completes idle sessions one "
-    "after another, each awaiting save_run and an audit append behind the store's writer "
-    "(about 40 ms each under this load), so it ends about 25 sessions/s; here 36/s end, and "
-    "up to 838 idle sessions (their runs, contexts, conversations) pile up in memory, whose "
-    "arenas are not given back once the sweep catches up. (2) The loop gate keeps every "
-    "ended session's ping-pong state: LoopGate._sessions (src/corral/gates/loops.py:520), an "
-    "LRU of MAX_SESSIONS=2048 (loops.py:54) filled by _session() (loops.py:799-815) and "
-    "never dropped when a session ends (the turns' Steps, prompt token sets from loops.py:126, "
-    "answers, request messages), and the token cache _normal_cache (loops.py:73 and 119, up "
-    "to 50,000 ids and numbers): about 5 KB live per ended session",
-)
 def test_rss_after_warm_up_grows_less_than_5_percent(measured: Measured) -> None:
     assert measured.growth <= RSS_GROWTH, measured.after.get("grown")
 
 
-# --- windows that passed, sessions ending in use ------------------------------------------------
+# --- sessions ending in use ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryCounters expires a key only when that key is touched again "
-    "(src/corral/state/memory.py:181-190 _current); RetryGate opens a new key per "
-    "budget window (src/corral/gates/retry.py:57-60, retry:{provider}:calls:{window}) and "
-    "never touches the old one: one key per provider per window forever (8,640 a day at "
-    "the default 10 s window), and the windowed fleet/global budget keys alike",
-)
-async def test_the_counters_of_windows_that_passed_are_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Windowed counters (each provider's retry budget, here a 50 ms window) move to a new
-    key every window; the keys of windows that passed must not stay forever."""
-    monkeypatch.setenv("SIM_API_KEY", "sim")
-    async with SimProvider() as sim:
-        edits = {"budget: 0.5}": "budget: 0.5, budget_window: 50ms}"}
-        async with Supervisor.from_policy(write_policy(tmp_path, sim, edits=edits)) as sup:
-            for n in range(12):
-                async with sup.run(agent="support") as run:
-                    await run.chat("default", [{"role": "user", "content": f"ticket {n}"}])
-                await asyncio.sleep(0.06)  # the next call is in the next window
-            keys = list(sup.counters._counters)  # type: ignore[attr-defined]
-    retry = [key for key in keys if key.startswith("retry:")]
-    # At most the current window's and the one before it (its ttl is two windows).
-    assert len(retry) <= 2, retry
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sessions.end_idle (src/corral/gateway/sessions.py:162-170) picks the idle "
-    "sessions once, then awaits each one's complete() in turn: a session that gets a request "
-    "meanwhile (busy again) is still completed, under the request (whose call then fails "
-    "with 'run ... is completed', a 500); two end_idle at once pop the same key (KeyError)",
-)
 async def test_a_session_in_use_is_not_ended_by_the_idle_sweep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

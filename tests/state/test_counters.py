@@ -535,3 +535,25 @@ async def test_give_to_an_unknown_bucket_does_nothing(counters: Counters) -> Non
     assert await counters.take("never-taken", 10, rate=0.001, capacity=10) == 0.0
     with pytest.raises(ValueError, match="amount must be >= 0"):
         await counters.give("never-taken", -1, capacity=10)
+
+
+async def test_keys_of_windows_that_passed_do_not_pile_up() -> None:
+    now = [0.0]
+    counters = MemoryCounters(wall_clock=lambda: now[0])
+    for window in range(10_000):  # a new key per window, as windowed budgets make
+        now[0] = float(window)
+        await counters.add(f"retry:sim:calls:{window}", 1, ttl=2.0)
+    assert len(counters) <= 2 * 1024  # pruned as they doubled, not 10,000 of them
+    assert (await counters.get("retry:sim:calls:9999")).used == 1  # the live one stays
+
+
+async def test_a_key_with_amounts_held_is_never_pruned() -> None:
+    now = [0.0]
+    counters = MemoryCounters(wall_clock=lambda: now[0])
+    got = await counters.reserve([Hold("held", 5, 10, ttl=1.0)])
+    assert isinstance(got, Reservation)
+    for n in range(3000):
+        now[0] = 10.0 + n
+        await counters.add(f"k{n}", 1, ttl=0.5)
+    await counters.commit(got, [3])
+    assert (await counters.get("held")) == (3, 0)

@@ -41,6 +41,7 @@ import orjson
 from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, ToolResult
 from corral.gates.base import Next, RunContext
 from corral.policy import Loops
+from corral.providers.base import ProviderError
 from corral.telemetry.audit import AuditLog
 
 SCRATCH_KEY: Final = "loops"
@@ -70,7 +71,7 @@ _STOPWORD_TEXT: Final = (
     "find show get give list search look up some any all can could would do does"
 )
 _STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
-_normal_cache: dict[str, str] = {}  # token -> its normal form; a vocabulary is small
+_normal_cache: dict[str, str] = {}  # word -> its normal form; a vocabulary is small
 _NORMAL_CACHE_MAX: Final = 50_000
 
 
@@ -114,9 +115,13 @@ def text_of(text: str) -> Text:
     for token in _WORD.findall(text.lower()):
         normal = cache.get(token)
         if normal is None:
-            if len(cache) >= _NORMAL_CACHE_MAX:
-                cache.clear()
-            normal = cache[token] = _normal(token)
+            normal = _normal(token)
+            # Words only: marks (ids, amounts) are new in nearly every call, and caching
+            # them would fill the cache with every id an agent ever sent.
+            if normal[:1] != "#":
+                if len(cache) >= _NORMAL_CACHE_MAX:
+                    cache.clear()
+                cache[token] = normal
         if not normal:
             continue
         if normal[0] == "#":
@@ -550,6 +555,9 @@ class LoopGate:
             step.after, step.changes = run.epoch, run.changes
             halt = await self._failed(step, call, run, ctx, loops)
             if halt is not None:
+                if isinstance(exc, ProviderError) and exc.usage is not None:  # cut, then halted
+                    model = getattr(call, "target", None) or ""
+                    halt.spent = LLMResult("", exc.usage, model, cost_usd=exc.cost_usd)
                 raise halt from exc
             raise
         except BaseException:  # cancelled: neither a failure nor a fact
@@ -557,8 +565,12 @@ class LoopGate:
             raise
         if isinstance(result, ToolResult):
             await self._after_tool(step, result, run, session, ctx, loops)
-        else:
+            return result
+        try:
             await self._after_llm(step, result, run, session, ctx, loops)
+        except Halt as halt:  # decided on the answer: it was paid for, and is recorded
+            halt.spent = result
+            raise
         return result
 
     # -- before the call ----------------------------------------------------------
@@ -795,6 +807,11 @@ class LoopGate:
         )
 
     # -- ping-pong ----------------------------------------------------------------
+
+    def end_session(self, key: str) -> None:
+        """Forget a session's turns: none of its runs is open any more (a run that
+        reopens it starts counting bounces afresh)."""
+        self._sessions.pop(key, None)
 
     def _session(self, ctx: RunContext, loops: Loops) -> _Session | None:
         """The session's turns; none for a run alone in its own session (it cannot bounce,

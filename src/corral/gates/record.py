@@ -32,7 +32,7 @@ class RecordGate:
         try:
             result = await next(call, ctx)
         except Halt as halt:
-            await self._write(call, ctx, started, None, "halted", str(halt))
+            await self._write(call, ctx, started, halt.spent, "halted", str(halt))
             raise
         except asyncio.CancelledError:
             killed = ctx.kill_requested_at is not None
@@ -72,7 +72,12 @@ class RecordGate:
         cost = 0.0
         output: Any = None
         model_used = None
-        if isinstance(result, LLMResult) and status == "error":  # cut mid-way: only its usage
+        if (
+            isinstance(result, LLMResult)
+            and status != "ok"
+            and not (result.text or result.tool_calls)
+        ):
+            # A stream cut mid-way (then maybe halted): only what it consumed.
             tokens_in, tokens_out = result.usage.input_tokens, result.usage.output_tokens
             cost, model_used = result.cost_usd, result.model or None
         elif isinstance(result, LLMResult):
@@ -92,9 +97,10 @@ class RecordGate:
         else:
             name, given = call.model, {**_new_messages(call.messages, ctx), **call.params}
         ended = self._clock()
-        # As in the budget: a call counts as a step once it succeeded (a failed call's hold
-        # is released; a cut stream's tokens and cost count, but it made no step).
-        counted = status == "ok"
+        # As in the budget: a call counts as a step once it was answered (a failed call's
+        # hold is released; a cut stream's tokens and cost count, but it made no step), even
+        # if a halt followed the answer (then its output is on the step: see spending()).
+        counted = status == "ok" or (status == "halted" and output is not None)
         ctx.record = run = replace(
             run,
             updated_at=ended,

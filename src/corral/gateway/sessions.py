@@ -25,6 +25,7 @@ from corral.runtime.supervisor import RunInUse, Supervisor
 # How often idle sessions are looked for; a session ends within this long of its idle limit.
 SWEEP_SECONDS = 5.0
 MIN_SWEEP_SECONDS = 0.05  # a tiny idle limit must not turn the sweeper into a busy loop
+SWEEP_BATCH = 256  # sessions completed at once by a sweep
 
 
 @dataclass(slots=True)
@@ -48,6 +49,9 @@ class Sessions:
         self._live: dict[tuple[str, str], _Session] = {}
         # One opening per session at a time: 200 first requests must open one run.
         self._opening: dict[tuple[str, str], asyncio.Future[_Session]] = {}
+        # Sessions being ended: a request for one waits until its run is saved completed,
+        # then opens a new run, rather than resuming the one being completed.
+        self._closing: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -82,6 +86,8 @@ class Sessions:
     async def _open(
         self, key: tuple[str, str], task: str | None, stale: _Session | None
     ) -> _Session:
+        if (closing := self._closing.get(key)) is not None:
+            await asyncio.shield(closing)
         while (pending := self._opening.get(key)) is not None:
             try:
                 return await asyncio.shield(pending)
@@ -160,15 +166,31 @@ class Sessions:
         limit = self._idle if idle is None else idle
         now = self._clock()
         ended = [
-            key
+            (key, entry)
             for key, entry in self._live.items()
             if entry.busy == 0 and now - entry.used_at >= limit
         ]
-        for key in ended:
-            entry = self._live.pop(key)
+        loop = asyncio.get_running_loop()
+        closing = []
+        for key, entry in ended:
+            # Forgotten now, in this same step as the test above: a request arriving from
+            # here on opens the session anew (after its run is saved, see _open).
+            del self._live[key]
             if entry.run.status is RunStatus.RUNNING:
-                await entry.run.complete({"ended": "session idle"})
+                self._closing[key] = loop.create_future()
+                closing.append((key, entry.run))
+        # All at once: one after another, each waiting for the store, fell behind the
+        # sessions ending under load (and memory held the rest meanwhile).
+        for start in range(0, len(closing), SWEEP_BATCH):
+            batch = closing[start : start + SWEEP_BATCH]
+            await asyncio.gather(*(self._complete(key, run) for key, run in batch))
         return len(ended)
+
+    async def _complete(self, key: tuple[str, str], run: Run) -> None:
+        try:
+            await run.complete({"ended": "session idle"})
+        finally:
+            self._closing.pop(key).set_result(None)
 
     async def close(self) -> None:
         """Stop sweeping; session runs stay running in the store, to resume on restart."""

@@ -141,10 +141,9 @@ class Supervisor:
         # counters start empty); a key leaves the set when its counters are dropped.
         self._seeded: set[str] = set()
         self._seeding = asyncio.Lock()
-        self._pipeline: Next = pipeline(
-            pipeline_gates(store, counters, self.audit, clock),
-            Transport(self._adapters, self._tools),
-        )
+        gates = pipeline_gates(store, counters, self.audit, clock)
+        self._loops = next(gate for gate in gates if isinstance(gate, LoopGate))
+        self._pipeline: Next = pipeline(gates, Transport(self._adapters, self._tools))
 
     @classmethod
     def from_policy(
@@ -446,6 +445,8 @@ class Supervisor:
         else:
             del self._in_session[ctx.session]
         shared = left > 0
+        if not shared:
+            self._loops.end_session(ctx.session)
         done = [
             cap.key
             for cap in ctx.caps

@@ -27,6 +27,8 @@ from corral.state.counters import (
     check_units,
 )
 
+# Keys below this many are never pruned: a sweep would cost more than they do.
+_PRUNE_FLOOR = 1024
 # A breaker's ring holds one byte per outcome: these flags.
 _FAILED, _SLOW = 1, 2
 
@@ -174,6 +176,9 @@ class MemoryCounters(Counters):
         # on. Settling pops the entry, which is what makes a second settle a no-op.
         # A counter with holds is never dropped, so these objects stay the live ones.
         self._open: dict[str, tuple[tuple[int, ...], tuple[_Counter, ...]]] = {}
+        # Expiry is lazy (see _current), so a windowed key nobody touches again would stay:
+        # once the keys double, the expired ones go (amortized O(1) per new key).
+        self._prune_at = _PRUNE_FLOOR
         # The prefix keeps a reservation from another instance from matching one here.
         self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
@@ -193,7 +198,17 @@ class MemoryCounters(Counters):
         counter = self._current(key, now)
         if counter is None:
             counter = self._counters[key] = _Counter(ttl, now)
+            self._prune(now)
         return counter
+
+    def _prune(self, now: float) -> None:
+        """Drop the expired keys nothing holds on, when the keys have doubled since last."""
+        counters = self._counters
+        if len(counters) < self._prune_at:
+            return
+        for key in [k for k, c in counters.items() if not c.held and c.expired(now)]:
+            del counters[key]
+        self._prune_at = max(_PRUNE_FLOOR, 2 * len(counters))
 
     async def reserve(self, holds: Sequence[Hold]) -> Reservation | Refusal:
         if len({hold.key for hold in holds}) != len(holds):
@@ -212,6 +227,8 @@ class MemoryCounters(Counters):
                 counter = self._counters[hold.key] = maybe or _Counter(hold.ttl, now)
                 counter.held += hold.amount
                 counters.append(counter)
+            if None in found:
+                self._prune(now)
             reservation_id = f"{self._prefix}-{next(self._ids)}"
             self._open[reservation_id] = (tuple(h.amount for h in holds), tuple(counters))
         return Reservation(reservation_id, tuple((hold.key, hold.amount) for hold in holds))

@@ -17,8 +17,7 @@ Json: TypeAlias = Any
 StepKind: TypeAlias = Literal["llm", "tool"]
 # "interrupted": the process serving the call died mid-way; its worst case was charged.
 StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed", "interrupted"]
-# Steps of these statuses count against the steps and tool_calls caps.
-COUNTED_STEP_STATUSES: tuple[str, ...] = ("ok", "interrupted")
+
 DeadLetterStatus: TypeAlias = Literal["open", "retried", "dropped"]
 ApprovalStatus: TypeAlias = Literal["pending", "approved", "rejected", "timeout"]
 # The budgets a dead-letter retry can top up (wall_clock in seconds).
@@ -120,7 +119,8 @@ class LeaseRecord:
 
 @dataclass(frozen=True, slots=True)
 class Spending:
-    """What a set of runs spent, as the budget counters count it (see COUNTED_STEP_STATUSES)."""
+    """What a set of runs spent, as the budget counters count it: steps are the calls
+    answered (even if a halt followed) or interrupted."""
 
     usd: float = 0.0
     tokens: int = 0

@@ -426,6 +426,9 @@ _SAVE_TOTALS = f"UPDATE runs SET {', '.join(f'{c} = :{c}' for c in _TOTALS)} WHE
 
 
 _SETTLE_INFLIGHT = "DELETE FROM inflight WHERE id = ?"
+# The steps the steps and tool_calls caps count (as the record gate counts them): answered
+# or interrupted calls, and answered calls a halt followed (those keep their output).
+_COUNTED = "(s.status IN ('ok', 'interrupted') OR (s.status = 'halted' AND s.output IS NOT NULL))"
 
 # Answered from the runs_kill_requested index alone (see migration 2).
 _KILL_REQUESTS = (
@@ -816,8 +819,7 @@ class SQLiteStore(Store):
         else:  # the steps of a window
             select = (
                 "SELECT SUM(s.cost_usd), SUM(s.input_tokens + s.output_tokens),"
-                " SUM(s.status IN ('ok', 'interrupted')),"
-                " SUM(s.kind = 'tool' AND s.status IN ('ok', 'interrupted'))"
+                f" SUM({_COUNTED}), SUM(s.kind = 'tool' AND {_COUNTED})"
                 " FROM steps s JOIN runs r ON r.id = s.run_id"
             )
             column = "r."

@@ -214,7 +214,8 @@ def test_unknown_agent_names_the_known_ones(policy: Path) -> None:
     result = corral(policy, "keys", "create", "--agent", "ghost")
     assert result.exit_code == 2
     assert flat(result.output) == (
-        f"error: unknown agent 'ghost': the agents in {policy} are analyzer, summarizer, support, verifier"
+        f"error: unknown agent 'ghost': the agents in {policy} are"
+        " analyzer, summarizer, support, verifier"
     )
 
 

@@ -174,8 +174,8 @@ async def test_halt_names_the_rule_and_the_numbers() -> None:
     assert detail["used"] == 0.04999
     assert detail["needed"] > 0.00001
     assert (
-        "session (this run has no session: the session caps apply to it alone) usd cap of 0.05 would be crossed"
-        in halt.message
+        "session (this run has no session: the session caps apply to it alone)"
+        " usd cap of 0.05 would be crossed" in halt.message
     )
 
 

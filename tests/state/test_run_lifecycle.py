@@ -19,7 +19,8 @@ from corral.state import (
     SQLiteStore,
     StepRecord,
 )
-from corral.state.sqlite import _KILL_REQUESTS, MIGRATIONS, migrate
+from corral.state.sqlite import _KILL_REQUESTS
+from corral.state.sqlite_schema import MIGRATIONS, migrate
 from corral.telemetry.audit import AuditLog
 from tests.state.conftest import FakeClock
 

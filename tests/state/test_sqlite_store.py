@@ -31,7 +31,7 @@ from corral.state import (
     StoreError,
     open_store,
 )
-from corral.state.sqlite import MIGRATIONS, migrate
+from corral.state.sqlite_schema import MIGRATIONS, migrate
 from tests.state.conftest import FakeClock
 
 T0 = 1_700_000_000.0

@@ -30,7 +30,6 @@ one pass over the window and never re-reads an old call's arguments.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -40,16 +39,21 @@ import orjson
 
 from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, ToolResult
 from corral.gates.base import Next, RunContext
+from corral.gates.similarity import (
+    Feature,
+    Text,
+    canonical,
+    feature,
+    feature_similarity,
+    similarity,
+    text_of,
+    texts_similarity,
+)
 from corral.policy import Loops
 from corral.providers.base import ProviderError
 from corral.telemetry.audit import AuditLog
 
 SCRATCH_KEY: Final = "loops"
-# A string of 2..64 words is free text, compared by its words; longer text is a body (a
-# file, an email), compared whole: a long body changed by a few words is an edit, which
-# is work (a coding agent's write-and-test cycle), not a rephrased request.
-MAX_TEXT_WORDS: Final = 64
-LONG_STRING: Final = 256  # longer strings are kept as their hash: equality is all we need
 # Sessions whose turns are kept for ping-pong, least recently used dropped first: at most
 # MAX_SESSIONS x (1 + loops.ping_pong) turns, each answer cut to KEPT_ANSWER characters.
 MAX_SESSIONS: Final = 2048
@@ -60,180 +64,6 @@ WARNED_KEPT: Final = 64  # warn-mode latches a run keeps before starting afresh
 WRITE_SCOPES: Final = frozenset({"write", "irreversible"})
 
 PENDING, OK, FAILED, REFUSED = range(4)  # a step's status; REFUSED: a gate after us halted it
-
-_WORD = re.compile(r"\w+(?:[-./:]\w+)*")
-_DIGIT = re.compile(r"\d")
-_JSON_SPACE = re.compile(r"\s*([{}\[\],:])\s*")
-# Words that do not change what a request asks for.
-_STOPWORD_TEXT: Final = (
-    "a an the and or of to in on at for from by with about into over per is are was be "
-    "it its this that these those i me my we our you your please what which how where when "
-    "find show get give list search look up some any all can could would do does"
-)
-_STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
-_normal_cache: dict[str, str] = {}  # word -> its normal form; a vocabulary is small
-_NORMAL_CACHE_MAX: Final = 50_000
-
-
-# --- text similarity --------------------------------------------------------------
-
-
-class Text:
-    """A text as the similarity measure sees it: its words (lowercased, stopwords dropped,
-    crudely stemmed) and its marks (tokens with a digit: ids, dates, amounts, versions)."""
-
-    __slots__ = ("marks", "words")
-
-    def __init__(self, words: frozenset[str], marks: frozenset[str]) -> None:
-        self.words = words
-        self.marks = marks
-
-
-def _normal(token: str) -> str:
-    """'#'-prefixed for a mark, '' for a stopword, else the word stemmed. The stems need
-    only be the same for the same word in every call, not right: 'cheapest' and 'cheap'
-    meet at 'cheap', 'flights' and 'flight' at 'flight'."""
-    if _DIGIT.search(token):
-        return "#" + token
-    if token in _STOPWORDS:
-        return ""
-    word = token
-    if len(word) > 4 and word.endswith("ies"):
-        word = word[:-3] + "y"
-    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    for suffix in ("est", "ing", "er"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def text_of(text: str) -> Text:
-    words: set[str] = set()
-    marks: set[str] = set()
-    cache = _normal_cache
-    for token in _WORD.findall(text.lower()):
-        normal = cache.get(token)
-        if normal is None:
-            normal = _normal(token)
-            # Words only: marks (ids, amounts) are new in nearly every call, and caching
-            # them would fill the cache with every id an agent ever sent.
-            if normal[:1] != "#":
-                if len(cache) >= _NORMAL_CACHE_MAX:
-                    cache.clear()
-                cache[token] = normal
-        if not normal:
-            continue
-        if normal[0] == "#":
-            marks.add(normal)
-        else:
-            words.add(normal)
-    return Text(frozenset(words), frozenset(marks))
-
-
-def similarity(a: Text, b: Text) -> float:
-    """How far one text is a rephrasing of the other, 0..1.
-
-    Texts whose marks differ are different requests ('ORD-1001' / 'ORD-1002', 'May 3' /
-    'May 4'): 0. Otherwise the overlap coefficient of the word sets, |A & B| / min(|A|,
-    |B|): a word added or the words reordered scores 1.0, 'weather in paris' / 'weather in
-    london' 0.5. A one-word text says too little to be called the rephrasing of a longer
-    one, so unequal sets need at least two words on the smaller side.
-    """
-    if a.marks != b.marks:
-        return 0.0
-    if a.words == b.words:
-        return 1.0
-    smaller = min(len(a.words), len(b.words))
-    if smaller < 2:
-        return 0.0
-    return len(a.words & b.words) / smaller
-
-
-Feature = Text | str  # free text by its words, or any other value canonical and whole
-
-
-def _feature_similarity(a: Feature, b: Feature) -> float:
-    if isinstance(a, Text) and isinstance(b, Text):
-        return similarity(a, b)
-    return 1.0 if a == b else 0.0
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= LONG_STRING else f"#{hash(text):x}:{len(text)}"
-
-
-def _feature(text: str) -> Feature:
-    words = text.split()
-    if 1 < len(words) <= MAX_TEXT_WORDS:
-        return text_of(text)
-    return _short(" ".join(words))
-
-
-# --- canonical tool arguments -----------------------------------------------------
-
-
-def _walk(value: Any, path: str, fixed: list[str], texts: list[tuple[str, str]]) -> None:
-    """Flatten `value` into `path=value` parts, free text apart. Whitespace never matters
-    (a model re-emitting the same arguments with other spacing sends the same call), nor
-    does 1 against 1.0; a string is never the number it spells, nor true the number 1."""
-    if isinstance(value, str):
-        if value.startswith(("{", "[")):  # JSON kept as text (a malformed call): its spacing
-            value = _JSON_SPACE.sub(r"\1", value)
-        words = value.split()
-        if 1 < len(words) <= MAX_TEXT_WORDS:
-            texts.append((path, " ".join(words)))
-        else:
-            fixed.append(f"{path}=s{_short(' '.join(words))}")
-    elif isinstance(value, bool):
-        fixed.append(f"{path}=b{int(value)}")
-    elif isinstance(value, int):
-        fixed.append(f"{path}=n{value}")
-    elif isinstance(value, float):
-        fixed.append(f"{path}=n{int(value) if value.is_integer() else repr(value)}")
-    elif value is None:
-        fixed.append(f"{path}=z")
-    elif isinstance(value, Mapping):
-        if not value:
-            fixed.append(f"{path}={{}}")
-        for name, item in value.items():
-            _walk(item, f"{path}.{name}", fixed, texts)
-    elif isinstance(value, list | tuple):
-        if not value:
-            fixed.append(f"{path}=[]")
-        for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]", fixed, texts)
-    else:
-        fixed.append(f"{path}=o{_short(repr(value))}")
-
-
-def canonical(name: str, args: Mapping[str, Any]) -> tuple[str, str, tuple[Text, ...]]:
-    """(key, shape, texts) of a tool call. Equal keys: the same call (sorted keys, so the
-    order the model wrote them in does not matter). Equal shapes: the same call but for the
-    words of its free text, `texts` in path order.
-
-    Only free text can make two calls near-identical: every other value, a number, a
-    flag, an id or a cursor (one token without spaces), must be equal. So paging (page,
-    offset, cursor), walking ids and any changed option are distinct calls, whatever the
-    search string they share.
-    """
-    fixed: list[str] = []
-    texts: list[tuple[str, str]] = []
-    _walk(args, "", fixed, texts)
-    fixed.sort()
-    texts.sort()
-    shape = "\x1e".join([name, *fixed, *("~" + path for path, _ in texts)])
-    key = "\x1d".join([shape, *(text for _, text in texts)])
-    return key, shape, tuple(text_of(text) for _, text in texts)
-
-
-def _texts_similarity(a: tuple[Text, ...], b: tuple[Text, ...]) -> float:
-    """Two calls of one shape: as similar as their least similar free-text field."""
-    least = 1.0
-    for one, other in zip(a, b, strict=True):
-        least = min(least, similarity(one, other))
-    return least
-
 
 # --- model calls ------------------------------------------------------------------
 
@@ -462,7 +292,7 @@ def _content_similarity(a: Step, b: Step) -> float:
     if a.kind != b.kind:
         return 0.0
     if a.kind == "tool":
-        return _texts_similarity(a.texts, b.texts) if a.shape == b.shape else 0.0
+        return texts_similarity(a.texts, b.texts) if a.shape == b.shape else 0.0
     return similarity(a.answer_feature(), b.answer_feature())
 
 
@@ -597,7 +427,7 @@ class LoopGate:
                 # Near-identical calls count across new results (a rephrased search finds
                 # a slightly different page each time, which must not hide the loop), but
                 # not across a change the agent made.
-                score = _texts_similarity(seen.texts, texts)
+                score = texts_similarity(seen.texts, texts)
                 if score >= threshold:
                     similar.append((seen, score))
         if len(repeats) + 1 >= loops.repeat:
@@ -654,7 +484,7 @@ class LoopGate:
         last = messages[-1]
         step.text = _content_text(last.get("content"))  # evidence, whoever wrote it
         if last.get("role") == "user":
-            step.question = _feature(step.text)
+            step.question = feature(step.text)
             step.anchor = _anchor(messages)
 
     async def _before_llm(self, step: Step, run: RunLoops, ctx: RunContext, loops: Loops) -> None:
@@ -676,7 +506,7 @@ class LoopGate:
                 and seen.name == step.name
                 and _same_conversation(seen.anchor, step.anchor)
             ):
-                score = _feature_similarity(seen.question, question)
+                score = feature_similarity(seen.question, question)
                 if score >= threshold:
                     asked.append((seen, score))
         if len(asked) + 1 < count:

@@ -11,19 +11,14 @@ commits on power loss, in exchange for no fsync per commit.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
-from operator import attrgetter
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import orjson
+from typing import Any, TypeVar
 
 from corral.calls import RunStatus
 from corral.state.records import (
@@ -44,6 +39,29 @@ from corral.state.records import (
     StepRecord,
 )
 from corral.state.sqlite_schema import migrate, transaction
+from corral.state.sqlite_steps import StepWrite, append_audit, settle, write_batch, write_step
+from corral.state.sqlite_tables import (
+    _AGENT_KEYS,
+    _APPROVALS,
+    _ARTIFACTS,
+    _AUDIT,
+    _CHECKPOINTS,
+    _COUNTED,
+    _DEAD_LETTERS,
+    _IDEMPOTENCY,
+    _INFLIGHT,
+    _KILL_REQUESTS,
+    _LEASES,
+    _OWNER_GONE,
+    _RUNS,
+    _SAVE_RUN,
+    _STEPS,
+    _TOTALS,
+    _dump,
+    _dump_opt,
+    _load_opt,
+    _Table,
+)
 from corral.state.store import (
     ConstraintError,
     NotFoundError,
@@ -54,117 +72,6 @@ from corral.state.store import (
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _dump(value: Json) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _dump_opt(value: Json) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _load_opt(text: str | None) -> Json:
-    return None if text is None else orjson.loads(text)
-
-
-class _Table(Generic[R]):
-    """Maps a record dataclass to its table: columns in field order, JSON encoded."""
-
-    def __init__(
-        self,
-        name: str,
-        record: type[R],
-        encode: Mapping[str, Callable[[Any], Any]],
-        decode: Mapping[str, Callable[[Any], Any]],
-    ) -> None:
-        # R is always a record dataclass, which a TypeVar cannot say to mypy.
-        self.columns = tuple(f.name for f in fields(record))  # type: ignore[arg-type]
-        self._make: Callable[..., R] = record
-        self._get = attrgetter(*self.columns)
-        self._encode = [(i, encode[c]) for i, c in enumerate(self.columns) if c in encode]
-        self._decode = [(i, decode[c]) for i, c in enumerate(self.columns) if c in decode]
-        names = ", ".join(self.columns)
-        self.select = f"SELECT {names} FROM {name}"
-        self.insert = f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * len(self.columns))})"
-
-    def to_row(self, record: R) -> list[Any]:
-        row = list(self._get(record))
-        for i, encode in self._encode:
-            row[i] = encode(row[i])
-        return row
-
-    def from_row(self, row: Sequence[Any]) -> R:
-        values = list(row)
-        for i, decode in self._decode:
-            values[i] = decode(values[i])
-        return self._make(*values)
-
-
-_RUNS = _Table(
-    "runs",
-    RunRecord,
-    {"outcome": _dump_opt, "topup": _dump_opt},
-    {"outcome": _load_opt, "topup": _load_opt, "status": RunStatus, "oneshot": bool},
-)
-_STEPS = _Table(
-    "steps",
-    StepRecord,
-    {"input": _dump, "output": _dump_opt},
-    {"input": orjson.loads, "output": _load_opt},
-)
-_CHECKPOINTS = _Table("checkpoints", CheckpointRecord, {}, {"state": orjson.loads})
-_DEAD_LETTERS = _Table(
-    "dead_letters", DeadLetterRecord, {"packet": _dump}, {"packet": orjson.loads}
-)
-_APPROVALS = _Table("approvals", ApprovalRecord, {"args": _dump}, {"args": orjson.loads})
-_IDEMPOTENCY = _Table("idempotency", IdempotencyRecord, {"result": _dump}, {"result": orjson.loads})
-_ARTIFACTS = _Table("artifacts", ArtifactRecord, {}, {})
-_AGENT_KEYS = _Table("agent_keys", AgentKeyRecord, {}, {"admin": bool})
-_AUDIT = _Table("audit", AuditEntry, {"payload": _dump}, {"payload": orjson.loads})
-_INFLIGHT = _Table("inflight", InflightRecord, {}, {})
-_LEASES = _Table("leases", LeaseRecord, {}, {})
-
-# A run's owner is gone: one of the owners found dead (a parameter list), or one with no
-# lease at all (a process writes its lease before it owns any run).
-_OWNER_GONE = (
-    "(owner IN (SELECT value FROM json_each(?)) OR owner NOT IN (SELECT owner FROM leases))"
-)
-
-# save_run sets every column but these: the id addresses the row, only request_kill
-# sets the kill time, and last_checkpoint_id is kept monotonic below.
-_SAVED_RUN_COLUMNS = tuple(
-    c for c in _RUNS.columns if c not in {"id", "kill_requested_at", "last_checkpoint_id"}
-)
-_SAVE_RUN = (
-    "UPDATE runs SET "
-    + ", ".join(f"{c} = :{c}" for c in _SAVED_RUN_COLUMNS)
-    + ", last_checkpoint_id = NULLIF(MAX(IFNULL(last_checkpoint_id, 0),"
-    " IFNULL(:last_checkpoint_id, 0)), 0) WHERE id = :id"
-)
-
-
-_SET_AUDIT_HEAD = (
-    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash"
-)
-
-# What a step changes on its run. Only these columns, so the runs indexes (none covers
-# them) are left alone: setting every column rewrote all four index entries per step.
-_TOTALS = ("updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
-_SAVE_TOTALS = f"UPDATE runs SET {', '.join(f'{c} = :{c}' for c in _TOTALS)} WHERE id = :id"
-
-
-_SETTLE_INFLIGHT = "DELETE FROM inflight WHERE id = ?"
-# The steps the steps and tool_calls caps count (as the record gate counts them): answered
-# or interrupted calls, and answered calls a halt followed (those keep their output).
-_COUNTED = "(s.status IN ('ok', 'interrupted') OR (s.status = 'halted' AND s.output IS NOT NULL))"
-
-# Answered from the runs_kill_requested index alone (see migration 2).
-_KILL_REQUESTS = (
-    "SELECT id, kill_requested_at FROM runs"
-    " WHERE status = 'running' AND kill_requested_at IS NOT NULL"
-)
 
 
 def _run_params(run: RunRecord) -> dict[str, Any]:
@@ -222,108 +129,11 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
-log = logging.getLogger("corral.store")
-
-
-@dataclass(slots=True)
-class _StepWrite:
-    """A step (with its run's totals) or a write-ahead record (`begins`): the writes that
-    share group commits, since every call makes one of each."""
-
-    totals: dict[str, Any] | None
-    step_row: list[Any] | None
-    seal: Callable[[AuditEntry | None], AuditEntry] | None
-    what: str
-    done: asyncio.Future[None] | None  # None for a queued step, which nobody waits on
-    settles: str | None = None  # the in-flight record this step ends
-    begins: list[Any] | None = None  # an in-flight record's row, for begin_call
-
-
-def _write_batch(conn: sqlite3.Connection, batch: list[_StepWrite]) -> None:
-    """All steps of a batch in three statements, inside the caller's transaction: the
-    steps, their audit entries chained in order, and each run's newest totals (a step
-    carries its run's running totals, so the last one of a run is all that counts); the
-    write-ahead records first, so one settled in the same batch is there to delete."""
-    begins = [write.begins for write in batch if write.begins is not None]
-    if begins:
-        conn.executemany(_INFLIGHT.insert, begins)
-    conn.executemany(_STEPS.insert, [w.step_row for w in batch if w.step_row is not None])
-    sealed = [write.seal for write in batch if write.seal is not None]
-    if sealed:
-        row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
-        last = None if row is None else _AUDIT.from_row(row)
-        entries: list[AuditEntry] = []
-        for seal in sealed:
-            last = seal(last)
-            entries.append(last)
-        conn.executemany(_AUDIT.insert, [_AUDIT.to_row(entry) for entry in entries])
-        conn.execute(_SET_AUDIT_HEAD, (entries[-1].seq, entries[-1].hash))
-    totals = {write.totals["id"]: write.totals for write in batch if write.totals is not None}
-    if conn.executemany(_SAVE_TOTALS, list(totals.values())).rowcount != len(totals):
-        raise NotFoundError("a step of the batch names no run")
-    settled = [(write.settles,) for write in batch if write.settles is not None]
-    if settled and conn.executemany(_SETTLE_INFLIGHT, settled).rowcount != len(settled):
-        raise NotFoundError("a step of the batch settles a call already settled")
-
-
-def _write_step(conn: sqlite3.Connection, write: _StepWrite) -> BaseException | None:
-    """One step of a batch, in a savepoint: its error, or None once it is written."""
-    conn.execute("SAVEPOINT step")
-    try:
-        if write.begins is not None:
-            conn.execute(_INFLIGHT.insert, write.begins)
-        if write.totals is not None and conn.execute(_SAVE_TOTALS, write.totals).rowcount == 0:
-            raise NotFoundError(f"record_step: no run {write.totals['id']!r}")
-        if write.step_row is not None:
-            conn.execute(_STEPS.insert, write.step_row)
-        if write.seal is not None:
-            _append_audit(conn, write.seal)
-        # Exactly once: a call recovery charged already (its process was taken for dead)
-        # must not be counted again by its own step.
-        if (
-            write.settles is not None
-            and not conn.execute(_SETTLE_INFLIGHT, (write.settles,)).rowcount
-        ):
-            raise ConstraintError(f"{write.what}: call {write.settles!r} was settled already")
-    except Exception as exc:
-        conn.execute("ROLLBACK TO step")
-        conn.execute("RELEASE step")
-        if isinstance(exc, sqlite3.IntegrityError):
-            return ConstraintError(f"{write.what}: {exc}")
-        return exc
-    conn.execute("RELEASE step")
-    return None
-
-
-def _settle(batch: list[_StepWrite], outcomes: list[BaseException | None]) -> None:
-    for write, outcome in zip(batch, outcomes, strict=True):
-        if write.done is None:  # queued: nobody waits, so a failure is logged
-            if outcome is not None:
-                log.error("%s failed: %s", write.what, outcome)
-        elif write.done.done():
-            continue
-        elif outcome is None:
-            write.done.set_result(None)
-        else:
-            write.done.set_exception(outcome)
-
-
 def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, what: str) -> T:
     try:
         return op(conn)
     except sqlite3.IntegrityError as exc:
         raise ConstraintError(f"{what}: {exc}") from exc
-
-
-def _append_audit(
-    conn: sqlite3.Connection, seal: Callable[[AuditEntry | None], AuditEntry]
-) -> AuditEntry:
-    """Seal the next entry on the last one and move the head, inside the caller's transaction."""
-    row = conn.execute(f"{_AUDIT.select} ORDER BY pos DESC LIMIT 1").fetchone()
-    entry = seal(None if row is None else _AUDIT.from_row(row))
-    conn.execute(_AUDIT.insert, _AUDIT.to_row(entry))
-    conn.execute(_SET_AUDIT_HEAD, (entry.seq, entry.hash))
-    return entry
 
 
 class SQLiteStore(Store):
@@ -347,7 +157,7 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-sqlite")
         # Steps waiting for their batch's turn on the worker (see record_step).
         self._steps_lock = threading.Lock()
-        self._open_steps: list[_StepWrite] | None = None
+        self._open_steps: list[StepWrite] | None = None
         try:
             # Created on the worker thread: sqlite3 checks that only it ever uses it.
             self._conn: sqlite3.Connection | None = self._executor.submit(
@@ -579,7 +389,7 @@ class SQLiteStore(Store):
         # of many calls going out and the steps of many coming back.
         done = asyncio.get_running_loop().create_future()
         what = f"begin_call {record.id!r} of run {record.run_id!r}"
-        self._enqueue(_StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
+        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
         await done
 
     async def inflight(self, run_id: str) -> list[InflightRecord]:
@@ -654,7 +464,7 @@ class SQLiteStore(Store):
             raise ConstraintError(
                 f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
             )
-        write = _StepWrite(
+        write = StepWrite(
             {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
             _STEPS.to_row(step),
             seal,
@@ -664,7 +474,7 @@ class SQLiteStore(Store):
         )
         self._enqueue(write)
 
-    def _enqueue(self, write: _StepWrite) -> None:
+    def _enqueue(self, write: StepWrite) -> None:
         conn = self._conn
         if conn is None:
             raise StoreError(f"store {self.path} is closed")
@@ -677,7 +487,7 @@ class SQLiteStore(Store):
             batch.append(write)
 
     def _write_steps(
-        self, conn: sqlite3.Connection, batch: list[_StepWrite], loop: asyncio.AbstractEventLoop
+        self, conn: sqlite3.Connection, batch: list[StepWrite], loop: asyncio.AbstractEventLoop
     ) -> None:
         """Group commit: the steps recorded while the worker was busy go in one transaction.
         Under load this turns a commit and a thread hop per step into one per batch. The
@@ -689,17 +499,17 @@ class SQLiteStore(Store):
         outcomes: list[BaseException | None]
         try:
             with transaction(conn):
-                _write_batch(conn, batch)
+                write_batch(conn, batch)
             outcomes = [None] * len(batch)
         except (sqlite3.IntegrityError, NotFoundError):
             try:
                 with transaction(conn):
-                    outcomes = [_write_step(conn, write) for write in batch]
+                    outcomes = [write_step(conn, write) for write in batch]
             except Exception as exc:  # the commit failed: none of the batch is stored
                 outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
         except Exception as exc:
             outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
-        loop.call_soon_threadsafe(_settle, batch, outcomes)
+        loop.call_soon_threadsafe(settle, batch, outcomes)
 
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
         if last is None:
@@ -867,7 +677,7 @@ class SQLiteStore(Store):
     async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
         def op(conn: sqlite3.Connection) -> AuditEntry:
             with transaction(conn):
-                return _append_audit(conn, seal)
+                return append_audit(conn, seal)
 
         return await self._run(op, "append_audit")
 

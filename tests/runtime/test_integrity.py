@@ -16,7 +16,7 @@ import corral
 from corral import Halted, HaltReason, Supervisor
 from corral.calls import RunStatus
 from corral.providers.sim import Fault, FaultKind, SimProvider
-from corral.state import InflightRecord
+from corral.state import InflightRecord, StoreError
 from tests.runtime.agent_proc import Journal
 from tests.runtime.conftest import example_policy
 
@@ -223,4 +223,24 @@ async def test_after_a_kill_9_between_calls_of_two_agents_the_session_cap_holds(
     runs = await sup.store.list_runs(session="shared")
     assert sum(r.steps for r in runs) == 6
     assert (await sup.audit.verify()).ok
+    await sup.close()
+
+
+async def test_a_write_ahead_the_store_refuses_sends_nothing_and_holds_nothing(
+    policy: Path, sim: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sup = Supervisor.from_policy(policy)
+    run = await sup.run(agent="support", session="down")
+
+    async def refused(record: InflightRecord) -> None:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(sup.store, "begin_call", refused)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        await run.chat("default", ask(1), max_tokens=5)
+    assert sum(sim.requests.values()) == 0  # fail closed: nothing went upstream uncounted
+    counters = sup.counters._counters  # type: ignore[attr-defined]
+    assert all(c.held == 0 for c in counters.values())
+    monkeypatch.undo()
+    await run.complete()
     await sup.close()

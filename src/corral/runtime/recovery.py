@@ -63,10 +63,6 @@ async def find_dead(store: Store, now: float, ttl: float) -> set[str]:
     return dead_owners(await store.list_leases(), now, ttl)
 
 
-def owner_alive(run: RunRecord, dead: Collection[str], leased: Collection[str]) -> bool:
-    return run.owner is not None and run.owner in leased and run.owner not in dead
-
-
 async def settle_orphan(
     store: Store,
     audit: AuditLog,

@@ -132,7 +132,7 @@ BROKEN = [
     pytest.param(
         ("    rate_limit: {requests_per_minute: 600,", "    rate: {requests_per_minute: 600,"),
         "corral.yaml:{line} agents.support.rate: unknown key 'rate' "
-        "(expected one of: type, route, tools, rate_limit, team)",
+        "(expected one of: type, route, tools, rate_limit, team, max_scope, shadow)",
         id="unknown-key",
     ),
     pytest.param(
@@ -192,7 +192,7 @@ BROKEN = [
     pytest.param(
         ("""- when: 'scope == "irreversible"'""", """- when: 'scop == "irreversible"'"""),
         "corral.yaml:{line} approvals[0].when: unknown name 'scop' in rule "
-        "(known: agent, agent_type, args, scope, session, task, tool)",
+        "(known: agent, agent_type, args, preview, run, scope, session, task, tool)",
         id="rule-unknown-variable",
     ),
     pytest.param(
@@ -390,7 +390,7 @@ TAGS = "(expected plain text, numbers, true/false, null, lists and mappings)"
 INT_RANGE = "expected a whole number between -9223372036854775808 and 9223372036854775807"
 TOP_KEYS = (
     "version, store, counters, providers, models, routes, agent_types, agents, global, retry, "
-    "breaker, loops, context, tools, approvals, guards, gateway"
+    "breaker, loops, context, tools, approvals, approvals_default, approvals_notify, guards, gateway"
 )
 RETRY_KEYS = (
     "max_attempts, base_delay, max_delay, jitter, max_total_wait, budget, budget_window, budget_min"

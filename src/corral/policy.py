@@ -8,27 +8,47 @@ snapshot can be shared by every in-flight call while a reload builds the next on
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import cel
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     model_validator,
 )
 
+from corral.policy_approvals import (
+    RULE_VARIABLES,
+    SCOPE_RANK,
+    ApprovalAction,
+    ApprovalRule,
+    ApprovalsNotify,
+    Rule,
+    Scope,
+    ToolPlan,
+    check_approvals,
+    plan_tools,
+)
+from corral.policy_types import (
+    Count,
+    Duration,
+    Fraction,
+    FrozenMap,
+    PositiveCount,
+    PositiveDuration,
+    Strict,
+    Usd,
+    parse_duration,
+    url,
+)
 from corral.policy_yaml import (
     Lines,
     Path_,
@@ -43,7 +63,11 @@ from corral.policy_yaml import (
 from corral.providers.pricing import ModelPrice, lookup_price
 
 __all__ = [
+    "RULE_VARIABLES",
+    "SCOPE_RANK",
+    "ApprovalAction",
     "ApprovalRule",
+    "ApprovalsNotify",
     "GatewayLimits",
     "Limits",
     "LivePolicy",
@@ -52,135 +76,18 @@ __all__ = [
     "PolicyIssue",
     "Reload",
     "Rule",
+    "Scope",
+    "ToolPlan",
     "WindowedLimits",
     "load_policy",
+    "parse_duration",
     "parse_policy",
 ]
-
-T = TypeVar("T")
-
-# --- scalar types ---------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _duration(value: object) -> float:
-    """'30s' -> 30.0 seconds. A bare number is refused: '10' could mean seconds or minutes."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h or 1d, got {value!r}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if not math.isfinite(seconds):  # 309 digits read as infinity: never a real limit
-        raise ValueError(f"expected a finite duration, got {value!r}")
-    return seconds
-
-
-parse_duration = _duration
-
-
-def _usd(value: object) -> float:
-    """0.5, '0.50' or '$0.50' -> 0.5; negative or non-numeric amounts are refused."""
-    number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip().removeprefix("$").replace("_", ""))
-        except ValueError:
-            number = None
-    if number is None or number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"expected an amount in USD like 0.50, got {value!r}")
-    if number < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
-    return number
-
-
-def _count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    if value < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
-    return value
-
-
-def _positive_count(value: object) -> int:
-    number = _count(value)
-    if number == 0:
-        raise ValueError("must be at least 1, got 0")
-    return number
-
-
-def _fraction(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"expected a fraction between 0 and 1, got {value!r}")
-    return float(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-Usd = Annotated[float, BeforeValidator(_usd)]
-Count = Annotated[int, BeforeValidator(_count)]
-PositiveCount = Annotated[int, BeforeValidator(_positive_count)]
-Fraction = Annotated[float, BeforeValidator(_fraction)]
-FrozenMap = Annotated[Mapping[str, T], AfterValidator(MappingProxyType)]
-
-
-# --- approval rules (CEL) -------------------------------------------------------
-
-# Names a rule may read; bound per tool call by the approval gate.
-RULE_VARIABLES = frozenset({"tool", "args", "scope", "agent", "agent_type", "session", "task"})
-_CEL_FUNCTIONS = frozenset(
-    {
-        "size", "contains", "startsWith", "endsWith", "matches", "int", "uint", "double",
-        "string", "bool", "bytes", "type", "dyn", "duration", "timestamp", "has", "all",
-        "exists", "exists_one", "map", "filter", "lowerAscii", "upperAscii", "trim",
-        "getFullYear", "getMonth", "getDayOfMonth", "getDayOfWeek", "getHours", "getMinutes",
-    }
-)  # fmt: skip
-# Variables bound by a comprehension macro, e.g. the `k` of args.exists(k, k == "x").
-_MACRO_BINDING = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
-_CEL_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*?)(?:\n|$)")
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A compiled CEL expression. Compiled once at load; `matches` costs a few µs."""
-
-    source: str
-    program: Any
-
-    def matches(self, variables: Mapping[str, Any]) -> bool:
-        return self.program.execute(dict(variables)) is True
-
-
-def _compile_rule(value: object) -> Rule:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a rule expression as a string, got {value!r}")
-    try:
-        program = cel.compile(value)
-    except ValueError as exc:
-        found = _CEL_ERROR.search(str(exc))
-        where = f" at column {found.group(2)}: {found.group(3)}" if found else f": {exc}"
-        raise ValueError(f"invalid rule expression{where}") from None
-    bound = set(_MACRO_BINDING.findall(value))
-    unknown = sorted(set(program.variables()) - RULE_VARIABLES - bound)
-    if unknown:
-        known = ", ".join(sorted(RULE_VARIABLES))
-        raise ValueError(f"unknown name '{unknown[0]}' in rule (known: {known})")
-    for function in program.functions():
-        if function[0] not in "_!-@" and function not in _CEL_FUNCTIONS:
-            raise ValueError(f"unknown function '{function}' in rule")
-    return Rule(value, program)
-
 
 # --- schema ---------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-class Limits(_Strict):
+class Limits(Strict):
     """Hard caps at one level. None means no cap on that dimension."""
 
     usd: Usd | None = None
@@ -202,15 +109,15 @@ class WindowedLimits(Limits):
         return self
 
 
-class AgentType(_Strict):
+class AgentType(Strict):
     task: Limits | None = None
     session: Limits | None = None
     fleet: WindowedLimits | None = None
 
 
-class Provider(_Strict):
+class Provider(Strict):
     kind: Literal["openai", "anthropic"]
-    base_url: Annotated[str, BeforeValidator(lambda v: _url(v, ("http://", "https://")))]
+    base_url: Annotated[str, BeforeValidator(lambda v: url(v, ("http://", "https://")))]
     api_key_env: str | None = None
     timeout: Duration = 60.0
     # The provider's own request quota, shared by every agent: under saturation the
@@ -218,14 +125,14 @@ class Provider(_Strict):
     requests_per_minute: PositiveCount | None = None
 
 
-class Price(_Strict):
+class Price(Strict):
     input_per_mtok: Usd
     output_per_mtok: Usd
     cache_read_per_mtok: Usd | None = None
     cache_write_per_mtok: Usd | None = None
 
 
-class Model(_Strict):
+class Model(Strict):
     provider: str
     model: str
     context_window: PositiveCount
@@ -234,7 +141,7 @@ class Model(_Strict):
     max_output_tokens: PositiveCount = 4096
 
 
-class RateLimit(_Strict):
+class RateLimit(Strict):
     requests_per_minute: PositiveCount | None = None
     tokens_per_minute: PositiveCount | None = None
     priority: Literal["high", "normal", "low"] = "normal"
@@ -250,7 +157,7 @@ def _team(value: object) -> str:
     return value
 
 
-class Agent(_Strict):
+class Agent(Strict):
     type: str
     route: str
     tools: tuple[str, ...] = ()
@@ -258,13 +165,17 @@ class Agent(_Strict):
     # Agents of one team share a session id (its counters, loop and context state); an
     # agent without a team shares its sessions with no one.
     team: Annotated[str, BeforeValidator(_team)] | None = None
+    # The highest scope of tool the agent may call, whatever its tool list says.
+    max_scope: Scope | None = None
+    # Shadow mode: its write and irreversible tool calls are recorded, not run.
+    shadow: bool = False
 
     def session_scope(self, name: str) -> str:
         """Whose sessions this agent's session ids name: its team's, or its own."""
         return f"team:{self.team}" if self.team is not None else f"agent:{name}"
 
 
-class GatewayLimits(_Strict):
+class GatewayLimits(Strict):
     """What one client connection may cost the gateway before and while it is served."""
 
     max_header_bytes: PositiveCount = 65536  # the request line and headers together
@@ -272,9 +183,12 @@ class GatewayLimits(_Strict):
     header_timeout: Duration = 10.0  # from the connection (or the last request) to the headers
     body_timeout: Duration = 30.0  # from the headers to the end of the body
     max_connections: PositiveCount = 10000  # past it, new connections get 503 at once
+    # How long an answer waiting for an approval is held before the client gets 429
+    # approval_pending (well under the usual client timeouts of 60 s and more).
+    approval_hold: PositiveDuration = 20.0
 
 
-class Retry(_Strict):
+class Retry(Strict):
     max_attempts: PositiveCount = 3
     base_delay: Duration = 0.5
     max_delay: Duration = 8.0
@@ -287,7 +201,7 @@ class Retry(_Strict):
     budget_min: Count = 10
 
 
-class Breaker(_Strict):
+class Breaker(Strict):
     window: PositiveCount = 20
     min_calls: PositiveCount = 10
     failure_rate: Fraction = 0.5
@@ -305,12 +219,12 @@ class Breaker(_Strict):
         return self
 
 
-class Similarity(_Strict):
+class Similarity(Strict):
     threshold: Fraction = 0.9
     count: PositiveCount = 4
 
 
-class Loops(_Strict):
+class Loops(Strict):
     repeat: PositiveCount = 3
     similar: Similarity = Similarity()
     no_progress_steps: PositiveCount = 5
@@ -322,7 +236,7 @@ class Loops(_Strict):
     action: Literal["halt", "warn"] = "halt"
 
 
-class Context(_Strict):
+class Context(Strict):
     warn_at: Fraction = 0.7
     critical_at: Fraction = 0.9
     compaction: tuple[Literal["pointers", "summarize", "evict"], ...] = (
@@ -346,47 +260,49 @@ class Context(_Strict):
         return self
 
 
-class Tool(_Strict):
-    scope: Literal["read", "write", "irreversible"]
+class Tool(Strict):
+    scope: Scope
     description: str | None = None
+    # Shown to the reviewer of an approval: how to undo the action if it goes wrong.
+    rollback: str | None = None
+    # An irreversible tool runs without a human only when the policy says so here.
+    unattended: bool = False
+    # Shadow mode for this tool: a write or irreversible call is recorded, not run.
+    shadow: bool = False
+
+    @model_validator(mode="after")
+    def _acts(self) -> Tool:
+        if self.unattended and self.scope != "irreversible":
+            raise ValueError("unattended applies to irreversible tools only")
+        if self.shadow and self.scope == "read":
+            raise ValueError("shadow applies to write and irreversible tools: reads always run")
+        return self
 
 
-class ApprovalRule(_Strict):
-    when: Annotated[Rule, BeforeValidator(_compile_rule)]
-    timeout: Duration = 3600.0
-    on_timeout: Literal["cancel", "escalate", "fallback"] = "cancel"
-
-
-class InputGuards(_Strict):
+class InputGuards(Strict):
     injection: Literal["block", "flag", "off"] = "off"
 
 
-class OutputGuards(_Strict):
+class OutputGuards(Strict):
     pii: Literal["redact", "block", "flag", "off"] = "off"
 
 
-class Guards(_Strict):
+class Guards(Strict):
     input: InputGuards = InputGuards()
     output: OutputGuards = OutputGuards()
-
-
-def _url(value: object, schemes: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or not value.startswith(schemes):
-        raise ValueError(f"expected a URL starting with {' or '.join(schemes)}, got {value!r}")
-    return value
 
 
 def _counters_url(value: object) -> str:
     if value == "memory":
         return value
-    return _url(value, ("redis://", "rediss://"))
+    return url(value, ("redis://", "rediss://"))
 
 
-class Policy(_Strict):
+class Policy(Strict):
     """One immutable snapshot of the policy file."""
 
     version: Literal[1]
-    store: Annotated[str, BeforeValidator(lambda v: _url(v, ("sqlite://", "postgresql://")))] = (
+    store: Annotated[str, BeforeValidator(lambda v: url(v, ("sqlite://", "postgresql://")))] = (
         "sqlite:///corral.db"
     )
     counters: Annotated[str, BeforeValidator(_counters_url)] = "memory"
@@ -402,10 +318,19 @@ class Policy(_Strict):
     context: Context = Context()
     tools: FrozenMap[Tool] = Field(default_factory=lambda: MappingProxyType({}))
     approvals: tuple[ApprovalRule, ...] = ()
+    # For irreversible calls no rule matched (unless the tool is `unattended`).
+    approvals_default: ApprovalAction = ApprovalAction()
+    approvals_notify: ApprovalsNotify = Field(default_factory=ApprovalsNotify)
     guards: Guards = Guards()
     gateway: GatewayLimits = GatewayLimits()
     source: str = Field(default="corral.yaml", exclude=True)
     _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)
+    _tool_plans: Mapping[str, ToolPlan] = PrivateAttr(default_factory=dict)
+
+    @property
+    def tool_plans(self) -> Mapping[str, ToolPlan]:
+        """Per declared tool, the approval rules its calls evaluate (policy_approvals.py)."""
+        return self._tool_plans
 
     @property
     def prices(self) -> Mapping[str, ModelPrice | None]:
@@ -526,6 +451,14 @@ def _check_references(policy: Policy, env: Mapping[str, str] | None) -> list[tup
         need(("agents", name, "route"), "route", agent.route, policy.routes)
         for index, tool in enumerate(agent.tools):
             need(("agents", name, "tools", index), "tool", tool, policy.tools)
+    if not found:  # approvals read the tools and agents resolved above
+        notify = policy.approvals_notify
+        found.extend(
+            check_approvals(
+                policy.tools, policy.agents, policy.approvals, policy.approvals_default,
+                notify.groups,
+            )
+        )  # fmt: skip
     if policy.context.summarizer is not None:
         known = {**policy.models, **policy.routes}
         need(("context", "summarizer"), "model or route", policy.context.summarizer, known)
@@ -635,6 +568,7 @@ def parse_policy(
     problems = _check_references(policy, environment)
     if not problems:  # prices need every reference resolved
         problems = _check_prices(policy)
+        policy._tool_plans = plan_tools(policy.tools, policy.approvals)
     if problems:
         raise PolicyError(
             source,

@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
-import orjson
 import typer
-from rich.console import Console
 from rich.json import JSON
 from rich.table import Table
 
 from corral import __version__
 from corral.calls import RunStatus
+from corral.cli_common import (
+    AsJson,
+    PolicyPath,
+    err,
+    fail,
+    out,
+    policy_for_store,
+    print_json,
+    when,
+    with_store,
+)
+from corral.cli_review import approvals_app, shadow_app
 from corral.gateway.keys import check_lifetime, issue, key_status
-from corral.policy import Policy, PolicyError, load_policy, parse_duration
+from corral.policy import PolicyError, parse_duration
 from corral.runtime import operations
-from corral.runtime.operations import NotFound, StateConflict, UnknownRun
-from corral.state import AgentKeyRecord, Store, open_store
+from corral.state import AgentKeyRecord, Store
 from corral.tables import run_table
 from corral.telemetry.audit import AuditLog
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="corral",
@@ -49,72 +54,16 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(shadow_app, name="shadow")
 
-out = Console()
-err = Console(stderr=True)
-
-PolicyPath = Annotated[
-    Path,
-    typer.Option(
-        "--policy",
-        envvar="CORRAL_POLICY",
-        help="Policy file (default: $CORRAL_POLICY, else ./corral.yaml).",
-        show_default=False,
-    ),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.", show_default=False)]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print("[red]error:[/red]", message, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def policy_for_store(path: Path) -> Policy:
-    """The policy, for verbs that only read the store (no provider keys needed)."""
-    try:
-        return load_policy(path, require_keys=False)
-    except PolicyError as exc:
-        fail(str(exc), 2)
-
-
-def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `work` on the policy's store; an operation's refusal exits 1 with its message."""
-
-    async def run() -> T:
-        store = open_store(policy_for_store(path).store)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except UnknownRun as exc:
-        fail(f"{exc} (list them with `corral runs ls`)")
-    except (NotFound, StateConflict) as exc:
-        fail(str(exc))
-    except ValueError as exc:  # a bad argument, a bad store URL or a store from a newer Corral
-        fail(str(exc), 2)
 
 
 async def audit(
     store: Store, kind: str, payload: Mapping[str, Any], run_id: str | None = None
 ) -> None:
     await AuditLog(store).append(kind, payload, run_id)
-
-
-def when(ts: float | None, *, short: bool = False) -> str:
-    """UTC; `short` drops the year and seconds, for tables that must fit 80 columns."""
-    if ts is None:
-        return "-"
-    shape = "%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(shape)
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 @app.command()

@@ -88,6 +88,9 @@ class StreamDelta:
     tool_id: str | None = None
     tool_name: str | None = None
     tool_arguments: str = ""
+    # Nothing to show, only "still here": sent while an answer waits for a human, so
+    # the connection is not taken for dead (the gateway writes an SSE comment).
+    keepalive: bool = False
 
 
 # Where a streamed call's deltas go, as they arrive.
@@ -120,6 +123,9 @@ class LLMCall:
     # The write-ahead record of this call while it is out (set by the budget gate); the
     # record gate's step deletes it.
     inflight: str | None = field(default=None, repr=False)
+    # The gateway's fingerprint of the request (agent and body): the same request sent
+    # again is answered from the approvals its first answer is waiting for.
+    request_key: str | None = field(default=None, repr=False)
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 
@@ -129,8 +135,9 @@ class ToolCall:
     """A request to run a tool; a replay with the same idempotency key returns the first result.
 
     `reported` is set when the agent ran the tool itself and only reports it (the gateway
-    learns of tool calls from the conversation): it passes every gate as any tool call,
-    and the transport returns it instead of running a registered tool.
+    learns of tool calls from the conversation), or when shadow mode answers the call
+    with a stand-in: it passes every gate as any tool call, and the transport returns it
+    instead of running a registered tool.
     """
 
     name: str
@@ -138,6 +145,12 @@ class ToolCall:
     idempotency_key: str | None = None
     reported: ToolResult | None = None
     inflight: str | None = field(default=None, repr=False)  # as LLMCall.inflight
+    # What the reviewer of an approval is shown: why the agent makes the call, and what
+    # it expects to happen.
+    reason: str | None = None
+    expected: str | None = None
+    # A reported call's tool call id, as the model gave it: its approval is found by it.
+    origin: str | None = None
     kind: Literal["tool"] = "tool"
     id: int = field(default_factory=lambda: next(_call_ids))
 
@@ -182,6 +195,9 @@ class LLMResult:
     finish_reason: str | None = None
     raw: Any = None
     cost_usd: float = 0.0  # set by the budget gate when it settles
+    # Answered from an earlier call's record (a held answer sent again once approved):
+    # its cost was counted by that call.
+    replayed: bool = False
 
 
 @dataclass(slots=True)
@@ -212,6 +228,32 @@ class Halt(Exception):
         self.detail: Mapping[str, Any] = detail or {}
         # What the halted call consumed before the halt was decided (an answer a loop
         # halt follows, a cut stream's tokens): the record gate puts it on the step.
+        self.spent: LLMResult | None = None
+
+
+class Rejected(Exception):
+    """A reviewer rejected the tool call: the agent gets their feedback and may replan.
+
+    Not a halt: the run goes on (unless the rule says `on_reject: halt`)."""
+
+    def __init__(self, tool: str, feedback: str, approval_id: str) -> None:
+        super().__init__(f"tool call '{tool}' rejected by a reviewer: {feedback}")
+        self.tool = tool
+        self.feedback = feedback
+        self.approval_id = approval_id
+
+
+class ApprovalPending(Exception):
+    """The gateway held an answer for its approvals as long as it may: the client is told
+    to send the same request again later (429 approval_pending).
+
+    `spent` is the model's answer being held: the record gate puts its cost on the step."""
+
+    def __init__(self, approval_ids: Sequence[str], retry_after: float) -> None:
+        ids = ", ".join(approval_ids)
+        super().__init__(f"waiting for approval {ids}: send the same request again later")
+        self.approval_ids = tuple(approval_ids)
+        self.retry_after = retry_after
         self.spent: LLMResult | None = None
 
 

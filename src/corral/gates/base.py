@@ -8,9 +8,10 @@ supervisor is built, so a call pays one function frame per gate and nothing else
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -75,10 +76,30 @@ class RunContext:
     progress_changes: int = 0
     # Per-run state a gate keeps for itself, under the gate's own key (e.g. "loops").
     scratch: dict[str, Any] = field(default_factory=dict)
+    # The agent runs its tools itself (the gateway's clients): the approval gate acts on
+    # the model's answers, before a tool call in them reaches the agent. How long it may
+    # hold such an answer for a decision (None: until the approval's own timeout).
+    tools_in_client: bool = False
+    approval_hold: float | None = None
+    # The deadline gate's timers of the calls in flight, moved when a call waits for a human.
+    deadline_timers: list[asyncio.Timeout] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
         return self.record.id
+
+    def waited(self, seconds: float) -> None:
+        """A call waited `seconds` for a human: that time is the run's `waiting_s`, not
+        wall-clock time its cap counts, so the deadline moves by as much."""
+        if seconds <= 0:
+            return
+        self.record = replace(self.record, waiting_s=self.record.waiting_s + seconds)
+        if self.deadline is not None:
+            self.deadline += seconds
+            for timer in self.deadline_timers:
+                when = timer.when()
+                if when is not None:
+                    timer.reschedule(when + seconds)
 
 
 def compose(gates: Sequence[Gate], transport: Next) -> Next:

@@ -21,6 +21,7 @@ class DeadlineGate:
         if remaining <= 0:
             raise self._halt(ctx, "before the call")
         limit = asyncio.timeout(remaining)
+        ctx.deadline_timers.append(limit)  # moved by ctx.waited() while a call waits
         try:
             async with limit:
                 return await next(call, ctx)
@@ -28,6 +29,8 @@ class DeadlineGate:
             if limit.expired():  # ours, not a timeout raised from below
                 raise self._halt(ctx, "during the call") from None
             raise
+        finally:
+            ctx.deadline_timers.remove(limit)
 
     def _halt(self, ctx: RunContext, when: str) -> Halt:
         limit_s = ctx.deadline - ctx.record.created_at if ctx.deadline is not None else 0.0

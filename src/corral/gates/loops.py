@@ -37,7 +37,16 @@ from typing import Any, Final
 
 import orjson
 
-from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, ToolResult
+from corral.calls import (
+    ApprovalPending,
+    Call,
+    Halt,
+    HaltReason,
+    LLMCall,
+    LLMResult,
+    Result,
+    ToolResult,
+)
 from corral.gates.base import Next, RunContext
 from corral.gates.similarity import (
     Feature,
@@ -376,7 +385,7 @@ class LoopGate:
         run.push(step)
         try:
             result = await next(call, ctx)
-        except Halt:
+        except (Halt, ApprovalPending):  # an answer held for a human is no failure either
             step.status = REFUSED
             raise
         except Exception as exc:
@@ -395,6 +404,9 @@ class LoopGate:
             raise
         if isinstance(result, ToolResult):
             await self._after_tool(step, result, run, session, ctx, loops)
+            return result
+        if result.replayed:  # a held answer sent again once decided: the same turn, not a new one
+            step.status = REFUSED
             return result
         try:
             await self._after_llm(step, result, run, session, ctx, loops)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from corral.calls import Call, Halt, LLMResult, Result, ToolResult
+from corral.calls import ApprovalPending, Call, Halt, LLMResult, Result, ToolResult
 from corral.gates.base import Next, RunContext, StepView
 from corral.providers.base import ProviderError
 from corral.state import StepRecord, StepStatus, Store
@@ -34,6 +34,10 @@ class RecordGate:
         except Halt as halt:
             await self._write(call, ctx, started, halt.spent, "halted", str(halt))
             raise
+        except ApprovalPending as pending:
+            # Answered, and held for a human: the step is the model call that was paid for.
+            await self._write(call, ctx, started, pending.spent, "ok", str(pending))
+            raise
         except asyncio.CancelledError:
             killed = ctx.kill_requested_at is not None
             status: StepStatus = "halted" if killed else "error"
@@ -53,7 +57,7 @@ class RecordGate:
         except Exception as exc:
             await self._write(call, ctx, started, None, "error", f"{type(exc).__name__}: {exc}")
             raise
-        replayed = isinstance(result, ToolResult) and result.replayed
+        replayed = result.replayed
         await self._write(call, ctx, started, result, "replayed" if replayed else "ok", None)
         return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import itertools
 import logging
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from corral.calls import Halted, LLMCall, UpstreamUnavailable
+from corral.calls import ApprovalPending, Halted, LLMCall, UpstreamUnavailable
 from corral.gates.budget import remaining_usd
 from corral.gates.ratelimit import RateLimited
 from corral.gateway.admin import AdminAPI
@@ -56,6 +57,7 @@ KEY_CACHE_SECONDS = 1.0
 ADMIN_KEY_ENV = "CORRAL_ADMIN_KEY"
 
 _JSON = (b"content-type", b"application/json")
+_KEEPALIVE = b": waiting for approval\n\n"  # an SSE comment: clients skip it
 _GET_ROUTES = frozenset({"/healthz", "/metrics", "/openapi.json", "/v1/models"})
 _SSE = [
     (b"content-type", b"text/event-stream"),
@@ -108,6 +110,15 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
         return Failure(exc.status, exc.type, exc.message, param=exc.param, run_id=run_id)
     if isinstance(exc, Halted):
         return Failure(403, "corral_halt", exc.message, code=exc.reason.value, run_id=exc.run_id)
+    if isinstance(exc, ApprovalPending):
+        return Failure(
+            429,
+            "approval_pending",
+            f"{exc}: the answer waits for a human (corral approvals ls)",
+            code="approval_pending",
+            run_id=run_id,
+            retry_after=exc.retry_after,
+        )
     if isinstance(exc, RateLimited):
         if exc.retry_after is None:  # no wait would ever serve it: not worth a retry
             return Failure(400, "invalid_request_error", str(exc), code="request_too_large")
@@ -369,7 +380,8 @@ class Gateway:
     ) -> int:
         key = await self._agent(headers)
         _require_json(headers)
-        request = door.parse(_json(await self._body(headers, receive)))
+        raw = await self._body(headers, receive)
+        request = door.parse(_json(raw))
         policy = self.sup.policy.current
         agent = key.agent or ""
         if agent not in policy.agents:
@@ -386,8 +398,14 @@ class Gateway:
         session = _text(headers.get(b"x-corral-session"), "X-Corral-Session")
         task = _text(headers.get(b"x-corral-task"), "X-Corral-Task")
         run = await self.sessions.enter(agent, session, task)
+        # The agent runs its own tools: the approval gate acts on the model's answers, and
+        # finds an answer held for approval again by the request's fingerprint.
+        ctx = run.context
+        ctx.tools_in_client = True
+        ctx.approval_hold = policy.gateway.approval_hold
+        fingerprint = _fingerprint(agent, raw)
         try:
-            return await self._call(door, request, run, receive, send, started)
+            return await self._call(door, request, run, receive, send, started, fingerprint)
         except Exception as exc:
             # Whatever failed from here on failed in the run: answered with its id.
             raise self._note(await self._failed(exc, run.id)) from exc
@@ -402,12 +420,17 @@ class Gateway:
         receive: Receive,
         send: Send,
         started: float,
+        fingerprint: str,
     ) -> int:
         await report_tool_results(run, request.messages)
         # The adapters read `extra_headers` as HTTP headers: a body must not set them.
         request.params.pop("extra_headers", None)
         call = LLMCall(
-            request.model, request.messages, request.params, max_tokens=request.max_tokens
+            request.model,
+            request.messages,
+            request.params,
+            max_tokens=request.max_tokens,
+            request_key=fingerprint,
         )
         if request.stream:
             return await self._stream(door, request, run, call, receive, send, started)
@@ -445,7 +468,7 @@ class Gateway:
             await _chunk(send, opening)
             try:
                 async for delta in deltas:
-                    piece = encoder.delta(delta)
+                    piece = _KEEPALIVE if delta.keepalive else encoder.delta(delta)
                     if piece:
                         await _chunk(send, piece)
                 assert answer.result is not None
@@ -639,6 +662,13 @@ def _text(value: bytes | None, name: str) -> str | None:
 
 _RESPONSE_PREFIX = secrets.token_hex(6)
 _response_numbers = itertools.count(1)
+
+
+def _fingerprint(agent: str, body: bytes) -> str:
+    """The same request sent again: same agent, same body (with or without a session)."""
+    return hashlib.blake2b(
+        body, digest_size=16, person=b"corral-request", key=agent.encode()[:64]
+    ).hexdigest()
 
 
 def _response_id() -> str:

@@ -241,6 +241,7 @@ async def report_tool_results(run: Run, messages: Sequence[Mapping[str, Any]]) -
             _arguments(function.get("arguments")),
             ToolResult(message.get("content")),
             key=f"{run.id}:{call_id}",
+            origin=str(call_id),
         )
         reported += 1
     return reported

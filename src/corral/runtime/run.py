@@ -98,19 +98,38 @@ class Run:
         return ChatStream(self, LLMCall(model, messages, params, max_tokens=max_tokens))
 
     async def tool(
-        self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        expected: str | None = None,
     ) -> Any:
-        """Run a registered tool; a call whose key already ran returns its recorded result."""
-        result = await self._call(ToolCall(name, args, idempotency_key))
+        """Run a registered tool; a call whose key already ran returns its recorded result.
+
+        If a human must approve it, this waits for the decision: a rejection raises
+        `corral.Rejected` with the reviewer's feedback (the run goes on), a timeout halts
+        the run or runs the rule's fallback tool. `reason` (why the agent makes the call)
+        and `expected` (what it expects to happen) are shown to the reviewer."""
+        call = ToolCall(name, args, idempotency_key, reason=reason, expected=expected)
+        result = await self._call(call)
         assert isinstance(result, ToolResult)
         return result.value
 
     async def report_tool(
-        self, name: str, args: Mapping[str, Any], result: ToolResult, *, key: str
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        result: ToolResult,
+        *,
+        key: str,
+        origin: str | None = None,
     ) -> ToolResult:
         """Put a tool call the agent ran itself on the run: it passes the gates (allowlist,
-        budgets, record) as any tool call. A second report with the same `key` replays."""
-        answer = await self._call(ToolCall(name, args, key, reported=result))
+        budgets, approvals, record) as any tool call. A second report with the same `key`
+        replays. `origin` is the model's id of the tool call, which its approval names."""
+        answer = await self._call(ToolCall(name, args, key, reported=result, origin=origin))
         assert isinstance(answer, ToolResult)
         return answer
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from corral.calls import Halted, RunStatus
 from corral.gates.allowlist import AllowlistGate
+from corral.gates.approval import ApprovalGate
 from corral.gates.base import Cap, Gate, Next, RunContext, compose
 from corral.gates.breaker import BreakerGate
 from corral.gates.budget import MICRO_USD, BudgetGate, build_caps, cap_key
@@ -55,6 +56,7 @@ from corral.state import (
     open_store,
 )
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.notify import Notifier
 from corral.tools.registry import Tool, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,13 +68,20 @@ KILL_POLL_SECONDS = 0.2
 
 
 def pipeline_gates(
-    store: Store, counters: Counters, audit: AuditLog, clock: Callable[[], float] = time.time
+    store: Store,
+    counters: Counters,
+    audit: AuditLog,
+    clock: Callable[[], float] = time.time,
+    *,
+    tools: Mapping[str, Tool] | None = None,
+    notifier: Notifier | None = None,
 ) -> list[Gate]:
     """The gates every call passes, outermost first (DESIGN.md's order).
 
     Budgets come first among the gates that cost or wait: a halt is decided before a
-    call queues for a rate-limit share or is retried. The context gate's summaries go
-    through the whole pipeline: `pipeline()` binds it once the gates are composed.
+    call queues for a rate-limit share or is retried, and a call waiting for a human
+    (the approval gate) holds none. The context gate's summaries go through the whole
+    pipeline: `pipeline()` binds it once the gates are composed.
     """
     return [
         KillSwitchGate(),
@@ -82,6 +91,7 @@ def pipeline_gates(
         IdempotencyGate(store, clock),
         LoopGate(audit, clock),
         ContextGate(store, audit, clock),
+        ApprovalGate(store, audit, {} if tools is None else tools, clock, notifier),
         BudgetGate(counters, clock, store),
         RateLimitGate(counters),
         RouteGate(audit),
@@ -141,8 +151,14 @@ class Supervisor:
         # counters start empty); a key leaves the set when its counters are dropped.
         self._seeded: set[str] = set()
         self._seeding = asyncio.Lock()
-        gates = pipeline_gates(store, counters, self.audit, clock)
+        self.notifier = Notifier(policy.current.approvals_notify, self.audit)
+        gates = pipeline_gates(
+            store, counters, self.audit, clock, tools=self._tools, notifier=self.notifier
+        )
         self._loops = next(gate for gate in gates if isinstance(gate, LoopGate))
+        # Told of decisions made in this process (the gateway's admin API), to release
+        # the calls waiting on them at once.
+        self.approvals = next(gate for gate in gates if isinstance(gate, ApprovalGate)).waiter
         self._pipeline: Next = pipeline(gates, Transport(self._adapters, self._tools))
 
     @classmethod
@@ -167,8 +183,21 @@ class Supervisor:
             lease_ttl=lease_ttl,
         )
 
-    def tool(self, name: str | None = None) -> Callable[[F], F]:
-        """Register a typed tool; its scope comes from the policy's `tools` section."""
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        preview: Callable[..., Any] | None = None,
+        shadow: Callable[..., Any] | None = None,
+        rollback: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register a typed tool; its scope comes from the policy's `tools` section.
+
+        `preview`: a side-effect-free dry run taking the tool's arguments (e.g. count the
+        rows a write would touch); its result is shown to a reviewer and is `preview` to
+        approval rules. `shadow`: the result an agent in shadow mode gets instead of the
+        tool's. `rollback`: how to undo the action, for the reviewer (else the policy's
+        `tools.X.rollback`)."""
 
         def register(fn: F) -> F:
             tool_name = name or fn.__name__
@@ -178,7 +207,14 @@ class Supervisor:
                 raise ValueError(
                     f"tool '{tool_name}' is not declared in the policy's tools (declared: {known})"
                 )
-            self._tools[tool_name] = describe(fn, tool_name, declared.scope)
+            self._tools[tool_name] = describe(
+                fn,
+                tool_name,
+                declared.scope,
+                preview=preview,
+                shadow=shadow,
+                rollback=rollback or declared.rollback,
+            )
             return fn
 
         return register
@@ -242,6 +278,7 @@ class Supervisor:
             # Runs still open (a gateway's sessions) stay running, to resume elsewhere.
             with contextlib.suppress(StoreError):
                 await self.store.drop_leases([self.owner])
+        await self.notifier.close()
         await self._http.close()
         await self.counters.close()
         await self.store.close()

@@ -19,11 +19,13 @@ from corral.state.records import (
     InflightRecord,
     Json,
     LeaseRecord,
+    ProposalRecord,
     RunRecord,
     Spending,
     StepKind,
     StepRecord,
     StepStatus,
+    Verdict,
 )
 from corral.state.sqlite import SQLiteStore
 from corral.state.store import (
@@ -53,6 +55,7 @@ __all__ = [
     "LeaseRecord",
     "MemoryCounters",
     "NotFoundError",
+    "ProposalRecord",
     "Refusal",
     "Reservation",
     "RunRecord",
@@ -64,6 +67,7 @@ __all__ = [
     "StepStatus",
     "Store",
     "StoreError",
+    "Verdict",
     "open_counters",
     "open_store",
 ]

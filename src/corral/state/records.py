@@ -20,6 +20,7 @@ StepStatus: TypeAlias = Literal["ok", "error", "halted", "replayed", "interrupte
 
 DeadLetterStatus: TypeAlias = Literal["open", "retried", "dropped"]
 ApprovalStatus: TypeAlias = Literal["pending", "approved", "rejected", "timeout"]
+Verdict: TypeAlias = Literal["agree", "disagree"]
 # The budgets a dead-letter retry can top up (wall_clock in seconds).
 TOPUP_KEYS: tuple[str, ...] = ("usd", "tokens", "tool_calls", "steps", "wall_clock")
 
@@ -62,6 +63,8 @@ class RunRecord:
     # A run of one request (a gateway request without a session): nobody resumes it, so
     # if its process dies mid-call recovery halts it with `interrupted`.
     oneshot: bool = False
+    # Seconds its calls waited for a human (approvals): not counted by its wall-clock cap.
+    waiting_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,15 @@ class DeadLetterRecord:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRecord:
-    """A tool call waiting for (or decided by) a human."""
+    """A tool call waiting for (or decided by) a human.
+
+    `args` are the arguments that would run, as validated and coerced, and `args_hash`
+    binds the approval to them: a call with other arguments needs an approval of its
+    own. A reviewer may approve with edited arguments (`approved_args`), which then run
+    instead. `call_key` finds the approval again for the same call (its idempotency key;
+    at the gateway, the model's tool call id), `request_key` for the same gateway request
+    sent again, whose held model answer is `answer`. `panel` is what the reviewer sees.
+    """
 
     id: str
     run_id: str
@@ -167,6 +178,32 @@ class ApprovalRecord:
     status: ApprovalStatus = "pending"
     decided_at: float | None = None
     decided_by: str | None = None
+    note: str | None = None  # the reviewer's note, or a rejection's feedback
+    agent: str = ""
+    call_key: str | None = None
+    request_key: str | None = None
+    args_hash: str = ""
+    approved_args: Json = None
+    escalations: int = 0  # times it was escalated (and given a fresh timeout)
+    panel: Json = None
+    answer: Json = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRecord:
+    """A write a run in shadow mode proposed instead of running, and a human's verdict."""
+
+    id: str
+    run_id: str
+    agent: str
+    tool: str
+    args: Json
+    scope: str
+    proposed_at: float
+    result: Json = None  # what the agent was given in place of the tool's result
+    verdict: Verdict | None = None
+    reviewed_by: str | None = None
+    reviewed_at: float | None = None
     note: str | None = None
 
 

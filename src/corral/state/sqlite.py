@@ -23,8 +23,6 @@ from typing import Any, TypeVar
 from corral.calls import RunStatus
 from corral.state.records import (
     AgentKeyRecord,
-    ApprovalRecord,
-    ApprovalStatus,
     ArtifactRecord,
     AuditEntry,
     CheckpointRecord,
@@ -38,11 +36,11 @@ from corral.state.records import (
     Spending,
     StepRecord,
 )
+from corral.state.sqlite_approvals import SQLiteApprovals
 from corral.state.sqlite_schema import migrate, transaction
 from corral.state.sqlite_steps import StepWrite, append_audit, settle, write_batch, write_step
 from corral.state.sqlite_tables import (
     _AGENT_KEYS,
-    _APPROVALS,
     _ARTIFACTS,
     _AUDIT,
     _CHECKPOINTS,
@@ -136,7 +134,7 @@ def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, wh
         raise ConstraintError(f"{what}: {exc}") from exc
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteApprovals, Store):
     """A Store in one SQLite file (or ":memory:").
 
     Construction opens and migrates the file and waits for it: do it at startup,
@@ -593,42 +591,6 @@ class SQLiteStore(Store):
             only_if,
             only_if,
             what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
-        )
-
-    # approvals
-
-    async def add_approval(self, approval: ApprovalRecord) -> None:
-        await self._insert(_APPROVALS, approval, f"add_approval {approval.id!r}")
-
-    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
-        return await self._one(_APPROVALS, "WHERE id = ?", approval_id)
-
-    async def list_approvals(self, *, status: ApprovalStatus | None = None) -> list[ApprovalRecord]:
-        if status is None:
-            return await self._all(_APPROVALS, "ORDER BY requested_at, rowid")
-        return await self._all(_APPROVALS, "WHERE status = ? ORDER BY requested_at, rowid", status)
-
-    async def decide_approval(
-        self,
-        approval_id: str,
-        status: ApprovalStatus,
-        *,
-        by: str | None,
-        at: float,
-        note: str | None = None,
-    ) -> bool:
-        if status == "pending":
-            raise ValueError(f"decide_approval {approval_id!r}: a decision cannot be 'pending'")
-        # The status test in the WHERE clause makes check-and-set one statement.
-        return await self._update(
-            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, note = ?"
-            " WHERE id = ? AND status = 'pending'",
-            status,
-            at,
-            by,
-            note,
-            approval_id,
-            what=f"decide_approval {approval_id!r} as {status!r}",
         )
 
     # idempotency

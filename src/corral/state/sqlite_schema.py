@@ -212,6 +212,38 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_at REAL NOT NULL
     );
     """,
+    # 4: approvals bound to their arguments and found again by call or request; shadow
+    # proposals; the time runs waited for humans.
+    """
+    ALTER TABLE approvals ADD COLUMN agent TEXT NOT NULL DEFAULT '';
+    ALTER TABLE approvals ADD COLUMN call_key TEXT;
+    ALTER TABLE approvals ADD COLUMN request_key TEXT;
+    ALTER TABLE approvals ADD COLUMN args_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE approvals ADD COLUMN approved_args TEXT;
+    ALTER TABLE approvals ADD COLUMN escalations INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE approvals ADD COLUMN panel TEXT;
+    ALTER TABLE approvals ADD COLUMN answer TEXT;
+    CREATE INDEX approvals_by_call ON approvals (call_key) WHERE call_key IS NOT NULL;
+    CREATE INDEX approvals_by_request ON approvals (request_key)
+        WHERE request_key IS NOT NULL;
+    ALTER TABLE runs ADD COLUMN waiting_s REAL NOT NULL DEFAULT 0;
+
+    CREATE TABLE proposals (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        agent TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        args TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        proposed_at REAL NOT NULL,
+        result TEXT,
+        verdict TEXT CHECK (verdict IN ('agree', 'disagree')),
+        reviewed_by TEXT,
+        reviewed_at REAL,
+        note TEXT
+    );
+    CREATE INDEX proposals_by_agent ON proposals (agent, proposed_at);
+    """,
 )
 
 

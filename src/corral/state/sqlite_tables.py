@@ -22,6 +22,7 @@ from corral.state.records import (
     InflightRecord,
     Json,
     LeaseRecord,
+    ProposalRecord,
     RunRecord,
     StepRecord,
 )
@@ -90,7 +91,18 @@ _CHECKPOINTS = _Table("checkpoints", CheckpointRecord, {}, {"state": orjson.load
 _DEAD_LETTERS = _Table(
     "dead_letters", DeadLetterRecord, {"packet": _dump}, {"packet": orjson.loads}
 )
-_APPROVALS = _Table("approvals", ApprovalRecord, {"args": _dump}, {"args": orjson.loads})
+_APPROVALS = _Table(
+    "approvals",
+    ApprovalRecord,
+    {"args": _dump, "approved_args": _dump_opt, "panel": _dump_opt, "answer": _dump_opt},
+    {"args": orjson.loads, "approved_args": _load_opt, "panel": _load_opt, "answer": _load_opt},
+)
+_PROPOSALS = _Table(
+    "proposals",
+    ProposalRecord,
+    {"args": _dump, "result": _dump_opt},
+    {"args": orjson.loads, "result": _load_opt},
+)
 _IDEMPOTENCY = _Table("idempotency", IdempotencyRecord, {"result": _dump}, {"result": orjson.loads})
 _ARTIFACTS = _Table("artifacts", ArtifactRecord, {}, {})
 _AGENT_KEYS = _Table("agent_keys", AgentKeyRecord, {}, {"admin": bool})
@@ -124,7 +136,9 @@ _SET_AUDIT_HEAD = (
 
 # What a step changes on its run. Only these columns, so the runs indexes (none covers
 # them) are left alone: setting every column rewrote all four index entries per step.
-_TOTALS = ("updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
+_TOTALS = (
+    "updated_at", "steps", "tool_calls", "input_tokens", "output_tokens", "cost_usd", "waiting_s",
+)  # fmt: skip
 _SAVE_TOTALS = f"UPDATE runs SET {', '.join(f'{c} = :{c}' for c in _TOTALS)} WHERE id = :id"
 
 

@@ -29,9 +29,11 @@ from corral.state.records import (
     InflightRecord,
     Json,
     LeaseRecord,
+    ProposalRecord,
     RunRecord,
     Spending,
     StepRecord,
+    Verdict,
 )
 
 
@@ -287,8 +289,20 @@ class Store(ABC):
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None: ...
 
     @abstractmethod
-    async def list_approvals(self, *, status: ApprovalStatus | None = None) -> list[ApprovalRecord]:
+    async def list_approvals(
+        self, *, status: ApprovalStatus | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]:
         """Oldest request first."""
+
+    @abstractmethod
+    async def find_approvals(
+        self, *, call_key: str | None = None, request_key: str | None = None
+    ) -> list[ApprovalRecord]:
+        """The approvals of one call or of one gateway request, newest first."""
+
+    @abstractmethod
+    async def approvals_by_id(self, ids: Collection[str]) -> list[ApprovalRecord]:
+        """The approvals with these ids (unknown ids are left out), in one read."""
 
     @abstractmethod
     async def decide_approval(
@@ -299,12 +313,42 @@ class Store(ABC):
         by: str | None,
         at: float,
         note: str | None = None,
+        args: Json = None,
     ) -> bool:
         """Decide a pending approval; False if it is unknown or already decided.
+        `args`, for an approval with edited arguments, are the ones that run.
 
         The check and the write are one atomic step, so of two racing deciders
         exactly one wins. ValueError if `status` is "pending".
         """
+
+    @abstractmethod
+    async def escalate_approval(
+        self, approval_id: str, *, escalations: int, timeout_at: float
+    ) -> bool:
+        """Escalate a pending approval escalated `escalations` times so far: count one more
+        and move its timeout. False if it was decided or escalated meanwhile (one wins)."""
+
+    # shadow proposals
+
+    @abstractmethod
+    async def add_proposal(self, proposal: ProposalRecord) -> None: ...
+
+    @abstractmethod
+    async def get_proposal(self, proposal_id: str) -> ProposalRecord | None: ...
+
+    @abstractmethod
+    async def list_proposals(
+        self, *, agent: str | None = None, tool: str | None = None
+    ) -> list[ProposalRecord]:
+        """Oldest first."""
+
+    @abstractmethod
+    async def review_proposal(
+        self, proposal_id: str, verdict: Verdict, *, by: str, at: float, note: str | None = None
+    ) -> bool:
+        """Record a human's verdict on a proposal not reviewed yet; False if it is unknown or
+        was reviewed already (one verdict per proposal, the first)."""
 
     # idempotency
 

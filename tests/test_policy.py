@@ -62,7 +62,7 @@ def test_example_loads_and_means_what_it_says() -> None:
     assert policy.agent_types["research"].session is not None
     assert policy.agent_types["research"].session.wall_clock == 3600.0
     support = policy.agents["support"]
-    assert support.tools == ("get_customer", "draft_email", "send_email")
+    assert support.tools == ("get_customer", "draft_email", "send_email", "sql_write")
     assert support.rate_limit is not None and support.rate_limit.priority == "high"
     assert policy.agents["summarizer"].rate_limit is not None
     assert policy.agents["summarizer"].rate_limit.requests_per_minute is None
@@ -74,9 +74,52 @@ def test_example_loads_and_means_what_it_says() -> None:
     assert policy.tools["send_email"].scope == "irreversible"
     first, second = policy.approvals
     assert first.timeout == 3600.0 and first.on_timeout == "cancel"
+    assert first.on_reject == "replan"
     assert second.timeout == 900.0 and second.on_timeout == "escalate"
+    assert second.second_timeout == 3600.0
+    assert policy.approvals_default.timeout == 3600.0
+    assert policy.tools["sql_write"].rollback == "restore the rows from the nightly snapshot"
+    assert policy.agents["summarizer"].max_scope == "read"
+    # Rules are filed under the tools they can match: the others never evaluate them.
+    plans = policy.tool_plans
+    assert [i for i, _ in plans["send_email"].rules] == [0]
+    assert [i for i, _ in plans["sql_write"].rules] == [1]
+    assert not plans["get_customer"].rules and not plans["draft_email"].rules
+    assert plans["sql_write"].variables == {"tool", "preview"}
     assert policy.guards.input.injection == "block"
     assert policy.guards.output.pii == "redact"
+
+
+def test_a_fallback_the_agent_may_not_call_is_refused() -> None:
+    text = EXAMPLE.read_text().replace(
+        "  sql_write:    {scope: write,", "  archive: {scope: write}\n  sql_write:    {scope: write,"
+    ).replace(
+        "    on_timeout: cancel                  # cancel",
+        "    on_timeout: fallback\n    fallback_tool: archive  # cancel",
+    )
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text, env=ENV)
+    assert str(refused.value).endswith(
+        "approvals[0].fallback_tool: fallback 'archive' is not a tool agent 'support' may "
+        "call, and the rule can match its tool 'send_email'"
+    )
+
+
+def test_rules_are_filed_under_the_tools_and_scopes_they_name() -> None:
+    from corral.policy_approvals import compile_rule
+
+    def pinned(source: str) -> tuple[object, object]:
+        rule = compile_rule(source)
+        return rule.tools, rule.scopes
+
+    assert pinned('tool == "a" && args.n > 1') == ({"a"}, None)
+    assert pinned('"a" == tool') == ({"a"}, None)
+    assert pinned("(tool in ['a', 'b']) && scope == 'write'") == ({"a", "b"}, {"write"})
+    assert pinned('tool == "a" || tool == "b"') == (None, None)  # not a conjunct: any tool
+    assert pinned('(tool == "a") || (scope == "write")') == (None, None)
+    assert pinned('args.note == "tool == \\"x\\""') == (None, None)
+    assert pinned('tool in [args.name]') == (None, None)
+    assert pinned('tool == "a" && tool == "b"') == (set(), None)  # matches nothing
 
 
 def test_approval_rules_are_compiled_and_evaluate() -> None:
@@ -84,8 +127,8 @@ def test_approval_rules_are_compiled_and_evaluate() -> None:
     irreversible, bulk = policy.approvals
     assert irreversible.when.matches({"scope": "irreversible", "tool": "send_email", "args": {}})
     assert not irreversible.when.matches({"scope": "read", "tool": "get_customer", "args": {}})
-    assert bulk.when.matches({"tool": "sql_write", "args": {"rows": 5000}, "scope": "write"})
-    assert not bulk.when.matches({"tool": "sql_write", "args": {"rows": 10}, "scope": "write"})
+    assert bulk.when.matches({"tool": "sql_write", "preview": {"rows": 5000}})
+    assert not bulk.when.matches({"tool": "sql_write", "preview": {"rows": 10}})
 
 
 def test_snapshot_is_immutable() -> None:
@@ -113,9 +156,9 @@ BROKEN = [
         id="unknown-agent-type",
     ),
     pytest.param(
-        ("[get_customer, draft_email, send_email]", "[get_customer, draft_mail, send_email]"),
+        ("[get_customer, draft_email, send_email,", "[get_customer, draft_mail, send_email,"),
         "corral.yaml:{line} agents.support.tools[1]: unknown tool 'draft_mail' "
-        "(known: draft_email, get_customer, send_email)",
+        "(known: draft_email, get_customer, send_email, sql_write)",
         id="unknown-tool",
     ),
     pytest.param(
@@ -182,12 +225,73 @@ BROKEN = [
         id="bad-window",
     ),
     pytest.param(
-        ("""- when: 'tool == "sql_write" && args.rows > 1000'""",
+        ("""- when: 'tool == "sql_write" && preview.rows > 1000'""",
          """- when: 'tool == "sql_write" &&'"""),
         "corral.yaml:{line} approvals[1].when: invalid rule expression at column 23: "
         "Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', "
         "'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
         id="rule-syntax",
+    ),
+    pytest.param(
+        ("preview.rows > 1000", "run.cost > 1"),
+        "corral.yaml:{line} approvals[1].when: unknown field 'run.cost' in rule "
+        "(known: cost_usd, steps, tokens, tool_calls, waiting_s)",
+        id="rule-unknown-run-field",
+    ),
+    pytest.param(
+        ("    timeout: 1h                         #", "    timeout: 0s                         #"),
+        "corral.yaml:{line} approvals[0].timeout: must be longer than 0, got '0s'",
+        id="approval-timeout-zero",
+    ),
+    pytest.param(
+        ("    on_timeout: cancel                  # cancel", "    on_timeout: fallback  # cancel"),
+        "corral.yaml:65 approvals[0]: on_timeout: fallback needs fallback_tool: the tool "
+        "to run instead",
+        id="fallback-without-tool",
+    ),
+    pytest.param(
+        ("    on_timeout: cancel                  # cancel",
+         "    on_timeout: fallback\n    fallback_tool: draft_mail  # cancel"),
+        "corral.yaml:68 approvals[0].fallback_tool: unknown tool 'draft_mail' "
+        "(known: draft_email, get_customer, send_email, sql_write)",
+        id="fallback-unknown-tool",
+    ),
+    pytest.param(
+        ("    on_timeout: escalate                # told again, with a fresh timeout\n"
+         "    escalate_timeout: 1h",
+         "    on_timeout: fallback\n    fallback_tool: send_email"),
+        "corral.yaml:72 approvals[1].fallback_tool: fallback 'send_email' (irreversible) is "
+        "of a higher scope than 'sql_write' (write), which it would stand in for",
+        id="fallback-higher-scope",
+    ),
+    pytest.param(
+        ("    escalate_timeout: 1h", "    escalate_to: oncall"),
+        "corral.yaml:{line} approvals[1].escalate_to: 'oncall' is neither a URL nor a group of "
+        "approvals_notify.groups (groups: none defined)",
+        id="escalate-to-unknown-group",
+    ),
+    pytest.param(
+        ("    on_reject: replan                   #", "    escalate_timeout: 5m  #"),
+        "corral.yaml:65 approvals[0]: escalate_timeout is used only with on_timeout: "
+        "escalate (this is cancel)",
+        id="escalate-timeout-without-escalate",
+    ),
+    pytest.param(
+        ("  get_customer: {scope: read}", "  get_customer: {scope: read, shadow: true}"),
+        "corral.yaml:{line} tools.get_customer: shadow applies to write and irreversible "
+        "tools: reads always run",
+        id="shadow-on-a-read",
+    ),
+    pytest.param(
+        ("  draft_email:  {scope: write}", "  draft_email:  {scope: write, unattended: true}"),
+        "corral.yaml:{line} tools.draft_email: unattended applies to irreversible tools only",
+        id="unattended-on-a-write",
+    ),
+    pytest.param(
+        ("    max_scope: read ", "    max_scope: admin "),
+        "corral.yaml:{line} agents.summarizer.max_scope: expected one of 'read', 'write' or "
+        "'irreversible', got 'admin'",
+        id="bad-max-scope",
     ),
     pytest.param(
         ("""- when: 'scope == "irreversible"'""", """- when: 'scop == "irreversible"'"""),
@@ -207,7 +311,7 @@ BROKEN = [
         id="bad-on-timeout",
     ),
     pytest.param(
-        ("tools: [get_customer, draft_email, send_email]", "tools: get_customer"),
+        ("tools: [get_customer, draft_email, send_email, sql_write]", "tools: get_customer"),
         "corral.yaml:{line} agents.support.tools: expected a list, got 'get_customer'",
         id="wrong-type-list",
     ),

@@ -15,8 +15,8 @@ from corral.providers.sim import Script, SimProvider, SimReply, SimToolCall
 from tests.runtime.conftest import example_policy
 
 TOOLS = {
-    "tools: [get_customer, draft_email, send_email]": (
-        "tools: [get_customer, draft_email, send_email, search, check_job]"
+    "tools: [get_customer, draft_email, send_email, sql_write]": (
+        "tools: [get_customer, draft_email, send_email, sql_write, search, check_job]"
     ),
     "  get_customer: {scope: read}": (
         "  get_customer: {scope: read}\n  search: {scope: read}\n  check_job: {scope: read}"

@@ -1,13 +1,16 @@
-"""The gateway's admin API: the operator actions of corral.runtime.operations over HTTP.
+"""The gateway's admin API: the operator actions of corral.runtime.operations and the
+reviewer's of corral.runtime.review over HTTP.
 
 The app authenticates the admin key, decodes the JSON body and parses the query string,
 then hands the request here; `AdminAPI.handle` routes it and returns the status and the
 JSON payload. Errors are `{"error": {"type": ..., "message": ...}}`, typed by what the
 caller should do: fix the request (400 invalid_request_error), look elsewhere (404
-not_found), use another method (405 method_not_allowed), or deal with the state the run
-is in (409 conflict). Two routes answer a refusal with more: a policy reload that keeps
-the old policy (422 invalid_policy, with each issue by line) and an audit check that
-finds the chain broken (409 audit_chain_broken, with the first broken entry).
+not_found), use another method (405 method_not_allowed), or deal with the state the
+record is in (409 conflict: a run or dead letter in the wrong state, an approval decided
+already or timed out, a proposal reviewed already). Two routes answer a refusal with
+more: a policy reload that keeps the old policy (422 invalid_policy, with each issue by
+line) and an audit check that finds the chain broken (409 audit_chain_broken, with the
+first broken entry).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from corral.policy import LivePolicy
-from corral.runtime import operations
+from corral.runtime import operations, review
 from corral.runtime.operations import InvalidArgument, NotFound, StateConflict
 from corral.state import Counters, Store
 from corral.telemetry.audit import AuditLog
@@ -39,11 +42,13 @@ class BadRequest(InvalidArgument):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A routed request: the path's {placeholder} segments by name, the query, the body."""
+    """A routed request: the path's {placeholder} segments by name, the query, the body,
+    and who sends it (the name the audit log gives a reviewer's decision)."""
 
     params: Mapping[str, str]
     query: Mapping[str, str]
     body: Any
+    by: str
 
 
 Handler = Callable[["AdminAPI", Request], Awaitable[Reply]]
@@ -86,9 +91,31 @@ def _no_body(body: Any) -> None:
         raise BadRequest("this route takes no request body")
 
 
+def _fields(body: Any, takes: tuple[str, ...], example: str) -> Mapping[str, Any]:
+    """The body as an object of the fields the route takes (none: an empty one); a
+    misspelt field is refused, not ignored."""
+    fields = {} if body is None else body
+    if not isinstance(fields, dict):
+        raise BadRequest(f"the body must be a JSON object, e.g. {example}")
+    for name in fields:
+        if name not in takes:
+            raise BadRequest(f"unknown body field {name!r}: this route takes {', '.join(takes)}")
+    return fields
+
+
+def _text(fields: Mapping[str, Any], name: str) -> str | None:
+    """A string field of the body; absent or null is None."""
+    value = fields.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
 class AdminAPI:
     """Routes /admin/ requests to the operations on the gateway's store, audit log,
-    policy and counters. `clock` gives the times kills and retries are stamped with."""
+    policy and counters. `clock` gives the times kills, retries and decisions are stamped
+    with; `on_decided` is told each approval decided here, to wake the call waiting on it
+    in this process at once."""
 
     def __init__(
         self,
@@ -97,12 +124,15 @@ class AdminAPI:
         policy: LivePolicy,
         counters: Counters,
         clock: Callable[[], float] = time.time,
+        *,
+        on_decided: review.OnDecided | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._policy = policy
         self._counters = counters
         self._clock = clock
+        self._on_decided = on_decided
         # The store and counters are opened once, from the policy the process started
         # with; a reload that names others takes effect only on restart, and says so.
         started = policy.current
@@ -111,9 +141,10 @@ class AdminAPI:
         self._table = tuple((_split(template), methods) for template, methods in self.ROUTES)
 
     async def handle(
-        self, method: str, path: str, query: Mapping[str, str], body: Any
+        self, method: str, path: str, query: Mapping[str, str], body: Any, *, by: str = "admin"
     ) -> tuple[int, Any]:
-        """(HTTP status, JSON-ready payload) for one request to an /admin/ path."""
+        """(HTTP status, JSON-ready payload) for one request to an /admin/ path; `by` names
+        the caller (its key) in the audit entries of the decisions it makes."""
         route = self._route(path)
         if route is None:
             return error(404, "not_found", f"no admin route {path}")
@@ -125,7 +156,7 @@ class AdminAPI:
         # Only the operations' own refusals are answered here: anything else is a
         # fault of the gateway, for the app to answer as one.
         try:
-            return await handler(self, Request(params, query, body))
+            return await handler(self, Request(params, query, body, by))
         except NotFound as exc:
             return error(404, "not_found", str(exc))
         except StateConflict as exc:
@@ -203,6 +234,81 @@ class AdminAPI:
         run_id = request.params["run_id"]
         return 200, await operations.drop_dead_letter(self._store, self._audit, run_id)
 
+    # --- approvals -----------------------------------------------------------
+
+    async def _list_approvals(self, request: Request) -> Reply:
+        _only(request.query, ("status",))
+        status = request.query.get("status", "pending")
+        return 200, {"approvals": await review.list_approvals(self._store, status=status)}
+
+    async def _show_approval(self, request: Request) -> Reply:
+        _only(request.query, ())
+        return 200, await review.show_approval(self._store, request.params["approval_id"])
+
+    async def _approve(self, request: Request) -> Reply:
+        _only(request.query, ())
+        body = _fields(
+            request.body, ("note", "args"), '{"note": "checked"} or {"args": {"to": "x"}}'
+        )
+        decided = await review.approve(
+            self._store,
+            self._audit,
+            request.params["approval_id"],
+            by=request.by,
+            now=self._clock(),
+            note=_text(body, "note"),
+            args=body.get("args"),
+            on_decided=self._on_decided,
+        )
+        return 200, decided
+
+    async def _reject(self, request: Request) -> Reply:
+        _only(request.query, ())
+        example = '{"feedback": "ask the customer first"}'
+        feedback = _text(_fields(request.body, ("feedback",), example), "feedback")
+        if feedback is None:
+            raise BadRequest(f"a rejection needs feedback for the agent: send {example}")
+        decided = await review.reject(
+            self._store,
+            self._audit,
+            request.params["approval_id"],
+            by=request.by,
+            now=self._clock(),
+            feedback=feedback,
+            on_decided=self._on_decided,
+        )
+        return 200, decided
+
+    # --- shadow proposals ----------------------------------------------------
+
+    async def _list_proposals(self, request: Request) -> Reply:
+        _only(request.query, ("agent",))
+        agent = request.query.get("agent")
+        return 200, {"proposals": await review.list_proposals(self._store, agent=agent)}
+
+    async def _shadow_report(self, request: Request) -> Reply:
+        _only(request.query, ("agent",))
+        agent = request.query.get("agent")
+        return 200, {"report": await review.shadow_report(self._store, agent=agent)}
+
+    async def _review_proposal(self, request: Request) -> Reply:
+        _only(request.query, ())
+        example = '{"verdict": "agree", "note": "right call"}'
+        body = _fields(request.body, ("verdict", "note"), example)
+        verdict = _text(body, "verdict")
+        if verdict is None:
+            raise BadRequest(f"a review needs a verdict, agree or disagree: send {example}")
+        reviewed = await review.review_proposal(
+            self._store,
+            self._audit,
+            request.params["proposal_id"],
+            verdict,
+            by=request.by,
+            now=self._clock(),
+            note=_text(body, "note"),
+        )
+        return 200, reviewed
+
     # --- breakers, policy, audit ---------------------------------------------
 
     async def _breakers(self, request: Request) -> Reply:
@@ -262,6 +368,13 @@ class AdminAPI:
         ("/admin/dlq/{run_id}", {"GET": _show_dead_letter}),
         ("/admin/dlq/{run_id}/retry", {"POST": _retry_dead_letter}),
         ("/admin/dlq/{run_id}/drop", {"POST": _drop_dead_letter}),
+        ("/admin/approvals", {"GET": _list_approvals}),
+        ("/admin/approvals/{approval_id}", {"GET": _show_approval}),
+        ("/admin/approvals/{approval_id}/approve", {"POST": _approve}),
+        ("/admin/approvals/{approval_id}/reject", {"POST": _reject}),
+        ("/admin/shadow", {"GET": _list_proposals}),
+        ("/admin/shadow/report", {"GET": _shadow_report}),
+        ("/admin/shadow/{proposal_id}/review", {"POST": _review_proposal}),
         ("/admin/breakers", {"GET": _breakers}),
         ("/admin/policy/reload", {"POST": _reload_policy}),
         ("/admin/audit/verify", {"GET": _verify_audit}),

@@ -26,6 +26,7 @@ from corral.gateway.openapi_schemas import (
     _schema,
 )
 from corral.runtime.operations import DEAD_LETTER_FILTERS
+from corral.runtime.review import APPROVAL_FILTERS
 
 # --- headers, parameters, responses -------------------------------------------------
 
@@ -77,6 +78,20 @@ _PARAMETERS: dict[str, Schema] = {
         "description": "The run's id.",
         "schema": _STRING,
     },
+    "ApprovalId": {
+        "name": "approval_id",
+        "in": "path",
+        "required": True,
+        "description": "The approval's id.",
+        "schema": _STRING,
+    },
+    "ProposalId": {
+        "name": "proposal_id",
+        "in": "path",
+        "required": True,
+        "description": "The shadow proposal's id.",
+        "schema": _STRING,
+    },
 }
 
 _RUN_HEADERS = {name: _ref("headers", name) for name in ("X-Corral-Run",)}
@@ -89,8 +104,14 @@ _RESPONSES: dict[str, Schema] = {
     "BadRequest": _answer("The request is malformed or names a bad value.", _schema("Error")),
     "Unauthorized": _answer("No key, or an unknown, revoked or expired one.", _schema("Error")),
     "AdminForbidden": _answer("The key is not an admin key.", _schema("Error")),
-    "NotFound": _answer("No such run, or the run has no dead letter.", _schema("Error")),
-    "Conflict": _answer("The run or dead letter is in the wrong state.", _schema("Error")),
+    "NotFound": _answer(
+        "No such run, approval or proposal, or the run has no dead letter.", _schema("Error")
+    ),
+    "Conflict": _answer(
+        "The run or dead letter is in the wrong state, the approval was decided already or "
+        "timed out, or the proposal was reviewed already.",
+        _schema("Error"),
+    ),
     "TooLarge": _answer("The request body is over the gateway's limit.", _schema("Error")),
     "NotJson": _answer(
         "The body's Content-Type is not JSON (application/json or application/*+json, "
@@ -170,19 +191,20 @@ def _admin(
     answer: Schema,
     *,
     errors: dict[str, Schema] | None = None,
-    run_id: bool = False,
+    path: str | None = None,
     query: list[Schema] | None = None,
     body: Schema | None = None,
 ) -> Schema:
-    """An admin route. Every one refuses a query parameter it does not take (400) and
-    a key that is not the admin key (401, 403)."""
+    """An admin route; `path` names the parameter of its {placeholder}, if it has one.
+    Every one refuses a query parameter it does not take (400) and a key that is not the
+    admin key (401, 403)."""
     operation: Schema = {
         "tags": ["admin"],
         "operationId": operation_id,
         "summary": summary,
         "security": _KEYED,
     }
-    parameters = ([_ref("parameters", "RunId")] if run_id else []) + (query or [])
+    parameters = ([_ref("parameters", path)] if path else []) + (query or [])
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
@@ -285,7 +307,7 @@ def _build() -> dict[str, Any]:
                 "One run, with its steps.",
                 _answer("The run.", _schema("RunWithSteps")),
                 errors={"404": _NOT_FOUND},
-                run_id=True,
+                path="RunId",
             )
         },
         "/admin/runs/{run_id}/kill": {
@@ -295,7 +317,7 @@ def _build() -> dict[str, Any]:
                 "no live process serves halts at once.",
                 _answer("The kill is requested.", _schema("KillRequested")),
                 errors={"404": _NOT_FOUND, "409": _CONFLICT},
-                run_id=True,
+                path="RunId",
             )
         },
         "/admin/dlq": {
@@ -318,7 +340,7 @@ def _build() -> dict[str, Any]:
                 "A run's newest dead letter, with its escalation packet.",
                 _answer("The dead letter.", _schema("DeadLetterWithPacket")),
                 errors={"404": _NOT_FOUND},
-                run_id=True,
+                path="RunId",
             )
         },
         "/admin/dlq/{run_id}/retry": {
@@ -327,7 +349,7 @@ def _build() -> dict[str, Any]:
                 "Reopen a halted run, with an optional budget top-up; the SDK resumes it.",
                 _answer("The run is running again.", _schema("Retried")),
                 errors={"404": _NOT_FOUND, "409": _CONFLICT},
-                run_id=True,
+                path="RunId",
                 body={"required": False, "content": _json(_schema("TopUp"))},
             )
         },
@@ -337,7 +359,77 @@ def _build() -> dict[str, Any]:
                 "Drop a run's open dead letter: the run stays halted.",
                 _answer("The dead letter is dropped.", _schema("Dropped")),
                 errors={"404": _NOT_FOUND, "409": _CONFLICT},
-                run_id=True,
+                path="RunId",
+            )
+        },
+        "/admin/approvals": {
+            "get": _admin(
+                "listApprovals",
+                "Approvals, oldest request first; by default the ones waiting.",
+                _answer("The approvals.", _schema("ApprovalList")),
+                query=[
+                    _query(
+                        "status",
+                        "Only approvals with this status, or all.",
+                        {"type": "string", "enum": list(APPROVAL_FILTERS), "default": "pending"},
+                    )
+                ],
+            )
+        },
+        "/admin/approvals/{approval_id}": {
+            "get": _admin(
+                "getApproval",
+                "One approval, with what its reviewer sees.",
+                _answer("The approval.", _schema("Approval")),
+                errors={"404": _NOT_FOUND},
+                path="ApprovalId",
+            )
+        },
+        "/admin/approvals/{approval_id}/approve": {
+            "post": _admin(
+                "approveApproval",
+                "Let the waiting call run, as asked or with edited arguments (audited under "
+                "the admin key's name).",
+                _answer("The approval, approved.", _schema("Approval")),
+                errors={"404": _NOT_FOUND, "409": _CONFLICT},
+                path="ApprovalId",
+                body={"required": False, "content": _json(_schema("Approve"))},
+            )
+        },
+        "/admin/approvals/{approval_id}/reject": {
+            "post": _admin(
+                "rejectApproval",
+                "Refuse the waiting call; the agent is given the feedback (audited).",
+                _answer("The approval, rejected.", _schema("Approval")),
+                errors={"404": _NOT_FOUND, "409": _CONFLICT},
+                path="ApprovalId",
+                body={"required": True, "content": _json(_schema("Reject"))},
+            )
+        },
+        "/admin/shadow": {
+            "get": _admin(
+                "listProposals",
+                "The writes runs in shadow mode proposed instead of making, oldest first.",
+                _answer("The proposals.", _schema("ProposalList")),
+                query=[_query("agent", "Only this agent's proposals.", _NAME)],
+            )
+        },
+        "/admin/shadow/report": {
+            "get": _admin(
+                "shadowReport",
+                "How often reviewers agreed with each agent's proposals, per tool.",
+                _answer("The figures, by agent and tool.", _schema("ShadowReport")),
+                query=[_query("agent", "Only this agent's figures.", _NAME)],
+            )
+        },
+        "/admin/shadow/{proposal_id}/review": {
+            "post": _admin(
+                "reviewProposal",
+                "Give a proposal its verdict; the first verdict counts (audited).",
+                _answer("The proposal, reviewed.", _schema("Proposal")),
+                errors={"404": _NOT_FOUND, "409": _CONFLICT},
+                path="ProposalId",
+                body={"required": True, "content": _json(_schema("ProposalReview"))},
             )
         },
         "/admin/breakers": {

@@ -1,12 +1,15 @@
 """The schemas of the gateway's OpenAPI document: the bodies Corral defines exactly (errors,
-runs, steps, dead letters, breakers, audit) and the model-call bodies it describes loosely."""
+runs, steps, dead letters, approvals, shadow proposals, breakers, audit) and the model-call
+bodies it describes loosely."""
 
 from __future__ import annotations
 
 from typing import Any, get_args
 
 from corral.calls import HaltReason, RunStatus
-from corral.state import StepStatus
+from corral.policy_approvals import SCOPE_RANK
+from corral.runtime.review import VERDICTS
+from corral.state import ApprovalStatus, StepStatus
 from corral.state.counters import BreakerState
 
 Schema = dict[str, Any]
@@ -244,6 +247,12 @@ _SCHEMAS: dict[str, Schema] = {
             "type": "boolean",
             "description": "A run of one gateway request (no session): nobody resumes it.",
         },
+        waiting_s={
+            "type": "number",
+            "minimum": 0,
+            "description": "Seconds its calls waited for a human; its wall-clock cap does "
+            "not count them.",
+        },
     ),
     "Step": _object(
         ["run_id", "seq", "kind", "name", "status", "started_at", "ended_at"],
@@ -334,6 +343,148 @@ _SCHEMAS: dict[str, Schema] = {
         run_id=_STRING,
         dead_letter_id={"type": "integer"},
         status={"const": "dropped"},
+    ),
+    "Approval": _object(
+        ["id", "run_id", "step", "tool", "args", "rule", "requested_at", "timeout_at", "status"],
+        id=_STRING,
+        run_id=_STRING,
+        step={"type": "integer", "description": "The run's step the call would be."},
+        tool=_STRING,
+        args={"description": "The arguments the call would run with, as validated."},
+        rule={"type": "string", "description": "The rule that matched, as the policy has it."},
+        requested_at=_TIME,
+        timeout_at={
+            "type": "number",
+            "description": "Epoch seconds; past it the rule's on_timeout applies and "
+            "no decision is taken.",
+        },
+        status={"type": "string", "enum": list(get_args(ApprovalStatus))},
+        decided_at=_nullable("number"),
+        decided_by=_nullable("string", description="Null for a timeout."),
+        note=_nullable("string", description="The reviewer's note, or a rejection's feedback."),
+        agent=_STRING,
+        call_key=_nullable("string", description="Finds the approval again for the same call."),
+        request_key=_nullable(
+            "string", description="Finds the approval again for the same gateway request."
+        ),
+        args_hash={"type": "string", "description": "Binds the approval to its arguments."},
+        approved_args={"description": "Edited arguments the call runs with instead; null if none."},
+        escalations=_INTEGER,
+        panel={"anyOf": [_schema("ApprovalPanel"), {"type": "null"}]},
+    ),
+    "ApprovalPanel": {
+        "description": "What the reviewer sees: the call, why the agent makes it, the rule "
+        "that stopped it and the run so far.",
+        **_object(
+            [],
+            agent=_STRING,
+            agent_type=_STRING,
+            session=_nullable("string"),
+            task=_nullable("string"),
+            tool=_STRING,
+            scope={"type": "string", "enum": list(SCOPE_RANK)},
+            args=_ANY,
+            reason=_nullable("string", description="The agent's stated reason."),
+            expected=_nullable("string", description="The outcome the agent expects."),
+            rollback=_nullable("string", description="How the call can be undone."),
+            rule=_object(["source"], source=_STRING, when=_nullable("string")),
+            on_timeout={"type": "string", "enum": ["cancel", "escalate", "fallback"]},
+            on_reject={"type": "string", "enum": ["replan", "halt"]},
+            fallback_tool=_nullable("string"),
+            escalate_to=_nullable("string"),
+            run=_object([], cost_usd=_NUMBER, steps=_INTEGER, tool_calls=_INTEGER, tokens=_INTEGER),
+            last_steps={
+                "type": "array",
+                "items": _object(
+                    ["seq", "kind", "name", "status"],
+                    seq={"type": "integer"},
+                    kind=_STRING,
+                    name=_STRING,
+                    status=_STRING,
+                ),
+            },
+            preview={"description": "What the tool's preview returned, if it has one."},
+            schema={
+                "type": ["object", "boolean", "null"],
+                "description": "The JSON schema edited arguments are checked against; null "
+                "when unknown (edits are refused).",
+            },
+            door={"type": "string", "enum": ["sdk", "gateway"]},
+        ),
+    },
+    "ApprovalList": _object(
+        ["approvals"], approvals={"type": "array", "items": _schema("Approval")}
+    ),
+    "Approve": {
+        "description": "An approval as asked, or with edited arguments; every field optional.",
+        **_object(
+            [],
+            open_=False,
+            note={"type": "string", "description": "A note for the audit log."},
+            args={
+                "type": "object",
+                "description": "Arguments to run instead, checked against the tool's schema.",
+            },
+        ),
+    },
+    "Reject": _object(
+        ["feedback"],
+        open_=False,
+        feedback={
+            "type": "string",
+            "pattern": r"\S",
+            "description": "Why, and what the agent should do instead: it is told.",
+        },
+    ),
+    "Proposal": _object(
+        ["id", "run_id", "agent", "tool", "args", "scope", "proposed_at"],
+        id=_STRING,
+        run_id=_STRING,
+        agent=_STRING,
+        tool=_STRING,
+        args=_ANY,
+        scope={"type": "string", "enum": list(SCOPE_RANK)},
+        proposed_at=_TIME,
+        result={"description": "What the agent was given in place of the tool's result."},
+        verdict=_nullable("string", enum=[*VERDICTS, None]),
+        reviewed_by=_nullable("string"),
+        reviewed_at=_nullable("number"),
+        note=_nullable("string"),
+    ),
+    "ProposalList": _object(
+        ["proposals"], proposals={"type": "array", "items": _schema("Proposal")}
+    ),
+    "ProposalReview": _object(
+        ["verdict"],
+        open_=False,
+        verdict={
+            "type": "string",
+            "enum": list(VERDICTS),
+            "description": "Whether the write proposed is what should have happened.",
+        },
+        note={"type": "string", "description": "Why, for the record."},
+    ),
+    "ShadowReport": _object(
+        ["report"],
+        report={
+            "type": "array",
+            "description": "By agent, then tool.",
+            "items": _object(
+                ["agent", "tool", "proposals", "reviewed", "agree", "disagree", "agreement"],
+                agent=_STRING,
+                tool=_STRING,
+                proposals=_INTEGER,
+                reviewed=_INTEGER,
+                agree=_INTEGER,
+                disagree=_INTEGER,
+                agreement=_nullable(
+                    "number",
+                    minimum=0,
+                    maximum=1,
+                    description="agree / reviewed; null while nothing is reviewed.",
+                ),
+            ),
+        },
     ),
     "BreakerList": _object(
         ["breakers"],

@@ -91,11 +91,14 @@ def test_example_loads_and_means_what_it_says() -> None:
 
 
 def test_a_fallback_the_agent_may_not_call_is_refused() -> None:
-    text = EXAMPLE.read_text().replace(
-        "  sql_write:    {scope: write,", "  archive: {scope: write}\n  sql_write:    {scope: write,"
-    ).replace(
-        "    on_timeout: cancel                  # cancel",
-        "    on_timeout: fallback\n    fallback_tool: archive  # cancel",
+    tools = "  sql_write:    {scope: write,"
+    text = (
+        EXAMPLE.read_text()
+        .replace(tools, "  archive: {scope: write}\n" + tools)
+        .replace(
+            "    on_timeout: cancel                  # cancel",
+            "    on_timeout: fallback\n    fallback_tool: archive  # cancel",
+        )
     )
     with pytest.raises(PolicyError) as refused:
         parse_policy(text, env=ENV)
@@ -118,7 +121,7 @@ def test_rules_are_filed_under_the_tools_and_scopes_they_name() -> None:
     assert pinned('tool == "a" || tool == "b"') == (None, None)  # not a conjunct: any tool
     assert pinned('(tool == "a") || (scope == "write")') == (None, None)
     assert pinned('args.note == "tool == \\"x\\""') == (None, None)
-    assert pinned('tool in [args.name]') == (None, None)
+    assert pinned("tool in [args.name]") == (None, None)
     assert pinned('tool == "a" && tool == "b"') == (set(), None)  # matches nothing
 
 
@@ -494,7 +497,8 @@ TAGS = "(expected plain text, numbers, true/false, null, lists and mappings)"
 INT_RANGE = "expected a whole number between -9223372036854775808 and 9223372036854775807"
 TOP_KEYS = (
     "version, store, counters, providers, models, routes, agent_types, agents, global, retry, "
-    "breaker, loops, context, tools, approvals, approvals_default, approvals_notify, guards, gateway"
+    "breaker, loops, context, tools, approvals, approvals_default, approvals_notify, guards, "
+    "gateway"
 )
 RETRY_KEYS = (
     "max_attempts, base_delay, max_delay, jitter, max_total_wait, budget, budget_window, budget_min"

@@ -177,7 +177,9 @@ class Gateway:
         self.sessions = Sessions(sup, idle=session_idle)
         self.metrics = Metrics()
         self._admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
-        self._admin = AdminAPI(sup.store, sup.audit, sup.policy, sup.counters)
+        self._admin = AdminAPI(
+            sup.store, sup.audit, sup.policy, sup.counters, on_decided=sup.approvals.wake
+        )
         self._max_body = max_body
         self._key_ttl = key_cache_seconds
         self._keys: dict[str, tuple[AgentKeyRecord, float]] = {}
@@ -331,18 +333,21 @@ class Gateway:
             )
         return record
 
-    async def _require_admin(self, headers: Mapping[bytes, bytes]) -> None:
+    async def _require_admin(self, headers: Mapping[bytes, bytes]) -> str:
+        """Who is acting, as the audit log names deciders: `admin` for the admin key of
+        the environment, else the stored admin key's id."""
         key = _presented_key(headers)
         if key is None:
             raise Failure(401, "authentication_error", "the admin API needs the admin key")
         if self._admin_key and hmac.compare_digest(key.encode(), self._admin_key.encode()):
-            return
+            return "admin"
         try:
             record = await self._key_record(key)
         except KeyRefused as refused:
             raise Failure(401, "authentication_error", refused.reason) from None
         if not record.admin:
             raise Failure(403, "permission_error", "not an admin key")
+        return f"key:{record.id}"
 
     # --- admin ---------------------------------------------------------------
 
@@ -355,12 +360,12 @@ class Gateway:
         receive: Receive,
         send: Send,
     ) -> int:
-        await self._require_admin(headers)
+        by = await self._require_admin(headers)
         raw = await self._body(headers, receive)
         if raw:
             _require_json(headers)
         body = _json(raw) if raw else None
-        status, payload = await self._admin.handle(method, path, _query(scope), body)
+        status, payload = await self._admin.handle(method, path, _query(scope), body, by=by)
         reply_headers = [_JSON]
         if status == 405:
             allow = ", ".join(self._admin.allowed(path))

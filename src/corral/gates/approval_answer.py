@@ -164,6 +164,7 @@ class AnswerCheck:
                 args,
                 request.id,
                 reason=result.text or None,
+                schema=_declared_schema(call, request.name),
                 request_key=call.request_key,
                 answer=stored,
             )
@@ -314,6 +315,21 @@ def _decode(stored: dict[str, Any]) -> LLMResult:
     return LLMResult(
         stored.get("text", ""), Usage(), stored.get("model", ""), calls, stored.get("finish_reason")
     )
+
+
+def _declared_schema(call: LLMCall, tool: str) -> Any:
+    """The argument schema the agent's request declared for `tool` (its `tools`, in the
+    canonical OpenAI shape whichever door it came through), or None: what a reviewer's
+    edited arguments are checked against, since the gateway knows no Tool of its own."""
+    declared = call.params.get("tools")
+    if not isinstance(declared, list):
+        return None
+    for entry in declared:
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if isinstance(function, dict) and function.get("name") == tool:
+            schema = function.get("parameters")
+            return schema if isinstance(schema, dict) else None
+    return None
 
 
 def _arguments(text: str) -> Any:

@@ -1,0 +1,692 @@
+"""Human approvals at the gateway, over real HTTP with the real client libraries: the
+model's tool calls that need a human are held until one decides, re-sent requests are
+answered from the same approval, and reported tool calls must match one approved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from aiohttp import web
+
+from corral.gates import approval_answer
+from corral.providers.sim import Script, SimReply, SimToolCall
+from corral.runtime import review
+from corral.state import ApprovalRecord
+from tests.gateway.conftest import Serve, Served, tool_turn
+
+ARGS = {"to": "customer 42", "subject": "Refund", "body": "Your refund is on its way."}
+SAYING = "I will tell the customer their refund is on its way."
+SEND = SimToolCall("send_email", ARGS)
+SCRIPT = Script.of(SimReply(text=SAYING, tool_calls=(SEND,)), "The customer was told.")
+USER = [{"role": "user", "content": "Tell customer 42 their refund is on its way."}]
+EMAIL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "to": {"type": "string"},
+        "subject": {"type": "string"},
+        "body": {"type": "string"},
+    },
+    "required": ["to", "body"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": EMAIL_SCHEMA}}
+    for name in ("send_email", "draft_email")
+]
+ANTHROPIC_TOOLS = [
+    {"name": name, "description": f"{name} to a customer", "input_schema": EMAIL_SCHEMA}
+    for name in ("send_email", "draft_email")
+]
+CHAT = "/v1/chat/completions"
+SIM_CHAT = "/v1/chat/completions gpt-4o"  # how the sim counts the calls of model `smart`
+FEEDBACK = "Do not email: call the customer instead"
+
+# Places in examples/corral.yaml the tests edit.
+LAST_LINE = "output: {pii: redact}                 # redact | block | flag | off"
+RULE_TIMEOUT = "timeout: 1h                         #   run.cost_usd"
+ON_TIMEOUT = "on_timeout: cancel                  # cancel | escalate | fallback"
+ON_REJECT = "on_reject: replan                   # replan"
+SUPPORT_TOOLS = "tools: [get_customer, draft_email, send_email, sql_write]     # allowlist"
+NOTIFY = '# approvals_notify: {webhook: "https://hooks.slack.com/services/..."}'
+
+
+def hold(duration: str) -> dict[str, str]:
+    """The gateway holds an answer waiting for a human this long, then answers 429."""
+    return {LAST_LINE: f"{LAST_LINE}\ngateway: {{approval_hold: {duration}}}"}
+
+
+def oai(served: Served, **headers: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=f"{served.url}/v1",
+        api_key=served.agent_key,
+        max_retries=0,
+        default_headers=headers,
+    )
+
+
+def claude(served: Served, **headers: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        base_url=served.url, api_key=served.agent_key, max_retries=0, default_headers=headers
+    )
+
+
+async def emailing(edits: dict[str, str] | None, serve: Serve) -> Served:
+    """A gateway whose model answers the first turn with text and a send_email call."""
+    served = await serve(edits or {})
+    served.sim.set_script("gpt-4o", SCRIPT)
+    return served
+
+
+async def pending(served: Served, count: int = 1, within: float = 10.0) -> list[ApprovalRecord]:
+    """The pending approvals once there are `count` of them, oldest first."""
+    store = served.sup.store
+
+    async def look() -> list[ApprovalRecord]:
+        # The store offers no event to wait on: a reviewer polls too.
+        while len(found := await store.list_approvals(status="pending")) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return list(found)
+
+    return await asyncio.wait_for(look(), within)
+
+
+async def approve(served: Served, args: Any = None, after: float = 0.0) -> ApprovalRecord:
+    """A reviewer approves the first approval asked for (with `args` if given), at once or
+    `after` seconds once it is asked, as the admin API would: waking the waiter."""
+    record = (await pending(served))[0]
+    await asyncio.sleep(after)
+    await review.approve(
+        served.sup.store,
+        served.sup.audit,
+        record.id,
+        by="alice",
+        now=time.time(),
+        args=args,
+        on_decided=served.sup.approvals.wake,
+    )
+    return record
+
+
+async def reject(served: Served) -> ApprovalRecord:
+    record = (await pending(served))[0]
+    await review.reject(
+        served.sup.store,
+        served.sup.audit,
+        record.id,
+        by="bob",
+        now=time.time(),
+        feedback=FEEDBACK,
+        on_decided=served.sup.approvals.wake,
+    )
+    return record
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    return {"model": "default", "messages": USER, "tools": TOOLS, **extra}
+
+
+def refusal(response: httpx.Response) -> dict[str, Any]:
+    error = response.json()["error"]
+    assert isinstance(error, dict)
+    return error
+
+
+# --- held, then decided ---------------------------------------------------------
+
+
+async def test_a_held_answer_goes_out_once_approved(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(approve(served, after=0.2))
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    record = await reviewer
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == SAYING
+    [call] = choice.message.tool_calls or []
+    assert call.function.name == "send_email"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == ARGS  # type: ignore[union-attr]
+    decided = await served.sup.store.get_approval(record.id)
+    assert decided is not None and decided.status == "approved"
+    assert (decided.tool, decided.args, decided.call_key) == ("send_email", ARGS, call.id)
+    assert decided.panel is not None and decided.panel["reason"] == SAYING
+    assert decided.panel["door"] == "gateway"
+    assert served.sim.requests[SIM_CHAT] == 1
+
+
+async def test_past_the_hold_429_then_the_same_request_is_answered_from_the_approval(
+    serve: Serve,
+) -> None:
+    served = await emailing(hold("300ms"), serve)
+    async with served.client() as client:
+        first = await client.post(CHAT, json=body())
+        again = await client.post(CHAT, json=body())
+        for held in (first, again):
+            assert held.status_code == 429
+            assert held.headers["retry-after"] == "5"
+            error = refusal(held)
+            assert (error["type"], error["code"]) == ("approval_pending", "approval_pending")
+        [record] = await pending(served)
+        assert record.id in refusal(first)["message"]
+        await approve(served)
+        answered = await client.post(CHAT, json=body())
+    assert answered.status_code == 200
+    message = answered.json()["choices"][0]["message"]
+    [call] = message["tool_calls"]
+    assert call["function"]["name"] == "send_email"
+    assert json.loads(call["function"]["arguments"]) == ARGS
+    assert call["id"] == record.call_key
+    assert served.sim.requests[SIM_CHAT] == 1  # the model was asked once, for all three
+    # The one approval served all three requests.
+    assert [a.id for a in await served.sup.store.list_approvals()] == [record.id]
+
+
+async def test_the_openai_client_sees_approval_pending_as_a_rate_limit(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    async with oai(served) as client:
+        with pytest.raises(openai.RateLimitError) as raised:
+            await client.chat.completions.create(
+                model="default",
+                messages=USER,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            )
+    assert raised.value.code == "approval_pending"
+    assert raised.value.response.headers["retry-after"] == "5"
+    assert raised.value.response.headers["x-corral-run"].startswith("run_")
+
+
+async def test_a_request_that_differs_is_a_new_call_of_the_model(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    async with served.client() as client:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        assert (await client.post(CHAT, json=body(temperature=0.5))).status_code == 429
+    assert served.sim.requests[SIM_CHAT] == 2
+    assert len(await pending(served, 2)) == 2
+
+
+async def test_edited_arguments_are_what_the_client_gets(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    edited = {**ARGS, "body": "Your refund of 20 EUR is on its way."}
+    reviewer = asyncio.create_task(approve(served, args=edited))
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    await reviewer
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.function.name == "send_email"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == edited  # type: ignore[union-attr]
+    assert answer.choices[0].finish_reason == "tool_calls"
+
+
+async def test_edited_arguments_reach_a_request_sent_again(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    edited = {**ARGS, "subject": "Your refund"}
+    async with served.client() as client:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        await approve(served, args=edited)
+        answered = await client.post(CHAT, json=body())
+    [call] = answered.json()["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == edited
+
+
+# --- rejected -------------------------------------------------------------------
+
+
+async def test_a_rejection_is_text_with_the_feedback_openai_whole(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(reject(served))
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    await reviewer
+    choice = answer.choices[0]
+    assert choice.finish_reason == "stop"
+    assert not choice.message.tool_calls
+    text = choice.message.content or ""
+    assert text.startswith(SAYING) and FEEDBACK in text and "send_email" in text
+
+
+async def test_a_rejection_is_text_with_the_feedback_openai_streamed(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(reject(served))
+    text, calls, finish = "", [], None
+    async with oai(served) as client:
+        stream = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for chunk in stream:
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                calls += choice.delta.tool_calls or []
+                finish = choice.finish_reason or finish
+    await reviewer
+    assert (calls, finish) == ([], "stop")
+    assert text.startswith(SAYING) and FEEDBACK in text
+    assert text.count(SAYING) == 1  # the text streamed first is not sent twice
+
+
+async def test_a_rejection_is_text_with_the_feedback_anthropic_whole_and_streamed(
+    serve: Serve,
+) -> None:
+    served = await emailing(None, serve)
+    async with claude(served) as client:
+        reviewer = asyncio.create_task(reject(served))
+        message = await client.messages.create(
+            model="default",
+            max_tokens=300,
+            messages=USER,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        )
+        await reviewer
+        assert message.stop_reason == "end_turn"
+        assert [block.type for block in message.content] == ["text"]
+        whole = message.content[0].text  # type: ignore[union-attr]
+        assert whole.startswith(SAYING) and FEEDBACK in whole
+
+        # Streamed: a different body (stream: true), so a new answer and a new approval.
+        reviewer = asyncio.create_task(reject(served))  # the one pending now
+        async with client.messages.stream(
+            model="default",
+            max_tokens=300,
+            messages=USER,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        ) as stream:
+            streamed = "".join([piece async for piece in stream.text_stream])
+            final = await stream.get_final_message()
+        await reviewer
+    assert final.stop_reason == "end_turn"
+    assert [block.type for block in final.content] == ["text"]
+    assert streamed.startswith(SAYING) and FEEDBACK in streamed
+    assert streamed.count(SAYING) == 1
+    assert served.sim.requests["/v1/chat/completions gpt-4o"] == 2
+
+
+async def test_a_rejection_reaches_a_request_sent_again(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    async with served.client() as client:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        await reject(served)
+        answered = await client.post(CHAT, json=body())
+    choice = answered.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert "tool_calls" not in choice["message"]
+    assert FEEDBACK in choice["message"]["content"]
+    assert served.sim.requests[SIM_CHAT] == 1
+
+
+async def test_on_reject_halt_is_a_403_approval_rejected(serve: Serve) -> None:
+    served = await emailing({ON_REJECT: "on_reject: halt                     # replan"}, serve)
+    reviewer = asyncio.create_task(reject(served))
+    async with oai(served) as client:
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            await client.chat.completions.create(
+                model="default",
+                messages=USER,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            )
+    await reviewer
+    error = raised.value.body
+    assert isinstance(error, dict)
+    assert (error["type"], error["code"]) == ("corral_halt", "approval.rejected")
+    assert FEEDBACK in error["message"]
+
+
+# --- timed out ------------------------------------------------------------------
+
+
+async def test_on_timeout_cancel_is_a_403_approval_timeout_and_a_dead_letter(
+    serve: Serve,
+) -> None:
+    served = await emailing({RULE_TIMEOUT: "timeout: 200ms  #   run.cost_usd"}, serve)
+    async with served.client() as client:
+        refused = await client.post(CHAT, json=body())
+    assert refused.status_code == 403
+    error = refusal(refused)
+    assert (error["type"], error["code"]) == ("corral_halt", "approval.timeout")
+    [record] = await served.sup.store.list_approvals()
+    assert record.status == "timeout"
+    run_id = refused.headers["x-corral-run"]
+    dead = await served.sup.store.dead_letter_for_run(run_id)
+    assert dead is not None
+    assert served.sim.requests[SIM_CHAT] == 1
+
+
+async def test_on_timeout_fallback_renames_the_call_to_the_fallback_tool(serve: Serve) -> None:
+    fallback = "on_timeout: fallback\n    fallback_tool: draft_email"
+    edits = {RULE_TIMEOUT: "timeout: 200ms  #   run.cost_usd", ON_TIMEOUT: fallback}
+    served = await emailing(edits, serve)
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        [call] = answer.choices[0].message.tool_calls or []
+        assert call.function.name == "draft_email"  # type: ignore[union-attr]
+        assert json.loads(call.function.arguments) == ARGS  # type: ignore[union-attr]
+        assert answer.choices[0].finish_reason == "tool_calls"
+        # The agent ran the fallback and reports it: that passes.
+        messages = [
+            *USER,
+            answer.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "drafted"},
+        ]
+        after = await client.chat.completions.create(
+            model="default",
+            messages=messages,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    assert after.choices[0].message.content == "The customer was told."
+    [record] = await served.sup.store.list_approvals()
+    assert record.status == "timeout"
+
+
+# --- tool results reported back ----------------------------------------------
+
+
+async def test_reporting_an_approved_call_passes_and_an_unapproved_one_is_denied(
+    serve: Serve,
+) -> None:
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(approve(served))
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        await reviewer
+        [call] = answer.choices[0].message.tool_calls or []
+        messages = [
+            *USER,
+            answer.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sent"},
+        ]
+        raw = await client.chat.completions.with_raw_response.create(
+            model="default",
+            messages=messages,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        assert raw.parse().choices[0].message.content == "The customer was told."
+        steps = await served.sup.store.list_steps(raw.headers["x-corral-run"])
+        reported = steps[0]
+        assert (reported.kind, reported.name, reported.status) == ("tool", "send_email", "ok")
+
+        # A send_email call no human approved, reported as run: refused.
+        forged = [*USER, *tool_turn("call_forged", "send_email", json.dumps(ARGS), "sent")]
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            await client.chat.completions.create(
+                model="default",
+                messages=forged,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            )
+    error = raised.value.body
+    assert isinstance(error, dict) and error["code"] == "policy.denied"
+    assert "call_forged" in error["message"]
+    assert served.sim.requests[SIM_CHAT] == 2  # the forged one never reached the model
+
+
+async def test_reporting_an_approved_call_with_other_arguments_is_denied(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(approve(served))
+    async with served.client() as client:
+        answer = (await client.post(CHAT, json=body())).json()
+        await reviewer
+        [call] = answer["choices"][0]["message"]["tool_calls"]
+        changed = json.dumps({**ARGS, "to": "everyone"})
+        turns = tool_turn(call["id"], "send_email", changed, "sent")
+        refused = await client.post(CHAT, json=body(messages=[*USER, *turns]))
+    assert refused.status_code == 403
+    assert refusal(refused)["code"] == "policy.denied"
+
+
+# --- streams --------------------------------------------------------------------
+
+
+KEEPALIVE = ": waiting for approval"
+
+
+def deltas(lines: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The choice deltas of an OpenAI stream's lines, with the line each is on."""
+    found = []
+    for index, line in enumerate(lines):
+        if line.startswith("data: {"):
+            event = json.loads(line.removeprefix("data: "))
+            found += [(index, choice["delta"]) for choice in event.get("choices", ())]
+    return found
+
+
+def finish(lines: list[str]) -> str | None:
+    reasons = [
+        choice["finish_reason"]
+        for line in lines
+        if line.startswith("data: {")
+        for choice in json.loads(line.removeprefix("data: ")).get("choices", ())
+    ]
+    return next((reason for reason in reversed(reasons) if reason), None)
+
+
+def streamed_answer(lines: list[str]) -> tuple[str, str, Any]:
+    """The text, tool name(s) and parsed tool arguments an OpenAI stream carried."""
+    pieces = [delta for _, delta in deltas(lines)]
+    calls = [call["function"] for delta in pieces for call in delta.get("tool_calls", ())]
+    arguments = "".join(call.get("arguments") or "" for call in calls)
+    return (
+        "".join(delta.get("content") or "" for delta in pieces),
+        "".join(call.get("name") or "" for call in calls),
+        json.loads(arguments) if arguments else None,
+    )
+
+
+async def sse_lines(client: httpx.AsyncClient, payload: dict[str, Any]) -> list[str]:
+    async with client.stream("POST", CHAT, json=payload) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"] == "text/event-stream"
+        return [line async for line in stream.aiter_lines() if line]
+
+
+async def test_a_held_stream_gets_keepalive_comments_before_the_tool_call(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approval_answer, "KEEPALIVE_SECONDS", 0.1)
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(approve(served, after=0.6))
+    async with served.client() as client:
+        lines = await sse_lines(client, body(stream=True))
+    await reviewer
+    keepalives = [index for index, line in enumerate(lines) if line == KEEPALIVE]
+    pieces = deltas(lines)
+    first_text = next(index for index, delta in pieces if delta.get("content"))
+    first_call = next(index for index, delta in pieces if delta.get("tool_calls"))
+    assert len(keepalives) >= 2
+    assert first_text < keepalives[0] and keepalives[-1] < first_call
+    assert streamed_answer(lines) == (SAYING, "send_email", ARGS)
+    assert (finish(lines), lines[-1]) == ("tool_calls", "data: [DONE]")
+
+
+async def test_a_stream_held_past_the_hold_is_answered_when_sent_again(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    async with served.client() as client:
+        # Text streamed first: the stream had begun, so it ends with an error event.
+        lines = await sse_lines(client, body(stream=True))
+        assert any("approval_pending" in line for line in lines)
+        assert not any(delta.get("tool_calls") for _, delta in deltas(lines))
+        await approve(served)
+        again = await sse_lines(client, body(stream=True))
+    assert streamed_answer(again) == (SAYING, "send_email", ARGS)
+    assert finish(again) == "tool_calls"
+    assert served.sim.requests[SIM_CHAT] == 1
+
+
+async def test_a_held_stream_with_nothing_streamed_yet_is_a_plain_429(serve: Serve) -> None:
+    served = await serve(hold("200ms"))
+    served.sim.set_script("gpt-4o", Script.of(SimReply(tool_calls=(SEND,))))
+    async with served.client() as client:
+        held = await client.post(CHAT, json=body(stream=True))
+    assert held.status_code == 429
+    assert held.headers["content-type"] == "application/json"
+    assert refusal(held)["code"] == "approval_pending"
+
+
+# --- shadow mode and scope ------------------------------------------------------
+
+
+async def test_shadow_mode_records_a_proposal_and_the_client_gets_the_note(
+    serve: Serve,
+) -> None:
+    served = await emailing({SUPPORT_TOOLS: f"{SUPPORT_TOOLS}\n    shadow: true"}, serve)
+    async with oai(served) as client:
+        answer = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    choice = answer.choices[0]
+    assert not choice.message.tool_calls and choice.finish_reason == "stop"
+    [proposal] = await served.sup.store.list_proposals()
+    assert (proposal.agent, proposal.tool, proposal.args) == ("support", "send_email", ARGS)
+    text = choice.message.content or ""
+    assert text.startswith(SAYING)
+    assert "Shadow mode" in text and proposal.id in text
+    assert await served.sup.store.list_approvals() == []  # proposed, nobody asked
+
+
+async def test_a_tool_above_max_scope_halts_policy_denied(serve: Serve) -> None:
+    served = await emailing({SUPPORT_TOOLS: f"{SUPPORT_TOOLS}\n    max_scope: write"}, serve)
+    async with served.client() as client:
+        refused = await client.post(CHAT, json=body())
+    assert refused.status_code == 403
+    error = refusal(refused)
+    assert (error["type"], error["code"]) == ("corral_halt", "policy.denied")
+    assert "max_scope" in error["message"]
+    assert await served.sup.store.list_approvals() == []
+
+
+async def test_a_tool_outside_the_agents_tools_halts_policy_denied(serve: Serve) -> None:
+    served = await serve()
+    rogue = Script.of(SimReply(tool_calls=(SimToolCall("drop_tables", {}),)))
+    served.sim.set_script("gpt-4o", rogue)
+    async with served.client() as client:
+        refused = await client.post(CHAT, json=body())
+    assert refused.status_code == 403
+    assert refusal(refused)["code"] == "policy.denied"
+    assert "drop_tables" in refusal(refused)["message"]
+
+
+# --- sessions -------------------------------------------------------------------
+
+
+async def test_a_session_resending_a_held_request_does_not_trip_the_loop_detector(
+    serve: Serve,
+) -> None:
+    served = await emailing(hold("100ms"), serve)
+    session = {"X-Corral-Session": "ticket-42"}
+    async with served.client(**session) as client:
+        for _ in range(6):
+            held = await client.post(CHAT, json=body())
+            assert held.status_code == 429, held.text
+        await approve(served)
+        answered = await client.post(CHAT, json=body())
+        assert answered.status_code == 200, answered.text
+        [call] = answered.json()["choices"][0]["message"]["tool_calls"]
+        turns = [
+            *USER,
+            answered.json()["choices"][0]["message"],
+            {"role": "tool", "tool_call_id": call["id"], "content": "sent"},
+        ]
+        done = await client.post(CHAT, json=body(messages=turns))
+    assert done.status_code == 200, done.text
+    assert done.json()["choices"][0]["message"]["content"] == "The customer was told."
+    [run] = await served.sup.store.list_runs(session="ticket-42")
+    assert run.status.value == "running"
+    assert served.sim.requests[SIM_CHAT] == 2
+
+
+# --- notifications --------------------------------------------------------------
+
+
+class Hook:
+    """A loopback webhook that keeps what it is posted and answers `status`."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.status = 200
+        self.posts: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.posts.append(await request.json())
+        self.arrived.set()
+        return web.Response(status=self.status)
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    receiver = Hook()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    yield receiver
+    await runner.cleanup()
+
+
+def notify(hook: Hook, **options: str) -> dict[str, str]:
+    extra = "".join(f", {name}: {value}" for name, value in options.items())
+    return {NOTIFY: f'approvals_notify: {{webhook: "{hook.url}"{extra}}}'}
+
+
+async def test_the_webhook_receives_the_approval_request(serve: Serve, hook: Hook) -> None:
+    served = await emailing(notify(hook), serve)
+    reviewer = asyncio.create_task(approve(served))
+    async with served.client() as client:
+        answered = await client.post(CHAT, json=body())
+    record = await reviewer
+    assert answered.status_code == 200
+    await asyncio.wait_for(hook.arrived.wait(), 5)
+    [posted] = hook.posts
+    assert (posted["id"], posted["tool"], posted["args"]) == (record.id, "send_email", ARGS)
+    assert posted["reason"] == SAYING
+    assert posted["agent"] == "support" and posted["door"] == "gateway"
+    assert record.id in posted["text"] and "send_email" in posted["text"]
+    assert "\n" not in posted["text"]
+
+
+async def test_a_failing_webhook_does_not_lose_the_approval(serve: Serve, hook: Hook) -> None:
+    hook.status = 500
+    served = await emailing(notify(hook, attempts="2", backoff="10ms") | hold("300ms"), serve)
+    async with served.client() as client:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        await asyncio.wait_for(hook.arrived.wait(), 5)
+        await served.sup.notifier.drain()
+        assert len(hook.posts) == 2  # tried twice, refused both times
+        await approve(served)
+        answered = await client.post(CHAT, json=body())
+    assert answered.status_code == 200
+    [call] = answered.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "send_email"
+    events = [e.kind for e in await served.sup.store.list_audit()]
+    assert "approval.notify_failed" in events and "approval.approved" in events

@@ -19,9 +19,18 @@ Three variants, each for an LLM call and a tool call, timed call by call:
             awaited SQLite write) and the call's step deletes it: what the supervisor
             does for every call. Its cost per call is durable minus recorded.
 
+And the approval gate alone, on tool calls through the in-memory gates with a policy of
+10 approval rules none of which matches the call:
+
+  no approval   the gates without the approval gate (the baseline of the two below)
+  10 indexed    rules that name other tools or scopes (`tool == "sql_write" && ...`): the
+                policy files them under those, so this call evaluates none of them
+  10 evaluated  rules that could match any tool (`args.n < 0`, `run.steps > 10**6`, ...):
+                every one is evaluated, on one CEL context shared by all ten
+
 The variants run interleaved in rounds after a warm-up, so drift (CPU frequency, the
-page cache) lands on all of them alike. Target: the gates variant adds at most 50 µs
-per call (median) over bare.
+page cache) lands on all of them alike. Targets: the gates variant adds at most 50 µs
+per call (median) over bare; 10 rules that do not match cost at most 10 µs per call.
 
 Run: .venv/bin/python bench/pipeline.py
 """
@@ -44,6 +53,7 @@ import yaml
 
 from corral.aio import loop_factory
 from corral.calls import Call, LLMCall, LLMResult, Result, ToolCall, Usage
+from corral.gates.approval import ApprovalGate
 from corral.gates.base import Next, RunContext, compose
 from corral.gates.budget import build_caps
 from corral.gates.record import RecordGate
@@ -61,6 +71,22 @@ PER_ROUND = 2_000  # calls per round for the in-memory variants: 20k in all
 RECORDED_PER_ROUND = 500  # each recorded call is a few SQLite transactions
 WARM_UP = 1_000
 TARGET_US = 50.0
+APPROVAL_TARGET_US = 10.0
+# Ten rules about other tools and scopes, and ten that may match any tool: none matches
+# the bench's `noop` calls.
+INDEXED_RULES = [
+    *(f'tool == "sql_write" && args.rows > {1000 * n}' for n in range(1, 6)),
+    *(f'scope == "irreversible" && args.amount > {100 * n}' for n in range(1, 4)),
+    'tool in ["wire_money", "delete_account"]',
+    'scope == "write" && agent == "support"',
+]
+EVALUATED_RULES = [
+    *(f"args.n < -{n}" for n in range(1, 5)),
+    *(f"run.steps > {10**6 * n}" for n in range(1, 4)),
+    'agent == "nobody"',
+    "run.cost_usd > 1000.0",
+    'agent_type == "research" && args.n > 5',
+]
 MESSAGES = [
     {"role": "system", "content": "You are a support agent."},
     {"role": "user", "content": "Where is my order #1042?"},
@@ -83,10 +109,13 @@ async def noop(n: int) -> int:
     return n
 
 
-def bench_policy(directory: Path) -> Policy:
+def bench_policy(directory: Path, rules: list[str] | None = None, name: str = "corral") -> Policy:
     """The example policy with its store in `directory`, a `noop` tool for the support agent,
-    and caps at every level high enough that no call of the bench is refused."""
+    and caps at every level high enough that no call of the bench is refused; with
+    `rules`, those are its approval rules."""
     policy = yaml.safe_load(EXAMPLE.read_text())
+    if rules is not None:
+        policy["approvals"] = [{"when": rule, "timeout": "1h"} for rule in rules]
     policy["store"] = f"sqlite:///{directory}/corral.db"
     policy["tools"]["noop"] = {"scope": "read"}
     policy["agents"][AGENT]["tools"].append("noop")
@@ -102,7 +131,7 @@ def bench_policy(directory: Path) -> Policy:
     policy["agents"][AGENT]["rate_limit"] = {
         "requests_per_minute": high, "tokens_per_minute": high, "priority": "high",
     }  # fmt: skip
-    path = directory / "corral.yaml"
+    path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
     return load_policy(path, require_keys=False)
 
@@ -162,9 +191,15 @@ async def main() -> None:
         store = SQLiteStore(Path(tmp) / "corral.db")
         counters = MemoryCounters()
         audit = AuditLog(store)
-        tools = Transport({}, {"noop": describe(noop, "noop", "read")})
-        durable = pipeline_gates(store, counters, audit)
+        registered = {"noop": describe(noop, "noop", "read")}
+        tools = Transport({}, registered)
+        durable = pipeline_gates(store, counters, audit, tools=registered)
         in_memory = [gate for gate in durable if not isinstance(gate, RecordGate)]
+        unapproved = [gate for gate in in_memory if not isinstance(gate, ApprovalGate)]
+        indexed = bench_policy(Path(tmp), INDEXED_RULES, "indexed")
+        evaluated = bench_policy(Path(tmp), EVALUATED_RULES, "evaluated")
+        assert not indexed.tool_plans["noop"].rules
+        assert len(evaluated.tool_plans["noop"].rules) == len(EVALUATED_RULES)
         numbers = itertools.count()
 
         # Each call asks something new, as an agent's do: the same call over and over is
@@ -218,6 +253,33 @@ async def main() -> None:
                 ),
             ]
 
+        no_approval = Variant(
+            "no approval",
+            compose(unapproved, tools),
+            context(indexed, "run_no_approval"),
+            tool,
+            PER_ROUND,
+        )
+        variants += [
+            no_approval,
+            Variant(
+                "10 indexed",
+                compose(in_memory, tools),
+                context(indexed, "run_indexed"),
+                tool,
+                PER_ROUND,
+                no_approval,
+            ),
+            Variant(
+                "10 evaluated",
+                compose(in_memory, tools),
+                context(evaluated, "run_evaluated"),
+                tool,
+                PER_ROUND,
+                no_approval,
+            ),
+        ]
+
         for variant in variants:
             await measure(variant, WARM_UP, keep=False)
         for _ in range(ROUNDS):
@@ -241,7 +303,7 @@ async def main() -> None:
         print(
             f"{variant.name:<15} {len(variant.samples):>6} {median:>10.1f} {p99:>8.1f} {extra:>12}"
         )
-    print("overhead: the variant's median minus the bare median of the same kind")
+    print("overhead: the variant's median minus its baseline's (bare, or no approval)")
     for name in ("llm gates", "tool gates"):
         verdict = "met" if overhead[name] <= TARGET_US else "MISSED"
         print(f"target {name} overhead <= {TARGET_US:g} µs: {verdict} ({overhead[name]:.1f} µs)")
@@ -251,6 +313,12 @@ async def main() -> None:
             overhead[f"{kind} recorded"] + bare_median[kind]
         )
         print(f"write-ahead per {kind} call: {cost:.1f} µs (durable/recorded median {ratio:.2f}x)")
+    for name in ("10 indexed", "10 evaluated"):
+        verdict = "met" if overhead[name] <= APPROVAL_TARGET_US else "MISSED"
+        print(
+            f"approval gate, {name} rules that do not match: {overhead[name]:.1f} µs per call "
+            f"(target <= {APPROVAL_TARGET_US:g} µs: {verdict})"
+        )
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 The agent is ordinary code: ask the model, run the tools it asks for, feed the
 results back, stop when it answers. Corral sits under every call and halts the
-run when it loops or a budget would be crossed, whatever the model asks for.
+run when it loops or a budget would be crossed, whatever the model asks for, and
+makes its irreversible calls wait for a human: a rejection comes back as feedback
+the model replans with.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from corral import Supervisor
+from corral import Rejected, Supervisor
 
 TOOLS = [
     {
@@ -37,7 +40,39 @@ TOOLS = [
             },
         },
     },
+    {
+        "type": "function",
+        "function": {
+            "name": "send_email",
+            "description": "Send an email to the customer (cannot be unsent).",
+            "parameters": {
+                "type": "object",
+                "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
+                "required": ["to", "body"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "sql_write",
+            "description": "Run one SQL write against the orders database.",
+            "parameters": {
+                "type": "object",
+                "properties": {"statement": {"type": "string"}},
+                "required": ["statement"],
+            },
+        },
+    },
 ]
+
+
+def rows_touched(statement: str) -> dict[str, int]:
+    """sql_write's preview, a dry run: how many rows the write would change. (A real one
+    would EXPLAIN the statement or count its WHERE clause; this database is a dict.)"""
+    if re.search(r"WHERE\s+id\s*=", statement, re.IGNORECASE):
+        return {"rows": 1}
+    return {"rows": 48_000}  # no single-row WHERE: the whole table
 
 
 def register_tools(sup: Supervisor) -> None:
@@ -51,6 +86,14 @@ def register_tools(sup: Supervisor) -> None:
     @sup.tool()
     async def draft_email(to: str, body: str) -> dict[str, Any]:
         return {"draft_id": f"draft-{len(body)}", "to": to, "status": "draft"}
+
+    @sup.tool()
+    async def send_email(to: str, body: str) -> dict[str, Any]:
+        return {"status": "sent", "to": to}
+
+    @sup.tool(preview=rows_touched)
+    async def sql_write(statement: str) -> dict[str, Any]:
+        return {"status": "ok", **rows_touched(statement)}
 
 
 async def answer_ticket(
@@ -84,7 +127,13 @@ async def answer_ticket(
                 }
             )
             for call in reply.tool_calls:
-                result = await run.tool(call.name, json.loads(call.arguments))
+                try:
+                    # The reason is shown to whoever approves the call, if one must.
+                    result = await run.tool(
+                        call.name, json.loads(call.arguments), reason=reply.text or None
+                    )
+                except Rejected as rejected:  # a human said no, and why: the model replans
+                    result = {"rejected": rejected.feedback}
                 messages.append(
                     {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                 )

@@ -147,9 +147,15 @@ def test_demo_runs_and_leaves_an_inspectable_run(policy: Path) -> None:
     result = runner.invoke(app, ["demo", "--policy", str(policy)])
     assert result.exit_code == 0, result.output
     assert "completed:" in result.output and "halted: loop.repeat" in result.output
+    # The refund's email waited for a human, who rejected the first and approved the second.
+    assert result.output.count("approval requested") == 2
+    assert "rejected by on-call" in result.output and "approved by on-call" in result.output
+    assert "sql_write ran unasked: its preview counted 1 row(s)" in result.output
     listing = runner.invoke(app, ["runs", "ls", "--policy", str(policy), "--json"])
     assert '"status": "completed"' in listing.output
     assert '"halt_reason": "loop.repeat"' in listing.output
+    decided = runner.invoke(app, ["approvals", "ls", "--status", "all", "--policy", str(policy)])
+    assert decided.exit_code == 0 and "rejected" in decided.output, decided.output
     assert runner.invoke(app, ["audit", "verify", "--policy", str(policy)]).exit_code == 0
 
 

@@ -3,14 +3,18 @@
 One ticket is answered and the run completes; a second one meets a model that
 keeps asking for the same tool, and the loop gate halts it on the third identical
 call with a named reason (`loop.repeat`), an escalation packet naming the steps and a
-dead-letter entry, all on embedded defaults (SQLite, the
-in-process counters, the simulated provider).
+dead-letter entry; a third refunds an order: the SQL write's preview counts the rows it
+touches (few, so nobody is asked), and the email, irreversible, waits for a human, who
+rejects the first draft with feedback the model replans with and approves the second.
+All on embedded defaults (SQLite, the in-process counters, the simulated provider).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import time
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
@@ -22,8 +26,9 @@ from rich.table import Table
 from corral.calls import Halted
 from corral.policy import load_policy
 from corral.providers.sim import Script, SimProvider, SimReply, SimToolCall
+from corral.runtime import review
 from corral.runtime.supervisor import Supervisor
-from corral.state import open_store
+from corral.state import ApprovalRecord, open_store
 from corral.tables import run_table
 
 # The sim accepts any key; the example policy names SIM_API_KEY, so give it one.
@@ -43,6 +48,77 @@ HELPFUL = Script(
 )
 # A confused model: it asks for the same look-up forever.
 RUNAWAY = Script((SimReply(tool_calls=(SimToolCall("get_customer", {"customer_id": 42}),)),))
+# A refund: one SQL write, then an email the reviewer sends back once.
+REFUND_SQL = "UPDATE orders SET status = 'refunded' WHERE id = 1042"
+REFUND = Script(
+    (
+        SimReply(
+            "Marking order #1042 refunded.",
+            tool_calls=(SimToolCall("sql_write", {"statement": REFUND_SQL}),),
+        ),
+        SimReply(
+            "Telling the customer.",
+            tool_calls=(
+                SimToolCall(
+                    "send_email",
+                    {"to": "ada@example.com", "body": "Your refund for #1042 arrives tomorrow."},
+                ),
+            ),
+        ),
+        SimReply(
+            "Telling the customer, without promising a date.",
+            tool_calls=(
+                SimToolCall(
+                    "send_email",
+                    {"to": "ada@example.com", "body": "Your refund for #1042 takes 3-5 days."},
+                ),
+            ),
+        ),
+        SimReply("Order #1042 is refunded and the customer has been told."),
+    )
+)
+# What the demo's on-call reviewer decides, in order.
+VERDICTS = (
+    ("reject", "Don't promise a date: refunds take 3-5 business days."),
+    ("approve", "wording checked"),
+)
+
+
+async def play_reviewer(sup: Supervisor, console: Console) -> list[str]:
+    """The human on the other side: read each approval's panel, decide as VERDICTS say
+    (as `corral approvals reject|approve` would). Returns the approvals' ids."""
+    decided: list[str] = []
+    for verdict, words in VERDICTS:
+        approval = await _next_pending(sup, decided)
+        panel = approval.panel or {}
+        args = ", ".join(f"{k}={v!r}" for k, v in approval.args.items())
+        console.print(f"[yellow]approval requested[/yellow] {approval.id} ({approval.rule}):")
+        console.print(f"  {panel.get('tool')}({args})", highlight=False)
+        console.print(f"  the agent's reason: {panel.get('reason')}", highlight=False)
+        console.print(f"  rollback plan: {panel.get('rollback')}", highlight=False)
+        store, audit, wake = sup.store, sup.audit, sup.approvals.wake
+        if verdict == "reject":
+            await review.reject(
+                store, audit, approval.id, by="on-call", now=time.time(), feedback=words,
+                on_decided=wake,
+            )  # fmt: skip
+            console.print(f"[red]rejected[/red] by on-call: {words}")
+        else:
+            await review.approve(
+                store, audit, approval.id, by="on-call", now=time.time(), note=words,
+                on_decided=wake,
+            )  # fmt: skip
+            console.print(f"[green]approved[/green] by on-call: {words}")
+        decided.append(approval.id)
+    return decided
+
+
+async def _next_pending(sup: Supervisor, seen: list[str]) -> ApprovalRecord:
+    while True:
+        for approval in await sup.store.list_approvals(status="pending"):
+            if approval.id not in seen:
+                return approval
+        await asyncio.sleep(0.05)
 
 
 class DemoError(Exception):
@@ -66,7 +142,7 @@ async def run_demo(policy_path: Path, console: Console) -> None:
     policy = load_policy(policy_path)
     # Serve the sim where the policy says it is (127.0.0.1:4010 in the example).
     where = urlsplit(policy.providers["sim"].base_url)
-    sim = SimProvider(scripts={"helpful": HELPFUL, "runaway": RUNAWAY})
+    sim = SimProvider(scripts={"helpful": HELPFUL, "runaway": RUNAWAY, "refund": REFUND})
     try:
         await sim.start(where.hostname or "127.0.0.1", where.port or 80)
     except OSError as exc:
@@ -97,12 +173,25 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             for step in halt.packet["steps"][-4:]:
                 steps.add_row(str(step["seq"]), step["kind"], step["name"], step["status"])
             console.print(steps)
+
+        console.rule("3. An irreversible action waits for a human")
+        reviewer = asyncio.create_task(play_reviewer(sup, console))
+        answer = await agent.answer_ticket(
+            sup, "Refund order #1042 and tell me.", headers={"X-Sim-Script": "refund"}
+        )
+        approval_ids = await reviewer
+        console.print(f"[green]completed:[/green] {answer}")
+        rows = agent.rows_touched(REFUND_SQL)["rows"]
+        console.print(
+            f"(sql_write ran unasked: its preview counted {rows} row(s), and the policy's rule "
+            "asks a human only above 1,000)"
+        )
         await sup.close()
     finally:
         await sim.stop()
 
     store = open_store(policy.store)
-    runs = await store.list_runs(limit=2)
+    runs = await store.list_runs(limit=3)
     await store.close()
     lines = [
         (
@@ -117,7 +206,7 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         for run in runs
     ]
     columns = ("run", "task", "status", "reason", "steps", "tools", "usd")
-    table = run_table("The two runs", columns, lines, console.width, droppable=("tools",))
+    table = run_table("The three runs", columns, lines, console.width, droppable=("tools",))
     console.print(table)
     flag = f"--policy {policy_path}"
     console.print("Inspect them with the CLI (from .venv/bin, or after `. .venv/bin/activate`):")
@@ -128,6 +217,8 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         f"corral dlq show {halted_run} {flag}",
         # A loop is not cured by more budget: the operator closes the case (or retries it).
         f"corral dlq drop {halted_run} {flag}",
+        f"corral approvals ls --status all {flag}",
+        f"corral approvals show {approval_ids[0]} {flag}",
         f"corral audit verify {flag}",
     ):
         console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -142,7 +142,8 @@ class ApprovalWaiter:
                     {"id": record.id, "timeout_at": timeout_at, "to": target},
                     record.run_id,
                 )
-                url = policy.approvals_notify.groups.get(target or "", target)
+                notify = policy.approvals_notify
+                url = notify.webhook if target is None else notify.groups.get(target, target)
                 self.notify(record, timeout_at, url=url, escalated=True)
         elif await self._store.decide_approval(record.id, "timeout", by=None, at=now):
             await self._audit.append(

@@ -33,7 +33,8 @@ class DeadlineGate:
             ctx.deadline_timers.remove(limit)
 
     def _halt(self, ctx: RunContext, when: str) -> Halt:
-        limit_s = ctx.deadline - ctx.record.created_at if ctx.deadline is not None else 0.0
+        run = ctx.record  # time spent waiting for humans moved the deadline, not the limit
+        limit_s = 0.0 if ctx.deadline is None else ctx.deadline - run.created_at - run.waiting_s
         return Halt(
             HaltReason.TIMEOUT,
             f"the run's wall-clock limit of {limit_s:g}s passed {when}",

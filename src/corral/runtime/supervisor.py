@@ -347,8 +347,9 @@ class Supervisor:
         record = claimed
         policy = self.policy.current
         now = self._clock()
-        # Time the run was not running (crashed, or halted in the queue) does not count.
-        elapsed = (record.ended_at or record.updated_at) - record.created_at
+        # Time the run was not running (crashed, or halted in the queue) does not count,
+        # nor time its calls waited for a human.
+        elapsed = (record.ended_at or record.updated_at) - record.created_at - record.waiting_s
         ctx = self._context(policy, record, elapsed=elapsed, now=now)
         checkpoint = await self.store.last_checkpoint(run_id)
         ctx.call_seq = checkpoint.step if checkpoint else 0

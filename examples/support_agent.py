@@ -15,6 +15,11 @@ from typing import Any
 
 from corral import Rejected, Supervisor
 
+EMAIL = {
+    "type": "object",
+    "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
+    "required": ["to", "body"],
+}
 TOOLS = [
     {
         "type": "function",
@@ -33,11 +38,7 @@ TOOLS = [
         "function": {
             "name": "draft_email",
             "description": "Draft a reply to the customer.",
-            "parameters": {
-                "type": "object",
-                "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
-                "required": ["to", "body"],
-            },
+            "parameters": EMAIL,
         },
     },
     {
@@ -45,11 +46,7 @@ TOOLS = [
         "function": {
             "name": "send_email",
             "description": "Send an email to the customer (cannot be unsent).",
-            "parameters": {
-                "type": "object",
-                "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
-                "required": ["to", "body"],
-            },
+            "parameters": EMAIL,
         },
     },
     {

@@ -690,3 +690,295 @@ async def test_a_failing_webhook_does_not_lose_the_approval(serve: Serve, hook: 
     assert call["function"]["name"] == "send_email"
     events = [e.kind for e in await served.sup.store.list_audit()]
     assert "approval.notify_failed" in events and "approval.approved" in events
+
+
+# --- more than one call in an answer ----------------------------------------------
+
+LOOKUP = SimToolCall("get_customer", {"customer_id": 42})
+OTHER = {**ARGS, "to": "customer 43"}
+SEVERAL = Script.of(
+    SimReply(text=SAYING, tool_calls=(LOOKUP, SEND, SimToolCall("send_email", OTHER))),
+    "Done.",
+)
+
+
+async def decide_both(served: Served) -> None:
+    """Approve the approval of customer 42's email, reject customer 43's."""
+    records = await pending(served, 2)
+    by_to = {record.args["to"]: record for record in records}
+    store, audit, now = served.sup.store, served.sup.audit, time.time()
+    wake = served.sup.approvals.wake
+    await review.approve(
+        store, audit, by_to["customer 42"].id, by="alice", now=now, on_decided=wake
+    )
+    await asyncio.sleep(0.2)  # the answer waits for both
+    await review.reject(
+        store, audit, by_to["customer 43"].id, by="bob", now=now, feedback=FEEDBACK, on_decided=wake
+    )
+
+
+async def test_every_call_of_an_answer_is_decided_before_it_goes_out(serve: Serve) -> None:
+    served = await serve()
+    served.sim.set_script("gpt-4o", SEVERAL)
+    reviewer = asyncio.create_task(decide_both(served))
+    async with served.client() as client:
+        answered = await client.post(CHAT, json=body())
+    await reviewer
+    choice = answered.json()["choices"][0]
+    calls = [
+        (c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in choice["message"]["tool_calls"]
+    ]
+    assert calls == [("get_customer", {"customer_id": 42}), ("send_email", ARGS)]
+    assert choice["finish_reason"] == "tool_calls"
+    assert (
+        FEEDBACK in choice["message"]["content"] and "customer 43" in choice["message"]["content"]
+    )
+    assert len(await served.sup.store.list_approvals()) == 2  # the read asked nobody
+
+
+async def test_every_call_of_a_streamed_answer_is_decided_before_it_goes_out(
+    serve: Serve,
+) -> None:
+    served = await serve()
+    served.sim.set_script("gpt-4o", SEVERAL)
+    reviewer = asyncio.create_task(decide_both(served))
+    async with served.client() as client:
+        lines = await sse_lines(client, body(stream=True))
+    await reviewer
+    calls: dict[int, list[str]] = {}
+    for _, delta in deltas(lines):
+        for piece in delta.get("tool_calls", ()):
+            entry = calls.setdefault(piece["index"], ["", ""])
+            entry[0] += piece["function"].get("name") or ""
+            entry[1] += piece["function"].get("arguments") or ""
+    assert [(name, json.loads(args)) for name, args in calls.values()] == [
+        ("get_customer", {"customer_id": 42}),
+        ("send_email", ARGS),
+    ]
+    text = "".join(delta.get("content") or "" for _, delta in deltas(lines))
+    assert text.startswith(SAYING) and FEEDBACK in text
+    assert finish(lines) == "tool_calls"
+
+
+# --- the Anthropic door -----------------------------------------------------------
+
+
+async def test_anthropic_client_held_approved_and_reported(serve: Serve) -> None:
+    served = await emailing(hold("200ms"), serve)
+    async with claude(served) as client:
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            await client.messages.create(
+                model="default",
+                max_tokens=300,
+                messages=USER,  # type: ignore[arg-type]
+                tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+            )
+        assert raised.value.response.headers["retry-after"] == "5"
+        error = raised.value.body
+        assert isinstance(error, dict) and error["error"]["code"] == "approval_pending"
+        edited = {**ARGS, "subject": "Refund sent"}
+        await approve(served, args=edited)
+        message = await client.messages.create(
+            model="default",
+            max_tokens=300,
+            messages=USER,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        )
+        assert message.stop_reason == "tool_use"
+        text, use = message.content
+        assert text.type == "text" and text.text == SAYING
+        assert use.type == "tool_use" and (use.name, use.input) == ("send_email", edited)
+        turns = [
+            *USER,
+            {"role": "assistant", "content": [block.model_dump() for block in message.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sent"}],
+            },
+        ]
+        done = await client.messages.create(
+            model="default",
+            max_tokens=300,
+            messages=turns,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        )
+    assert done.content[0].text == "The customer was told."  # type: ignore[union-attr]
+    assert served.sim.requests[SIM_CHAT] == 2
+
+
+async def test_anthropic_stream_approved_with_edited_arguments(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    edited = {**ARGS, "body": "Refund sent today."}
+    reviewer = asyncio.create_task(approve(served, args=edited))
+    async with (
+        claude(served) as client,
+        client.messages.stream(
+            model="default",
+            max_tokens=300,
+            messages=USER,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        ) as stream,
+    ):
+        final = await stream.get_final_message()
+    await reviewer
+    assert final.stop_reason == "tool_use"
+    use = final.content[-1]
+    assert use.type == "tool_use" and (use.name, use.input) == ("send_email", edited)
+
+
+# --- reporting edited calls, sessions and what a held answer costs -----------------
+
+
+async def test_an_edited_call_is_reported_with_the_edited_arguments(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    edited = {**ARGS, "body": "Refund sent today."}
+    reviewer = asyncio.create_task(approve(served, args=edited))
+    async with served.client() as client:
+        answer = (await client.post(CHAT, json=body())).json()["choices"][0]["message"]
+        await reviewer
+        [call] = answer["tool_calls"]
+        as_asked = tool_turn(call["id"], "send_email", json.dumps(ARGS), "sent")
+        refused = await client.post(CHAT, json=body(messages=[*USER, *as_asked]))
+        as_edited = [*USER, answer, {"role": "tool", "tool_call_id": call["id"], "content": "ok"}]
+        passed = await client.post(CHAT, json=body(messages=as_edited))
+    assert refused.status_code == 403 and refusal(refused)["code"] == "policy.denied"
+    assert passed.status_code == 200, passed.text
+
+
+async def test_a_held_answer_is_paid_once_however_often_it_is_asked_for(serve: Serve) -> None:
+    served = await emailing(hold("100ms"), serve)
+    async with served.client(**{"X-Corral-Session": "s-cost"}) as client:
+        first = await client.post(CHAT, json=body())
+        assert first.status_code == 429
+        run_id = first.headers["x-corral-run"]
+        paid = await served.sup.store.get_run(run_id)
+        assert paid is not None and paid.cost_usd > 0
+        for _ in range(3):
+            assert (await client.post(CHAT, json=body())).status_code == 429
+        await approve(served)
+        answered = await client.post(CHAT, json=body())
+    assert answered.status_code == 200 and answered.headers["x-corral-run"] == run_id
+    run = await served.sup.store.get_run(run_id)
+    assert run is not None and run.cost_usd == pytest.approx(paid.cost_usd)
+
+
+async def test_identical_requests_in_flight_together_share_one_approval(serve: Serve) -> None:
+    served = await emailing(None, serve)
+    async with served.client() as client:
+        first = asyncio.create_task(client.post(CHAT, json=body()))
+        [record] = await pending(served)
+        second = asyncio.create_task(client.post(CHAT, json=body()))
+        await asyncio.sleep(0.3)  # the second is held on the same approval
+        assert not second.done()
+        await approve(served)
+        answers = [await first, await second]
+    for answered in answers:
+        [call] = answered.json()["choices"][0]["message"]["tool_calls"]
+        assert call["id"] == record.call_key
+    assert served.sim.requests[SIM_CHAT] == 1
+    assert len(await served.sup.store.list_approvals()) == 1
+
+
+async def test_a_streamed_fallback_sends_the_fallback_tool(serve: Serve) -> None:
+    fallback = "on_timeout: fallback\n    fallback_tool: draft_email"
+    edits = {RULE_TIMEOUT: "timeout: 200ms  #   run.cost_usd", ON_TIMEOUT: fallback}
+    served = await emailing(edits, serve)
+    async with served.client() as client:
+        lines = await sse_lines(client, body(stream=True))
+    assert streamed_answer(lines) == (SAYING, "draft_email", ARGS)
+    assert finish(lines) == "tool_calls"
+
+
+# --- edges ----------------------------------------------------------------------
+
+
+async def test_a_client_that_hangs_up_on_a_held_stream_can_send_it_again(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approval_answer, "KEEPALIVE_SECONDS", 0.05)
+    served = await emailing(None, serve)
+    async with (
+        served.client() as client,
+        client.stream("POST", CHAT, json=body(stream=True)) as stream,
+    ):
+        lines = stream.aiter_lines()
+        while await anext(lines) != KEEPALIVE:
+            pass  # text came, then the answer is held: hang up now
+    [record] = await pending(served)
+    await approve(served)
+    async with served.client() as client:
+        again = await sse_lines(client, body(stream=True))
+    assert streamed_answer(again) == (SAYING, "send_email", ARGS)
+    assert served.sim.requests[SIM_CHAT] == 1
+    assert [a.id for a in await served.sup.store.list_approvals()] == [record.id]
+
+
+async def test_an_escalated_approval_still_holds_the_answer_until_decided(serve: Serve) -> None:
+    escalate = "on_timeout: escalate\n    escalate_timeout: 1h"
+    edits = {RULE_TIMEOUT: "timeout: 200ms  #   run.cost_usd", ON_TIMEOUT: escalate}
+    served = await emailing(edits, serve)
+    store = served.sup.store
+
+    async def after_escalation() -> None:
+        record = (await pending(served))[0]
+        while not (await store.get_approval(record.id)).escalations:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await approve(served)
+
+    reviewer = asyncio.create_task(after_escalation())
+    async with served.client() as client:
+        answered = await client.post(CHAT, json=body())
+    await reviewer
+    assert answered.status_code == 200, answered.text
+    [call] = answered.json()["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "send_email"
+    [record] = await store.list_approvals()
+    assert (record.status, record.escalations) == ("approved", 1)
+
+
+async def test_a_timed_out_request_sent_again_is_refused_again_without_the_model(
+    serve: Serve,
+) -> None:
+    served = await emailing({RULE_TIMEOUT: "timeout: 200ms  #   run.cost_usd"}, serve)
+    async with served.client() as client:
+        for _ in range(2):
+            refused = await client.post(CHAT, json=body())
+            assert refused.status_code == 403
+            assert refusal(refused)["code"] == "approval.timeout"
+    assert served.sim.requests[SIM_CHAT] == 1
+
+
+async def test_a_shadowed_agent_reporting_a_write_is_denied(serve: Serve) -> None:
+    served = await emailing({SUPPORT_TOOLS: f"{SUPPORT_TOOLS}\n    shadow: true"}, serve)
+    turns = tool_turn("call_ran_anyway", "draft_email", json.dumps(ARGS), "drafted")
+    async with served.client() as client:
+        refused = await client.post(CHAT, json=body(messages=[*USER, *turns]))
+    assert refused.status_code == 403
+    assert refusal(refused)["code"] == "policy.denied"
+    assert "shadow" in refusal(refused)["message"]
+    assert served.sim.requests[SIM_CHAT] == 0
+
+
+async def test_a_decided_answer_is_not_replayed_to_a_later_conversation(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approval_answer, "REPLAY_SECONDS", 0.5)
+    served = await emailing(hold("200ms"), serve)
+    async with served.client() as client:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        first = await approve(served)
+        for _ in range(2):  # sent again soon after the decision: answered from it
+            assert (await client.post(CHAT, json=body())).status_code == 200
+        assert served.sim.requests[SIM_CHAT] == 1
+        await asyncio.sleep(0.6)
+        # Later, the same opening request (a daily job's, say) is a new question for the
+        # model and a new approval, not the old approval's call once more.
+        later = await client.post(CHAT, json=body())
+        assert later.status_code == 429
+        assert served.sim.requests[SIM_CHAT] == 2
+        [second] = await pending(served)
+        assert second.id != first.id
+        again = await client.post(CHAT, json=body())  # and that one holds it from now on
+    assert again.status_code == 429 and second.id in refusal(again)["message"]
+    assert served.sim.requests[SIM_CHAT] == 2

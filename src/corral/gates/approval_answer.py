@@ -12,7 +12,9 @@ How an answer with such a call is served:
   meanwhile), then answered 429 `approval_pending`;
 - the same request sent again (same agent, same body) finds those approvals by its
   fingerprint and is answered from them: held again while pending, else from the stored
-  answer, without calling the model again;
+  answer, without calling the model again; for REPLAY_SECONDS after the last decision
+  only: later, the same body is a new conversation that opens the same way (a daily
+  job's), which asks the model, and a human, anew;
 - once decided: an approved call goes out (with the reviewer's arguments if edited); a
   rejected one is replaced by a note carrying the feedback, so the agent replans; a timed
   out one halts the run, or becomes a call of its fallback tool;
@@ -54,6 +56,10 @@ from corral.telemetry.audit import AuditLog
 RETRY_AFTER_SECONDS = 5.0
 # How often a stream that has begun is told "still here" while its answer is held.
 KEEPALIVE_SECONDS = 5.0
+# How long after its approvals were decided a held answer still answers the same request
+# sent again: ample for a client told to retry in RETRY_AFTER_SECONDS, however slowly it
+# does; past it, one approval must not go on answering every later identical request.
+REPLAY_SECONDS = 600.0
 _KEEPALIVE = StreamDelta(keepalive=True)
 SHADOW_RESULT = "proposed, not executed"
 _GATED = "approval.gated"  # RunContext.scratch: whether the run's agent has gated tools
@@ -80,8 +86,8 @@ class AnswerCheck:
                 is_gated(ctx.policy, tool, agent.shadow) for tool in agent.tools
             )
         if gated and call.request_key is not None:
-            held = await self._store.find_approvals(request_key=call.request_key)
-            if held:
+            held = _newest_answer(await self._store.find_approvals(request_key=call.request_key))
+            if held and self._still_held(held):
                 return await self._from_held(call, ctx, held)
         sink = call.sink
         withheld: list[StreamDelta] = []
@@ -171,14 +177,21 @@ class AnswerCheck:
             pending.append((await self._requests.open(ctx, asked, need, "gateway"), need))
         return await self._settle(answer, pending, ctx)
 
+    def _still_held(self, held: Sequence[ApprovalRecord]) -> bool:
+        """Whether a request sent again is the one these approvals held: while one is
+        pending, and for REPLAY_SECONDS after the last of them was decided."""
+        if any(record.status == "pending" for record in held):
+            return True
+        decided = max(record.decided_at or record.timeout_at for record in held)
+        return self._clock() - decided < REPLAY_SECONDS
+
     async def _from_held(
         self, call: LLMCall, ctx: RunContext, held: Sequence[ApprovalRecord]
     ) -> LLMResult:
-        """A request sent again while (or after) its answer waited for approvals."""
-        first = held[0].answer  # the newest answer held; identical requests racing each
-        answer = _decode(first or {})  # got one, so only its own approvals count
+        """A request sent again while (or shortly after) its answer waited for approvals."""
+        answer = _decode(held[0].answer or {})
         answer.replayed = True
-        pending = [(record, need_of(record)) for record in held if record.answer == first]
+        pending = [(record, need_of(record)) for record in held]
         settled = await self._settle(answer, pending, ctx)
         if call.sink is not None:
             await _deliver(call.sink, settled, "")
@@ -233,6 +246,15 @@ class AnswerCheck:
             f"[corral] Shadow mode: the call {request.name}({_short(request.arguments)}) was "
             f"{SHADOW_RESULT} (proposal {proposal.id})."
         )
+
+
+def _newest_answer(found: Sequence[ApprovalRecord]) -> list[ApprovalRecord]:
+    """The approvals of the newest answer held for a request (`found` is newest first):
+    identical requests racing each got an answer, and only its own approvals count."""
+    if not found:
+        return []
+    newest = found[0].answer
+    return [record for record in found if record.answer == newest]
 
 
 def _rewritten(

@@ -982,3 +982,32 @@ async def test_a_decided_answer_is_not_replayed_to_a_later_conversation(
         again = await client.post(CHAT, json=body())  # and that one holds it from now on
     assert again.status_code == 429 and second.id in refusal(again)["message"]
     assert served.sim.requests[SIM_CHAT] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gates/record.py:39 writes every ApprovalPending as an 'ok' step, so each "
+    "re-send of a held request (no model call: spent is None) counts as a step of the "
+    "run; a process that resumes the session seeds its steps counter from that count",
+)
+async def test_re_sending_a_held_request_adds_no_step_to_the_session(serve: Serve) -> None:
+    served = await emailing({**hold("100ms"), "steps: 40": "steps: 4"}, serve)
+    session = {"X-Corral-Session": "s-steps"}
+    async with served.client(**session) as client:
+        for _ in range(5):
+            assert (await client.post(CHAT, json=body())).status_code == 429
+    [run] = await served.sup.store.list_runs(session="s-steps")
+    steps = await served.sup.store.list_steps(run.id)
+    # The gateway restarts (here: another on the same store, once the first's lease is
+    # gone) and the conversation goes on: 3 calls made, under the cap of 4.
+    other = await serve({**hold("100ms"), "steps: 40": "steps: 4"})
+    await served.sup.store.drop_leases([served.sup.owner])
+    await approve(other)
+    async with other.client(other.agent_key, **session) as client:
+        answered = await client.post(CHAT, json=body())
+        message = answered.json()["choices"][0]["message"]
+        call_id = message["tool_calls"][0]["id"]
+        turns = [*USER, message, {"role": "tool", "tool_call_id": call_id, "content": "sent"}]
+        done = await client.post(CHAT, json=body(messages=turns))
+    assert done.status_code == 200, done.text
+    assert (len(steps), run.steps) == (5, 1)

@@ -607,20 +607,24 @@ async def test_a_session_resending_a_held_request_does_not_trip_the_loop_detecto
             held = await client.post(CHAT, json=body())
             assert held.status_code == 429, held.text
         await approve(served)
-        answered = await client.post(CHAT, json=body())
-        assert answered.status_code == 200, answered.text
+        for _ in range(4):  # a client that lost the answers: each is the same one
+            answered = await client.post(CHAT, json=body())
+            assert answered.status_code == 200, answered.text
         [call] = answered.json()["choices"][0]["message"]["tool_calls"]
         turns = [
             *USER,
             answered.json()["choices"][0]["message"],
             {"role": "tool", "tool_call_id": call["id"], "content": "sent"},
         ]
-        done = await client.post(CHAT, json=body(messages=turns))
-    assert done.status_code == 200, done.text
+        for _ in range(3):  # and the tool result sent again counts once
+            done = await client.post(CHAT, json=body(messages=turns))
+            assert done.status_code == 200, done.text
     assert done.json()["choices"][0]["message"]["content"] == "The customer was told."
     [run] = await served.sup.store.list_runs(session="ticket-42")
-    assert run.status.value == "running"
-    assert served.sim.requests[SIM_CHAT] == 2
+    assert run.status.value == "running" and run.tool_calls == 1
+    assert served.sim.requests[SIM_CHAT] == 4
+    kinds = {entry.kind for entry in await served.sup.store.list_audit()}
+    assert "approval.approved" in kinds and not kinds & {"run.halted", "loop.warn"}
 
 
 # --- notifications --------------------------------------------------------------
@@ -1011,3 +1015,105 @@ async def test_re_sending_a_held_request_adds_no_step_to_the_session(serve: Serv
         done = await client.post(CHAT, json=body(messages=turns))
     assert done.status_code == 200, done.text
     assert (len(steps), run.steps) == (5, 1)
+
+
+async def test_client_libraries_stream_through_keepalive_comments(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approval_answer, "KEEPALIVE_SECONDS", 0.05)
+    served = await emailing(None, serve)
+    reviewer = asyncio.create_task(approve(served, after=0.3))
+    text, names, arguments = "", "", ""
+    async with oai(served) as client:
+        stream = await client.chat.completions.create(
+            model="default",
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for chunk in stream:
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                for piece in choice.delta.tool_calls or ():
+                    names += piece.function.name or ""  # type: ignore[union-attr]
+                    arguments += piece.function.arguments or ""  # type: ignore[union-attr]
+    await reviewer
+    assert (text, names, json.loads(arguments)) == (SAYING, "send_email", ARGS)
+
+    reviewer = asyncio.create_task(approve(served, after=0.3))  # the next one asked
+    async with (
+        claude(served) as client,
+        client.messages.stream(
+            model="default",
+            max_tokens=300,
+            messages=USER,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+        ) as stream,
+    ):
+        final = await stream.get_final_message()
+    await reviewer
+    assert final.stop_reason == "tool_use"
+    assert [block.type for block in final.content] == ["text", "tool_use"]
+    assert final.content[0].text == SAYING  # type: ignore[union-attr]
+    assert final.content[1].input == ARGS  # type: ignore[union-attr]
+
+
+async def test_a_streamed_shadow_answer_gets_the_note_and_keeps_the_read(serve: Serve) -> None:
+    served = await serve({SUPPORT_TOOLS: f"{SUPPORT_TOOLS}\n    shadow: true"})
+    script = Script.of(SimReply(text=SAYING, tool_calls=(LOOKUP, SEND)))
+    served.sim.set_script("gpt-4o", script)
+    async with served.client() as client:
+        lines = await sse_lines(client, body(stream=True))
+    text, name, arguments = streamed_answer(lines)
+    [proposal] = await served.sup.store.list_proposals()
+    assert (name, arguments) == ("get_customer", {"customer_id": 42})  # reads always run
+    assert text.startswith(SAYING) and proposal.id in text and text.count(SAYING) == 1
+    assert finish(lines) == "tool_calls"
+
+
+async def test_a_streamed_call_above_max_scope_ends_the_stream_without_it(serve: Serve) -> None:
+    served = await emailing({SUPPORT_TOOLS: f"{SUPPORT_TOOLS}\n    max_scope: write"}, serve)
+    async with served.client() as client:
+        lines = await sse_lines(client, body(stream=True))
+    assert not any(delta.get("tool_calls") for _, delta in deltas(lines))
+    errors = [json.loads(line[6:]) for line in lines if '"policy.denied"' in line]
+    assert errors and errors[0]["error"]["code"] == "policy.denied"
+
+
+async def test_a_rule_that_cannot_be_read_at_the_gateway_asks_fail_closed(serve: Serve) -> None:
+    # The sql_write rule reads preview.rows; the gateway has no preview to run.
+    served = await serve(hold("100ms"))
+    write = SimToolCall("sql_write", {"sql": "UPDATE orders SET refunded = 1 WHERE id = 42"})
+    served.sim.set_script("gpt-4o", Script.of(SimReply(tool_calls=(write,))))
+    async with served.client() as client:
+        held = await client.post(CHAT, json=body())
+    assert held.status_code == 429
+    [record] = await pending(served)
+    assert (record.tool, record.rule) == ("sql_write", "approvals[1]")
+    assert record.panel is not None and record.panel["rule"]["error"]
+
+
+BILLING = {
+    "  summarizer:\n": "  billing:\n    type: operational\n    route: default\n"
+    "    tools: [send_email]\n  summarizer:\n"
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gates/approval.py ApprovalGate._admitted looks approvals up by the reported "
+    "tool call id alone (store.find_approvals(call_key=origin)), whatever agent they were "
+    "asked for: another agent reporting that id with the same arguments is admitted",
+)
+async def test_an_approval_admits_the_reports_of_its_own_agent_only(serve: Serve) -> None:
+    served = await emailing(BILLING, serve)
+    reviewer = asyncio.create_task(approve(served))
+    async with served.client() as client:
+        answer = (await client.post(CHAT, json=body())).json()["choices"][0]["message"]
+    await reviewer
+    [call] = answer["tool_calls"]
+    turns = tool_turn(call["id"], "send_email", call["function"]["arguments"], "sent")
+    async with served.client(await served.key("billing")) as other:
+        reported = await other.post(CHAT, json=body(messages=[*USER, *turns]))
+    assert reported.status_code == 403, reported.text
+    assert refusal(reported)["code"] == "policy.denied"

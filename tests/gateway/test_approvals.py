@@ -1117,3 +1117,34 @@ async def test_an_approval_admits_the_reports_of_its_own_agent_only(serve: Serve
         reported = await other.post(CHAT, json=body(messages=[*USER, *turns]))
     assert reported.status_code == 403, reported.text
     assert refusal(reported)["code"] == "policy.denied"
+
+
+# --- what the gateway reports of its own overhead ---------------------------------
+
+
+def overhead_sum(served: Served) -> float:
+    total = served.app.metrics.registry.get_sample_value("corral_gateway_overhead_seconds_sum")
+    assert total is not None
+    return total
+
+
+async def test_waiting_for_a_human_is_not_the_gateways_overhead(serve: Serve) -> None:
+    served = await emailing(hold("300ms"), serve)
+    async with served.client() as client:
+        # Held past the hold once, then answered from the approval after a wait of its own.
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        reviewer = asyncio.create_task(approve(served, after=0.2))
+        answered = await client.post(CHAT, json=body())
+        await reviewer
+        # Streamed: held past the hold (after its text), then sent again and held anew.
+        await sse_lines(client, body(stream=True))
+        reviewer = asyncio.create_task(approve(served, after=0.2))
+        streamed = await sse_lines(client, body(stream=True))
+        await reviewer
+    assert answered.status_code == 200 and streamed[-1] == "data: [DONE]"
+    runs = {r.id: r for r in await served.sup.store.list_runs()}
+    waited = runs[answered.headers["x-corral-run"]].waiting_s
+    assert waited >= 0.2
+    # Generous: the gateway's own time is milliseconds, the human's a fifth of a second.
+    assert float(answered.headers["x-corral-overhead-ms"]) < 1000 * waited / 2
+    assert overhead_sum(served) < 0.2

@@ -439,9 +439,10 @@ class Gateway:
         )
         if request.stream:
             return await self._stream(door, request, run, call, receive, send, started)
+        waited = _waited(run)
         result = await run.send(call)
         body = door.answer(result, request, _response_id())
-        overhead = perf_counter() - started - call.upstream_seconds
+        overhead = perf_counter() - started - call.upstream_seconds - (_waited(run) - waited)
         await _reply(send, 200, body, [_JSON, *await self._run_headers(run, overhead)])
         self.metrics.answer(result.model, result.usage, result.cost_usd, overhead)
         return 200
@@ -460,8 +461,10 @@ class Gateway:
         limit, an upstream down) gets a plain error answer, not a broken stream."""
         answer = ChatStream(run, call)
         deltas = answer.__aiter__()
+        waited = _waited(run)
         first = await anext(deltas, None)
         overhead = (call.upstream_started or perf_counter()) - started - call.upstream_seconds
+        overhead -= _waited(run) - waited  # an answer sent again waited for a human first
         headers = await self._run_headers(run, overhead)
         # The first delta came from the model that answers: a stream never falls back after.
         encoder = door.stream(request, _response_id(), call.target)
@@ -565,6 +568,14 @@ class Gateway:
             "request_too_large",
             f"the request body is over the limit of {self._max_body} bytes",
         )
+
+
+def _waited(run: Run) -> float:
+    """How long the run has waited for humans so far: an answer held for an approval
+    spends that time in Corral, yet it is no overhead of the gateway's (its header and
+    histogram are about milliseconds). Another request of the session waiting meanwhile
+    is taken off too; overheads are floored at zero."""
+    return run.context.record.waiting_s
 
 
 def _presented_key(headers: Mapping[bytes, bytes]) -> str | None:

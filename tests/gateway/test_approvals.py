@@ -1219,3 +1219,21 @@ async def test_a_call_delivered_without_approval_may_be_reported(serve: Serve) -
         turns = [*USER, message, {"role": "tool", "tool_call_id": call["id"], "content": "ok"}]
         reported = await client.post(CHAT, json=body(messages=turns))
     assert reported.status_code == 200, reported.text
+
+
+async def test_a_held_answer_is_checked_against_the_policy_in_force_when_it_goes_out(
+    serve: Serve,
+) -> None:
+    served = await emailing(hold("100ms"), serve)
+    async with served.client() as client, served.admin() as admin:
+        assert (await client.post(CHAT, json=body())).status_code == 429
+        await approve(served)
+        # Meanwhile the operator caps the agent at writes: the approved send may not go.
+        text = served.policy.read_text()
+        served.policy.write_text(
+            text.replace(SUPPORT_TOOLS, f"{SUPPORT_TOOLS}\n    max_scope: write")
+        )
+        assert (await admin.post("/admin/policy/reload")).status_code == 200
+        refused = await client.post(CHAT, json=body())
+    assert refused.status_code == 403, refused.text
+    assert refusal(refused)["code"] == "policy.denied"

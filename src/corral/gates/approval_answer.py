@@ -135,19 +135,10 @@ class AnswerCheck:
     ) -> LLMResult:
         policy = ctx.policy
         agent = ctx.agent_policy
-        name = ctx.record.agent
         asking: list[tuple[ToolCallRequest, Any, Need]] = []
         notes: dict[str, str] = {}
         for request in result.tool_calls:
-            if request.name not in agent.tools:
-                raise Halt(
-                    HaltReason.POLICY_DENIED,
-                    f"the model called tool '{request.name}', which agent '{name}' may not call",
-                    {"rule": f"agents.{name}.tools", "allowed": list(agent.tools)},
-                )
-            denied = scope_denial(policy, request.name, agent.max_scope)
-            if denied is not None:
-                raise Halt(HaltReason.POLICY_DENIED, denied, {"rule": f"agents.{name}.max_scope"})
+            _permit(ctx, request.name)
             if not gated or not is_gated(policy, request.name, agent.shadow):
                 continue
             args = _arguments(request.arguments)
@@ -225,7 +216,12 @@ class AnswerCheck:
                     {"id": got.id, "tool": got.tool, "instead": need.action.fallback_tool},
                     ctx.run_id,
                 )
-        return _rewritten(answer, by_call, {})
+        settled = _rewritten(answer, by_call, {})
+        # The policy may have been reloaded while the answer waited (or since it was held,
+        # for a request sent again): what goes out is checked against the one in force.
+        for request in settled.tool_calls:
+            _permit(ctx, request.name)
+        return settled
 
     async def _propose(self, ctx: RunContext, request: ToolCallRequest, args: Any) -> str:
         proposal = ProposalRecord(
@@ -246,6 +242,22 @@ class AnswerCheck:
             f"[corral] Shadow mode: the call {request.name}({_short(request.arguments)}) was "
             f"{SHADOW_RESULT} (proposal {proposal.id})."
         )
+
+
+def _permit(ctx: RunContext, tool: str) -> None:
+    """Halt (policy.denied) on a call the agent may not make: of a tool outside its tools,
+    or above its max_scope."""
+    agent = ctx.agent_policy
+    name = ctx.record.agent
+    if tool not in agent.tools:
+        raise Halt(
+            HaltReason.POLICY_DENIED,
+            f"the model called tool '{tool}', which agent '{name}' may not call",
+            {"rule": f"agents.{name}.tools", "allowed": list(agent.tools)},
+        )
+    denied = scope_denial(ctx.policy, tool, agent.max_scope)
+    if denied is not None:
+        raise Halt(HaltReason.POLICY_DENIED, denied, {"rule": f"agents.{name}.max_scope"})
 
 
 def _newest_answer(found: Sequence[ApprovalRecord]) -> list[ApprovalRecord]:

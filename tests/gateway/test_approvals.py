@@ -1152,12 +1152,6 @@ async def test_a_failing_webhook_does_not_lose_the_approval(serve: Serve, hook: 
 # --- bugs outside the gateway mechanics (xfail until fixed where they are) ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gates/record.py:39 writes every ApprovalPending as an 'ok' step, so each "
-    "re-send of a held request (no model call: spent is None) counts as a step of the "
-    "run; a process that resumes the session seeds its steps counter from that count",
-)
 async def test_re_sending_a_held_request_adds_no_step_to_the_session(serve: Serve) -> None:
     served = await emailing(serve, {**hold("100ms"), "steps: 40": "steps: 4"})
     session = {"X-Corral-Session": "s-steps"}
@@ -1187,12 +1181,6 @@ BILLING = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gates/approval.py ApprovalGate._admitted looks approvals up by the reported "
-    "tool call id alone (store.find_approvals(call_key=origin)), whatever agent they were "
-    "asked for: another agent reporting that id with the same arguments is admitted",
-)
 async def test_an_approval_admits_the_reports_of_its_own_agent_only(serve: Serve) -> None:
     served = await emailing(serve, BILLING)
     reviewer = asyncio.create_task(approve(served))
@@ -1211,12 +1199,6 @@ RULES = "approvals:                              # first rule that matches decid
 LATE_RULE = "  - when: 'tool == \"draft_email\" && run.steps >= 1'\n    timeout: 1h\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gates/approval.py ApprovalGate._reported re-evaluates the rules (find_need) "
-    "with the run's totals at report time, not as the answer check saw them: a rule on "
-    "run.* that did not match the answer matches its report, which has no approval",
-)
 async def test_a_call_delivered_without_approval_may_be_reported(serve: Serve) -> None:
     # Drafts need a human once the run has made a step: the session's first answer has
     # none yet, so its draft goes out as it is; its report comes after that step.

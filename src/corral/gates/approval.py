@@ -172,8 +172,10 @@ class ApprovalGate:
                 f"agent '{agent}' is in shadow mode, yet reports running '{call.name}'",
                 {"rule": f"agents.{agent}.shadow", "tool_call": call.origin},
             )
+        if self._answers.delivered_unheld(agent, call.origin, call.args):
+            return await next(call, ctx)
         need = find_need(ctx, call.name, call.args)
-        if need is None or await self._admitted(call):
+        if need is None or await self._admitted(call, agent):
             return await next(call, ctx)
         raise Halt(
             HaltReason.POLICY_DENIED,
@@ -182,11 +184,15 @@ class ApprovalGate:
             {"rule": need.source, "tool_call": call.origin},
         )
 
-    async def _admitted(self, call: ToolCall) -> bool:
+    async def _admitted(self, call: ToolCall, agent: str) -> bool:
+        """Whether a human approved this call (its id, for this agent, these arguments),
+        or it is the fallback its approval's timeout called for."""
         if call.origin is None:
             return False
         digest = args_digest(call.args)
         for found in await self._store.find_approvals(call_key=call.origin):
+            if found.agent != agent:
+                continue
             if found.status == "approved":
                 ran = found.args if found.approved_args is None else found.approved_args
                 if args_digest(ran) == digest:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +47,14 @@ from corral.calls import (
     ToolCallRequest,
     Usage,
 )
-from corral.gates.approval_need import Need, find_need, is_gated, is_shadowed, scope_denial
+from corral.gates.approval_need import (
+    Need,
+    args_digest,
+    find_need,
+    is_gated,
+    is_shadowed,
+    scope_denial,
+)
 from corral.gates.approval_requests import Asked, Requests, need_of, refusal
 from corral.gates.base import Next, RunContext
 from corral.state import ApprovalRecord, ProposalRecord, Store
@@ -56,6 +64,8 @@ from corral.telemetry.audit import AuditLog
 RETRY_AFTER_SECONDS = 5.0
 # How often a stream that has begun is told "still here" while its answer is held.
 KEEPALIVE_SECONDS = 5.0
+# Tool calls delivered unheld that this process remembers (see delivered_unheld).
+DELIVERED_KEPT = 65_536
 # How long after its approvals were decided a held answer still answers the same request
 # sent again: ample for a client told to retry in RETRY_AFTER_SECONDS, however slowly it
 # does; past it, one approval must not go on answering every later identical request.
@@ -77,6 +87,9 @@ class AnswerCheck:
         self._audit = audit
         self._requests = requests
         self._clock = clock
+        # Tool calls given to agents unheld, by (agent, tool call id): their arguments'
+        # digest. Bounded; the oldest go first.
+        self._delivered: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def __call__(self, call: LLMCall, ctx: RunContext, next: Next) -> LLMResult:
         gated = ctx.scratch.get(_GATED)
@@ -148,6 +161,8 @@ class AnswerCheck:
             need = find_need(ctx, request.name, args)
             if need is not None:
                 asking.append((request, args, need))
+            else:
+                self._unheld(ctx.record.agent, request.id, args)
         if not notes and not asking:
             return result
         answer = _rewritten(result, {}, notes)
@@ -167,6 +182,20 @@ class AnswerCheck:
             )
             pending.append((await self._requests.open(ctx, asked, need, "gateway"), need))
         return await self._settle(answer, pending, ctx)
+
+    def _unheld(self, agent: str, call_id: str, args: Any) -> None:
+        self._delivered[(agent, call_id)] = args_digest(args)
+        if len(self._delivered) > DELIVERED_KEPT:
+            self._delivered.popitem(last=False)
+
+    def delivered_unheld(self, agent: str, call_id: str | None, args: Any) -> bool:
+        """Whether this process gave the agent this tool call, with these arguments, as
+        needing no human: its report passes even if the run has changed since so that a
+        rule on `run.*` would ask now. Another process's (or one before a restart) is
+        judged again, and asks: fail closed."""
+        if call_id is None:
+            return False
+        return self._delivered.get((agent, call_id)) == args_digest(args)
 
     def _still_held(self, held: Sequence[ApprovalRecord]) -> bool:
         """Whether a request sent again is the one these approvals held: while one is

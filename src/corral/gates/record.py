@@ -35,8 +35,10 @@ class RecordGate:
             await self._write(call, ctx, started, halt.spent, "halted", str(halt))
             raise
         except ApprovalPending as pending:
-            # Answered, and held for a human: the step is the model call that was paid for.
-            await self._write(call, ctx, started, pending.spent, "ok", str(pending))
+            # Answered, and held for a human: the step is the model call that was paid
+            # for; the same request sent again while it is held made no call of its own.
+            held: StepStatus = "ok" if pending.spent is not None else "replayed"
+            await self._write(call, ctx, started, pending.spent, held, str(pending))
             raise
         except asyncio.CancelledError:
             killed = ctx.kill_requested_at is not None

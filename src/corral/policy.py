@@ -37,6 +37,7 @@ from corral.policy_approvals import (
     check_approvals,
     plan_tools,
 )
+from corral.policy_guards import Guards, Retention
 from corral.policy_types import (
     Count,
     Duration,
@@ -279,19 +280,6 @@ class Tool(Strict):
         return self
 
 
-class InputGuards(Strict):
-    injection: Literal["block", "flag", "off"] = "off"
-
-
-class OutputGuards(Strict):
-    pii: Literal["redact", "block", "flag", "off"] = "off"
-
-
-class Guards(Strict):
-    input: InputGuards = InputGuards()
-    output: OutputGuards = OutputGuards()
-
-
 def _counters_url(value: object) -> str:
     if value == "memory":
         return value
@@ -321,7 +309,8 @@ class Policy(Strict):
     # For irreversible calls no rule matched (unless the tool is `unattended`).
     approvals_default: ApprovalAction = ApprovalAction()
     approvals_notify: ApprovalsNotify = Field(default_factory=ApprovalsNotify)
-    guards: Guards = Guards()
+    guards: Guards = Field(default_factory=Guards)
+    retention: Retention = Field(default_factory=Retention)
     gateway: GatewayLimits = GatewayLimits()
     source: str = Field(default="corral.yaml", exclude=True)
     _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)

@@ -263,9 +263,29 @@ BROKEN = [
         ("    on_timeout: escalate                # told again, with a fresh timeout\n"
          "    escalate_timeout: 1h",
          "    on_timeout: fallback\n    fallback_tool: send_email"),
-        "corral.yaml:72 approvals[1].fallback_tool: fallback 'send_email' (irreversible) is "
-        "of a higher scope than 'sql_write' (write), which it would stand in for",
+        "corral.yaml:72 approvals[1].fallback_tool: fallback 'send_email' is irreversible: a "
+        "fallback must be a tool that can run",
+        id="fallback-irreversible",
+    ),
+    pytest.param(
+        ("""  - when: 'tool == "sql_write" && preview.rows > 1000'   # the tool's dry run counts rows
+    timeout: 15m
+    on_timeout: escalate                # told again, with a fresh timeout
+    escalate_timeout: 1h""",
+         """  - when: 'tool == "get_customer"'
+    on_timeout: fallback
+    fallback_tool: draft_email"""),
+        "corral.yaml:71 approvals[1].fallback_tool: fallback 'draft_email' (write) is of a "
+        "higher scope than 'get_customer' (read), which it would stand in for",
         id="fallback-higher-scope",
+    ),
+    pytest.param(
+        ("    on_timeout: escalate                # told again, with a fresh timeout\n"
+         "    escalate_timeout: 1h",
+         "    on_timeout: fallback\n    fallback_tool: sql_write"),
+        "corral.yaml:72 approvals[1].fallback_tool: fallback 'sql_write' is one this rule can "
+        "match: it would wait again",
+        id="fallback-itself",
     ),
     pytest.param(
         ("    escalate_timeout: 1h", "    escalate_to: oncall"),

@@ -258,19 +258,23 @@ class ToolPlan:
     # It fails where a rule fails or gives no bool; then they are evaluated one by one.
     first: Any = None
 
-    def first_match(self, context: Any) -> int:
-        """The position in `rules` of the first rule that matches or fails (fail closed)."""
+    def first_match(self, context: Any) -> tuple[int, str | None]:
+        """The position in `rules` of the first rule that matches, fails, or gives no bool
+        (each counts as a match: fail closed), with why it failed; (-1, None) if none."""
         try:
             found: int = self.first.execute(context)
-            return found
+            return found, None
         except Exception:
             for position, (_, rule) in enumerate(self.rules):
                 try:
-                    if rule.when.matches(context):
-                        return position
-                except Exception:
-                    return position
-            return -1
+                    result = rule.when.program.execute(context)
+                except Exception as exc:
+                    return position, f"{type(exc).__name__}: {exc}"
+                if result is True:
+                    return position, None
+                if result is not False:
+                    return position, f"gave {result!r}, not true or false"
+            return -1, None
 
 
 def plan_tools(tools: Mapping[str, Any], rules: tuple[ApprovalRule, ...]) -> Mapping[str, ToolPlan]:
@@ -346,7 +350,13 @@ def _fallback_problems(
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """A fallback must be callable by every agent whose tools the rule can match, and of
     no higher scope than the tool it stands in for."""
-    rank = SCOPE_RANK[tools[fallback].scope]
+    declared = tools[fallback]
+    if when is not None and when.can_match(fallback, declared.scope):
+        return [(where, f"fallback '{fallback}' is one this rule can match: it would wait again")]
+    if declared.shadow or (declared.scope == "irreversible" and not declared.unattended):
+        why = "is in shadow mode" if declared.shadow else "is irreversible"
+        return [(where, f"fallback '{fallback}' {why}: a fallback must be a tool that can run")]
+    rank = SCOPE_RANK[declared.scope]
     for agent_name, agent in agents.items():
         for tool_name in agent.tools:
             scope = tools[tool_name].scope

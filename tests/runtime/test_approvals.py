@@ -219,7 +219,8 @@ async def test_an_approval_with_edited_arguments_runs_those(build: Build) -> Non
         await sending
     assert tools.ran == [("send_email", edited)]
     steps = await sup.store.list_steps(run.id)
-    assert steps[-1].input == edited  # the step shows what ran
+    # The step shows what ran, as kept for people: redacted (the example redacts storage).
+    assert steps[-1].input == {**edited, "to": "[EMAIL_ADDRESS]"}
 
 
 # --- timeouts --------------------------------------------------------------------
@@ -563,3 +564,112 @@ async def test_each_request_is_posted_to_the_webhook_and_a_failing_one_loses_not
         assert tools.count("send_email") == 1
     finally:
         await runner.cleanup()
+
+
+# --- the run's real clock, concurrency, and approvals nobody waits on ---------------
+
+
+async def test_the_wall_clock_stops_while_a_call_waits_for_a_human(build: Build) -> None:
+    # The real clock this time: the deadline's timer must not fire during the wait.
+    sup, tools = await build({"steps: 40, wall_clock: 10m": "steps: 40, wall_clock: 1s"})
+    async with sup.run(agent="support", session="s-real") as run:
+        sending = asyncio.create_task(run.tool("send_email", EMAIL))
+        (approval,) = await pending(sup)
+        await asyncio.sleep(1.3)  # past the run's whole wall clock
+        await approve(sup, approval, now=approval.requested_at + 1.3)
+        assert await sending == {"sent": True, "to": "ada@example.com"}
+    assert tools.count("send_email") == 1
+    stored = await sup.store.get_run(run.id)
+    assert stored is not None and stored.waiting_s >= 1.2
+
+
+async def test_calls_waiting_at_once_count_their_wait_once(build: Build) -> None:
+    clock = Clock()
+    sup, tools = await build(clock=clock)
+    async with sup.run(agent="support", session="s-both") as run:
+        first = asyncio.create_task(run.tool("send_email", EMAIL))
+        second = asyncio.create_task(run.tool("send_email", {**EMAIL, "to": "bob@example.com"}))
+        both = await pending(sup, 2)
+        clock.advance(600)
+        for approval in both:
+            await approve(sup, approval, now=clock())
+        await asyncio.gather(first, second)
+    stored = await sup.store.get_run(run.id)
+    assert stored is not None and stored.waiting_s == pytest.approx(600, abs=1)
+    assert tools.count("send_email") == 2
+
+
+async def test_what_runs_is_what_was_approved_even_if_the_caller_changes_its_dict(
+    build: Build,
+) -> None:
+    sup, tools = await build()
+    asked = dict(EMAIL)
+    async with sup.run(agent="support") as run:
+        sending = asyncio.create_task(run.tool("send_email", asked))
+        (approval,) = await pending(sup)
+        asked["to"] = "everyone@example.com"  # changed while the call waits
+        await approve(sup, approval)
+        await sending
+    assert tools.ran == [("send_email", EMAIL)]
+
+
+async def test_a_fallback_answers_to_its_own_rules(build: Build) -> None:
+    clock = Clock()
+    rules = f"{RULE_0}"
+    sup, tools = await build(
+        {
+            ON_TIMEOUT_0: "    on_timeout: fallback\n    fallback_tool: draft_email  # cancel",
+            rules: "  - when: 'tool == \"draft_email\"'\n    timeout: 5m\n" + rules,
+        },
+        clock,
+    )
+    async with sup.run(agent="support") as run:
+        sending = asyncio.create_task(run.tool("send_email", EMAIL))
+        (first,) = await pending(sup)
+        assert first.tool == "send_email" and first.rule == "approvals[1]"
+        clock.advance(3600.5)
+        for _ in range(500):  # the fallback asks a human of its own
+            waiting = await sup.store.list_approvals(status="pending")
+            if waiting and waiting[0].id != first.id:
+                break
+            await asyncio.sleep(0.01)
+        assert [(a.tool, a.rule) for a in waiting] == [("draft_email", "approvals[0]")]
+        await approve(sup, waiting[0], now=clock())
+        await sending
+    assert tools.ran == [("draft_email", EMAIL)]
+
+
+async def test_a_rule_that_gives_no_bool_asks(build: Build) -> None:
+    sup, tools = await build({RULE_0: "  - when: 'args.to'  # variables"})
+    async with sup.run(agent="support") as run:
+        drafting = asyncio.create_task(run.tool("draft_email", EMAIL))
+        (approval,) = await pending(sup)
+        assert "not true or false" in approval.panel["rule"]["error"]
+        assert tools.count("draft_email") == 0
+        await approve(sup, approval)
+        await drafting
+    assert tools.count("draft_email") == 1
+
+
+async def test_an_approval_nobody_waits_on_is_settled_by_the_sweep(build: Build) -> None:
+    clock = Clock()
+    sup, tools = await build(
+        {ON_TIMEOUT_0: "    on_timeout: escalate\n    escalate_timeout: 30m  # cancel"}, clock
+    )
+    run = await sup.run(agent="support")
+    waiting = asyncio.create_task(run.tool("send_email", EMAIL))
+    (approval,) = await pending(sup)
+    waiting.cancel()  # the agent went away
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    clock.advance(3600.5)
+    assert await sup.approvals.sweep(sup.policy.current) == 1
+    escalated = await sup.store.get_approval(approval.id)
+    assert escalated is not None and escalated.escalations == 1
+    # From the first timeout on, not from the sweep: resumed late, it is due at once.
+    assert escalated.timeout_at == pytest.approx(approval.timeout_at + 1800)
+    clock.advance(1800.5)
+    assert await sup.approvals.sweep(sup.policy.current) == 1
+    final = await sup.store.get_approval(approval.id)
+    assert final is not None and final.status == "timeout"
+    assert tools.count("send_email") == 0

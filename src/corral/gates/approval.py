@@ -25,19 +25,18 @@ unless it is the call a human approved.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from corral.calls import Call, Halt, HaltReason, Rejected, Result, ToolCall, ToolResult
-from corral.gates.approval_answer import SHADOW_RESULT, AnswerCheck
+from corral.gates.approval_answer import AnswerCheck
 from corral.gates.approval_need import Need, args_digest, find_need, is_gated, is_shadowed
-from corral.gates.approval_requests import Asked, Requests, refusal
+from corral.gates.approval_requests import SHADOW_RESULT, Asked, Requests, refusal
 from corral.gates.approval_wait import ApprovalWaiter
 from corral.gates.base import Next, RunContext
-from corral.state import ApprovalRecord, ProposalRecord, Store
+from corral.state import ApprovalRecord, Store
 from corral.telemetry.audit import AuditLog
 from corral.telemetry.notify import Notifier
 from corral.tools.registry import Tool
@@ -75,15 +74,23 @@ class ApprovalGate:
         tool = self._tools.get(call.name)
         if tool is None:  # the transport says it is not registered
             return await next(call, ctx)
-        args = tool.coerce(call.args)
+        # What an approval is bound to is what runs: the coerced copy, not the caller's
+        # dict (which it may still change while the call waits).
+        call.args = args = tool.coerce(call.args)
         if is_shadowed(ctx.policy, call.name, ctx.agent_policy.shadow):
             return await self._shadow(call, ctx, next, tool, args)
-        preview = await self._preview(tool, args) if tool.preview is not None else None
+        # The dry run goes first only if a rule reads it; else only for a reviewer.
+        reads_preview = "preview" in ctx.policy.tool_plans[call.name].variables
+        preview = None
+        if tool.preview is not None and reads_preview:
+            preview = await self._preview(tool, args)
         need = find_need(ctx, call.name, args, preview)
         if need is None:
             return await next(call, ctx)
-        record = await self._requests.existing(call.idempotency_key, args)
+        record = await self._requests.existing(call.idempotency_key, call.name, args)
         if record is None:
+            if tool.preview is not None and not reads_preview:
+                preview = await self._preview(tool, args)
             asked = Asked(
                 call.name,
                 args,
@@ -117,7 +124,9 @@ class ApprovalGate:
                 ctx.run_id,
             )
             call.name = fallback
-        elif decided.approved_args is not None:
+            # The fallback answers to its own rules: it may need a human too.
+            return await self._tool(call, ctx, next)
+        if decided.approved_args is not None:
             call.args = decided.approved_args  # what the reviewer approved is what runs
         return await next(call, ctx)
 
@@ -145,20 +154,7 @@ class ApprovalGate:
             result = await tool.run_shadow(args)
         else:
             result = {"status": SHADOW_RESULT, "tool": call.name}
-        proposal = ProposalRecord(
-            id=f"prp_{uuid.uuid4().hex[:16]}",
-            run_id=ctx.run_id,
-            agent=ctx.record.agent,
-            tool=call.name,
-            args=dict(args),
-            scope=ctx.policy.tools[call.name].scope,
-            proposed_at=self._clock(),
-            result=result,
-        )
-        await self._store.add_proposal(proposal)
-        await self._audit.append(
-            "shadow.proposed", {"id": proposal.id, "tool": call.name}, ctx.run_id
-        )
+        await self._requests.propose(ctx, call.name, args, result)
         call.reported = ToolResult(result)
         return await next(call, ctx)
 

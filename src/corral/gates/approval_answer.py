@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,11 +52,12 @@ from corral.gates.approval_need import (
     find_need,
     is_gated,
     is_shadowed,
+    need_of,
     scope_denial,
 )
-from corral.gates.approval_requests import Asked, Requests, need_of, refusal
+from corral.gates.approval_requests import SHADOW_RESULT, Asked, Requests, refusal
 from corral.gates.base import Next, RunContext
-from corral.state import ApprovalRecord, ProposalRecord, Store
+from corral.state import ApprovalRecord, Store
 from corral.telemetry.audit import AuditLog
 
 # What a client held past `approval_hold` is told to wait before sending the request again.
@@ -71,7 +71,6 @@ DELIVERED_KEPT = 65_536
 # does; past it, one approval must not go on answering every later identical request.
 REPLAY_SECONDS = 600.0
 _KEEPALIVE = StreamDelta(keepalive=True)
-SHADOW_RESULT = "proposed, not executed"
 _GATED = "approval.gated"  # RunContext.scratch: whether the run's agent has gated tools
 
 
@@ -99,7 +98,8 @@ class AnswerCheck:
                 is_gated(ctx.policy, tool, agent.shadow) for tool in agent.tools
             )
         if gated and call.request_key is not None:
-            held = _newest_answer(await self._store.find_approvals(request_key=call.request_key))
+            found = await self._store.find_approvals(request_key=call.request_key)
+            held = _newest_answer([r for r in found if r.agent == ctx.record.agent])
             if held and self._still_held(held):
                 return await self._from_held(call, ctx, held)
         sink = call.sink
@@ -253,20 +253,7 @@ class AnswerCheck:
         return settled
 
     async def _propose(self, ctx: RunContext, request: ToolCallRequest, args: Any) -> str:
-        proposal = ProposalRecord(
-            id=f"prp_{uuid.uuid4().hex[:16]}",
-            run_id=ctx.run_id,
-            agent=ctx.record.agent,
-            tool=request.name,
-            args=args,
-            scope=ctx.policy.tools[request.name].scope,
-            proposed_at=self._clock(),
-            result=SHADOW_RESULT,
-        )
-        await self._store.add_proposal(proposal)
-        await self._audit.append(
-            "shadow.proposed", {"id": proposal.id, "tool": request.name}, ctx.run_id
-        )
+        proposal = await self._requests.propose(ctx, request.name, args, SHADOW_RESULT)
         return (
             f"[corral] Shadow mode: the call {request.name}({_short(request.arguments)}) was "
             f"{SHADOW_RESULT} (proposal {proposal.id})."

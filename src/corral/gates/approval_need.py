@@ -18,7 +18,7 @@ import orjson
 
 from corral.gates.base import RunContext
 from corral.policy import SCOPE_RANK, ApprovalAction, Policy, ToolPlan
-from corral.state import RunRecord
+from corral.state import ApprovalRecord, RunRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +65,9 @@ def find_need(
     plan = policy.tool_plans[tool]
     if plan.rules:
         context = _context(ctx, tool, declared.scope, args, preview, plan)
-        position = plan.first_match(context)
+        position, error = plan.first_match(context)
         if position >= 0:
             index, rule = plan.rules[position]
-            error = None
-            try:
-                rule.when.matches(context)
-            except Exception as exc:  # it counts as a match: fail closed
-                error = f"{type(exc).__name__}: {exc}"
             return Need(rule, f"approvals[{index}]", rule.when.source, error)
     if declared.scope == "irreversible" and not declared.unattended:
         return Need(policy.approvals_default, "approvals_default", None)
@@ -113,6 +108,15 @@ def _context(
     context = cel.Context()
     context.update(values)
     return context
+
+
+def need_of(record: ApprovalRecord) -> Need:
+    """The rule an approval was asked under, as it was then (the policy may have been
+    reloaded since): what a request sent again is answered by."""
+    shown = record.panel or {}
+    fields = {name: shown[name] for name in ApprovalAction.model_fields if name in shown}
+    rule = shown.get("rule") or {}
+    return Need(ApprovalAction.model_construct(**fields), record.rule, rule.get("when"))
 
 
 def _run_field(record: RunRecord, field: str) -> Any:

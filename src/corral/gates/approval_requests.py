@@ -17,11 +17,11 @@ from corral.calls import Halt, HaltReason
 from corral.gates.approval_need import Need, args_digest
 from corral.gates.approval_wait import ApprovalWaiter
 from corral.gates.base import RunContext
-from corral.policy import ApprovalAction
-from corral.state import ApprovalRecord, Store
+from corral.state import ApprovalRecord, ProposalRecord, Store
 from corral.telemetry.audit import AuditLog
 
 LAST_STEPS = 5  # the steps of the run a reviewer is shown
+SHADOW_RESULT = "proposed, not executed"  # what a shadowed call answers, unless declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +54,14 @@ class Requests:
         self.waiter = waiter
         self._clock = clock
 
-    async def existing(self, call_key: str | None, args: Any) -> ApprovalRecord | None:
-        """The newest approval of this same call with these same arguments, if any: what a
-        resumed run finds after its process died while it waited."""
+    async def existing(self, call_key: str | None, tool: str, args: Any) -> ApprovalRecord | None:
+        """The newest approval of this same call (key and tool) with these same arguments,
+        if any: what a resumed run finds after its process died while it waited."""
         if call_key is None:
             return None
         digest = args_digest(args)
         for found in await self._store.find_approvals(call_key=call_key):
-            if found.args_hash == digest:
+            if found.tool == tool and found.args_hash == digest:
                 return found
         return None
 
@@ -89,20 +89,36 @@ class Requests:
         if need.error is not None:
             detail["rule_error"] = need.error
         await self._audit.append("approval.requested", detail, ctx.run_id)
-        policy = ctx.policy.approvals_notify
-        self.waiter.notify(record, record.timeout_at, url=policy.webhook)
+        webhook = ctx.policy.approvals_notify.webhook
+        self.waiter.notify(record, record.timeout_at, ctx.policy, url=webhook)
         return record
+
+    async def propose(self, ctx: RunContext, tool: str, args: Any, result: Any) -> ProposalRecord:
+        """Record a write that shadow mode did not run, and the result given instead."""
+        proposal = ProposalRecord(
+            id=f"prp_{uuid.uuid4().hex[:16]}",
+            run_id=ctx.run_id,
+            agent=ctx.record.agent,
+            tool=tool,
+            args=dict(args),
+            scope=ctx.policy.tools[tool].scope,
+            proposed_at=self._clock(),
+            result=result,
+        )
+        await self._store.add_proposal(proposal)
+        await self._audit.append("shadow.proposed", {"id": proposal.id, "tool": tool}, ctx.run_id)
+        return proposal
 
     async def wait(
         self, record: ApprovalRecord, need: Need, ctx: RunContext, *, hold: float | None
     ) -> ApprovalRecord | None:
         """Wait for the decision (None if `hold` seconds pass first); the time waited is
         the run's `waiting_s`, which its wall-clock cap does not count."""
-        started = self._clock()
+        ctx.human_wait_started(self._clock())
         try:
             return await self.waiter.wait(record, need.action, ctx.policy, hold=hold)
         finally:
-            ctx.waited(self._clock() - started)
+            ctx.human_wait_ended(self._clock())
 
 
 def panel(ctx: RunContext, asked: Asked, need: Need, door: str) -> dict[str, Any]:
@@ -145,15 +161,6 @@ def panel(ctx: RunContext, asked: Asked, need: Need, door: str) -> dict[str, Any
     if asked.has_preview:
         shown["preview"] = asked.preview
     return shown
-
-
-def need_of(record: ApprovalRecord) -> Need:
-    """The rule an approval was asked under, as it was then (the policy may have been
-    reloaded since): what a request sent again is answered by."""
-    shown = record.panel or {}
-    fields = {name: shown[name] for name in ApprovalAction.model_fields if name in shown}
-    rule = shown.get("rule") or {}
-    return Need(ApprovalAction.model_construct(**fields), record.rule, rule.get("when"))
 
 
 def refusal(decided: ApprovalRecord, need: Need) -> Halt | None:

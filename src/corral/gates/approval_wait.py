@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from corral.gates.approval_need import need_of
 from corral.policy import ApprovalAction
 from corral.state import ApprovalRecord, Store, StoreError
 from corral.telemetry.audit import AuditLog
@@ -125,13 +126,28 @@ class ApprovalWaiter:
                 if future is not None and not future.done():
                     future.set_result(row)
 
+    async def sweep(self, policy: Policy) -> int:
+        """Expire (or escalate) the pending approvals past their timeout that no call of
+        this process waits on: a client that stopped re-sending, a process that died and
+        was not resumed. Their runs halt when they next ask (a resume, a re-send): a halt
+        needs the run, and it may live elsewhere. Returns how many were settled."""
+        now = self._clock()
+        settled = 0
+        for record in await self._store.list_approvals(status="pending"):
+            if record.timeout_at <= now and record.id not in self._futures:
+                await self._expire(record, need_of(record).action, policy, now)
+                settled += 1
+        return settled
+
     async def _expire(
         self, record: ApprovalRecord, action: ApprovalAction, policy: Policy, now: float
     ) -> ApprovalRecord:
         """The approval's timeout passed: escalate it once if the rule says so, else decide
         it as timed out. Either is a check-and-set; the record as the store has it after."""
         if action.on_timeout == "escalate" and record.escalations == 0:
-            timeout_at = now + action.second_timeout
+            # From the first timeout, not from now: a run resumed long after it waits no
+            # fresh hour, and may be past the second timeout at once.
+            timeout_at = record.timeout_at + action.second_timeout
             escalated = await self._store.escalate_approval(
                 record.id, escalations=0, timeout_at=timeout_at
             )
@@ -144,7 +160,7 @@ class ApprovalWaiter:
                 )
                 notify = policy.approvals_notify
                 url = notify.webhook if target is None else notify.groups.get(target, target)
-                self.notify(record, timeout_at, url=url, escalated=True)
+                self.notify(record, timeout_at, policy, url=url, escalated=True)
         elif await self._store.decide_approval(record.id, "timeout", by=None, at=now):
             await self._audit.append(
                 "approval.timeout",
@@ -159,12 +175,15 @@ class ApprovalWaiter:
         self,
         record: ApprovalRecord,
         timeout_at: float,
+        policy: Policy,
         *,
-        url: str | None = None,
+        url: str | None,
         escalated: bool = False,
     ) -> None:
-        """Post the approval to its webhook in the background (never blocks nor fails it)."""
-        if self.notifier is None:
+        """Post the approval to `url` in the background (never blocks nor fails it); no URL,
+        no post."""
+        if self.notifier is None or url is None:
             return
         message = approval_message(record.panel or {}, record.id, timeout_at, escalated=escalated)
-        self.notifier.post(message, url=url, run_id=record.run_id)
+        settings = policy.approvals_notify
+        self.notifier.post(message, url=url, run_id=record.run_id, settings=settings)

@@ -81,25 +81,62 @@ class RunContext:
     # hold such an answer for a decision (None: until the approval's own timeout).
     tools_in_client: bool = False
     approval_hold: float | None = None
-    # The deadline gate's timers of the calls in flight, moved when a call waits for a human.
+    # The deadline gate's timers of the calls in flight: stopped while a call of the run
+    # waits for a human, and moved on by that wait when it ends.
     deadline_timers: list[asyncio.Timeout] = field(default_factory=list)
+    _waiting: int = 0  # calls waiting for a human now
+    _waiting_since: float = 0.0  # the run's clock when the first of them began
+    _paused: list[tuple[asyncio.Timeout, float]] = field(default_factory=list)
+    _paused_at: float = 0.0  # the event loop's time then (the timers run on it)
 
     @property
     def run_id(self) -> str:
         return self.record.id
 
-    def waited(self, seconds: float) -> None:
-        """A call waited `seconds` for a human: that time is the run's `waiting_s`, not
-        wall-clock time its cap counts, so the deadline moves by as much."""
-        if seconds <= 0:
+    def human_wait_started(self, now: float) -> None:
+        """A call waits for a human: the run's wall clock stops (the deadline's timers of
+        its calls in flight are held) until no call of it waits any more. Calls waiting
+        at once count once."""
+        self._waiting += 1
+        if self._waiting > 1:
             return
+        self._waiting_since = now
+        self._paused_at = asyncio.get_running_loop().time()
+        self._paused = []
+        for timer in self.deadline_timers:
+            self._pause(timer)
+
+    def human_wait_ended(self, now: float) -> None:
+        """The wait is over: it is the run's `waiting_s`, not wall-clock time its cap
+        counts, so the deadline (and each timer held) moves on by as much."""
+        self._waiting -= 1
+        if self._waiting:
+            return
+        seconds = max(0.0, now - self._waiting_since)
         self.record = replace(self.record, waiting_s=self.record.waiting_s + seconds)
         if self.deadline is not None:
             self.deadline += seconds
-            for timer in self.deadline_timers:
-                when = timer.when()
-                if when is not None:
-                    timer.reschedule(when + seconds)
+        shift = asyncio.get_running_loop().time() - self._paused_at
+        for timer, when in self._paused:
+            if not timer.expired():
+                timer.reschedule(when + shift)
+        self._paused = []
+
+    def waiting_now(self, now: float) -> float:
+        """Seconds the run has been waiting for a human in the wait under way, if any."""
+        return max(0.0, now - self._waiting_since) if self._waiting else 0.0
+
+    def track_deadline(self, timer: asyncio.Timeout) -> None:
+        """The deadline gate's timer of a call starting: held at once if a call waits."""
+        self.deadline_timers.append(timer)
+        if self._waiting:
+            self._pause(timer)
+
+    def _pause(self, timer: asyncio.Timeout) -> None:
+        when = timer.when()
+        if when is not None:
+            self._paused.append((timer, when))
+            timer.reschedule(None)
 
 
 def compose(gates: Sequence[Gate], transport: Next) -> Next:

@@ -17,11 +17,13 @@ class DeadlineGate:
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         if ctx.deadline is None:
             return await next(call, ctx)
-        remaining = ctx.deadline - self._clock()
+        now = self._clock()
+        # A call of the run waiting for a human meanwhile stops the clock (see RunContext).
+        remaining = ctx.deadline + ctx.waiting_now(now) - now
         if remaining <= 0:
             raise self._halt(ctx, "before the call")
         limit = asyncio.timeout(remaining)
-        ctx.deadline_timers.append(limit)  # moved by ctx.waited() while a call waits
+        ctx.track_deadline(limit)
         try:
             async with limit:
                 return await next(call, ctx)

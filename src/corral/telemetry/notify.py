@@ -96,16 +96,24 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def post(
-        self, payload: Mapping[str, Any], *, url: str | None = None, run_id: str | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        url: str | None = None,
+        run_id: str | None = None,
+        settings: ApprovalsNotify | None = None,
     ) -> None:
         """Start posting `payload` to `url`, else to the webhook; nothing without either.
-        Returns at once: the outcome goes to the audit log."""
-        target = url if url is not None else self._settings.webhook
+        `settings` are those of the policy in force (default: the ones given at start), so
+        a reload's webhook, attempts and timeouts apply. Returns at once: the outcome goes
+        to the audit log."""
+        settings = self._settings if settings is None else settings
+        target = url if url is not None else settings.webhook
         if target is None:
             return
         body = orjson.dumps(payload, default=str)  # now: the caller may change its dict later
         task = asyncio.get_running_loop().create_task(
-            self._deliver(target, body, payload.get("id"), run_id),
+            self._deliver(target, body, payload.get("id"), run_id, settings),
             name="corral-approval-notify",
         )
         self._tasks.add(task)
@@ -137,19 +145,26 @@ class Notifier:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = aiohttp.ClientSession()
         return self._session
 
-    async def _deliver(self, url: str, body: bytes, approval: Any, run_id: str | None) -> None:
+    async def _deliver(
+        self,
+        url: str,
+        body: bytes,
+        approval: Any,
+        run_id: str | None,
+        settings: ApprovalsNotify,
+    ) -> None:
         """Post until a 2xx answer or settings.attempts tries, waiting backoff, then twice
         that, and so on between them; audit how it went."""
-        attempts = self._settings.attempts
+        attempts = settings.attempts
         shown = _shown_url(url)
+        timeout = aiohttp.ClientTimeout(total=settings.timeout)
         for attempt in range(1, attempts + 1):
             if attempt > 1:
-                await self._sleep(self._settings.backoff * 2 ** (attempt - 2))
-            error = await self._attempt(url, body)
+                await self._sleep(settings.backoff * 2 ** (attempt - 2))
+            error = await self._attempt(url, body, timeout)
             if error is None:
                 payload = {"approval": approval, "url": shown, "attempts": attempt}
                 await self._audit.append("approval.notified", payload, run_id)
@@ -157,10 +172,13 @@ class Notifier:
         failed = {"approval": approval, "url": shown, "attempts": attempts, "error": error}
         await self._audit.append("approval.notify_failed", failed, run_id)
 
-    async def _attempt(self, url: str, body: bytes) -> str | None:
+    async def _attempt(self, url: str, body: bytes, timeout: aiohttp.ClientTimeout) -> str | None:
         """None if the webhook took the post, else why not: its status or the error."""
+        client = self._client()
         try:
-            async with self._client().post(url, data=body, headers=_JSON_HEADERS) as answer:
+            async with client.post(
+                url, data=body, headers=_JSON_HEADERS, timeout=timeout
+            ) as answer:
                 return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -38,6 +38,11 @@ def test_email_found(value: str) -> None:
     assert found(f"write to {text}, thanks") == [("EMAIL_ADDRESS", text)]
 
 
+def test_email_glued_to_the_next_word() -> None:
+    text = "To: ganesh@moonchaser.ioHi Ganesh"
+    assert found(text) == [("EMAIL_ADDRESS", "ganesh@moonchaser.io")]
+
+
 @pytest.mark.parametrize("text", ["@dataclass", "user@localhost", "a@b", "email me @ noon"])
 def test_email_near_misses(text: str) -> None:
     assert found(text) == []

@@ -47,23 +47,39 @@ _CARD_RANGES: tuple[tuple[int, int, int, frozenset[int]], ...] = (
 
 
 def luhn_ok(digits: str) -> bool:
-    """The Luhn (mod 10) check digit every payment card number ends with."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    """The Luhn (mod 10) check digit every payment card number ends with: from the right,
+    every second digit doubled (less 9 when over 9), the sum a multiple of 10. Summed as
+    ASCII bytes (each digit is its byte less 48), the doubling by a byte table: no Python
+    loop over the digits."""
+    b = digits[::-1].encode()
+    return (sum(b[0::2]) + sum(b[1::2].translate(_DOUBLED)) - 48 * len(b)) % 10 == 0
+
+
+_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 
 
 def card_ok(digits: str) -> bool:
     """A known issuer's prefix with one of its lengths, and the Luhn check."""
     n = len(digits)
-    for low, high, width, lengths in _CARD_RANGES:
-        if n in lengths and low <= int(digits[:width]) <= high:
+    for width, lengths_by_prefix in _CARD_PREFIXES.items():
+        lengths = lengths_by_prefix.get(digits[:width])
+        if lengths is not None and n in lengths:
             return luhn_ok(digits)
     return False
+
+
+def _prefix_table() -> dict[int, dict[str, frozenset[int]]]:
+    """The ranges as one dict per prefix width: a lookup per width instead of a loop."""
+    table: dict[int, dict[str, frozenset[int]]] = {}
+    for low, high, width, lengths in _CARD_RANGES:
+        by_prefix = table.setdefault(width, {})
+        for prefix in range(low, high + 1):
+            key = str(prefix)
+            by_prefix[key] = by_prefix.get(key, frozenset()) | lengths
+    return table
+
+
+_CARD_PREFIXES = _prefix_table()
 
 
 # IBAN length per country (the SWIFT IBAN registry).

@@ -28,12 +28,12 @@ from corral.guards.pii_checks import (
 )
 from corral.guards.pii_patterns import (
     CONTEXT_BEFORE,
-    CURRENCY_BEFORE,
+    CURRENCY_CODES,
+    CURRENCY_SIGNS,
     LABELS,
     PAIR_LABELS,
     PHONE_AFTER,
     STREET_AFTER,
-    WORD,
 )
 
 REPORT = 0.5
@@ -41,6 +41,7 @@ _LABEL_BOOST = 0.35
 _NOT_PII = 0.3
 
 _OTHER_KINDS = frozenset({"card", "ssn", "dl"})
+_PUNCTUATION = ".,:;!?()[]{}<>#*\"'=/|-"
 
 Reading = tuple[str, int, float]  # entity, end (in the folded text), score
 
@@ -69,13 +70,14 @@ class Around:
 
     def _nearest_label(self) -> str | None:
         low = max(0, self.start - CONTEXT_BEFORE)
-        words = WORD.findall(self.text[low : self.start].lower())
-        if low and words and self.text[low - 1].isalpha():
+        words = self.text[low : self.start].lower().split()
+        if low and words and not self.text[low - 1].isspace():
             del words[0]  # cut by the window: not a whole word
         for j in range(len(words) - 1, -1, -1):
-            kind = LABELS.get(words[j])
+            word = words[j].strip(_PUNCTUATION)
+            kind = LABELS.get(word)
             if kind is None and j:
-                kind = PAIR_LABELS.get((words[j - 1], words[j]))
+                kind = PAIR_LABELS.get((words[j - 1].strip(_PUNCTUATION), word))
             if kind is not None:
                 return kind
         return None
@@ -87,7 +89,9 @@ class Around:
         return STREET_AFTER.match(self.text, end, end + 60) is not None
 
     def currency_before(self) -> bool:
-        return CURRENCY_BEFORE.search(self.text[max(0, self.start - 5) : self.start]) is not None
+        """A price, not an identifier: "$ 1 299 999", "EUR 1 250 000"."""
+        window = self.text[max(0, self.start - 5) : self.start].rstrip()
+        return window[-1:] in CURRENCY_SIGNS or window[-3:].lower() in CURRENCY_CODES
 
 
 def _adjust(score: float, around: Around, kind: str | None, boost: float = 0.2) -> float:
@@ -100,7 +104,13 @@ def _adjust(score: float, around: Around, kind: str | None, boost: float = 0.2) 
 
 
 def _email(m: re.Match[str], around: Around) -> list[Reading]:
-    return [("EMAIL_ADDRESS", m.end(), 0.9)]
+    """An address, less a capitalised word the text glued to its end: in
+    "To: ganesh@moonchaser.ioHi Ganesh" the top-level domain is "io"."""
+    address = m.group()
+    tld = address[address.rindex(".") + 1 :]
+    glued = next((i for i in range(2, len(tld)) if tld[i].isupper() and tld[i - 1].islower()), None)
+    end = m.end() - (len(tld) - glued if glued is not None else 0)
+    return [("EMAIL_ADDRESS", end, 0.9)]
 
 
 def _url(m: re.Match[str], around: Around) -> list[Reading]:
@@ -155,7 +165,7 @@ def _ipv4(m: re.Match[str], around: Around) -> list[Reading]:
 
 def _intl_phone(m: re.Match[str], around: Around) -> list[Reading]:
     main = _EXT.sub("", m.group())
-    n = sum(c.isdigit() for c in main)
+    n = sum(map(str.isdigit, main))
     if not 8 <= n <= 15:
         return []
     return [("PHONE_NUMBER", m.end(), _phone_score(0.7, around, m.end()))]
@@ -190,12 +200,12 @@ def _card(m: re.Match[str], around: Around) -> list[Reading]:
 def _grouped(m: re.Match[str], around: Around) -> list[Reading]:
     """National phone numbers and dashed licence numbers. A greedy match may have taken a
     following number too ("555 1234 5 times"): shorter readings end at a space."""
-    raw = m.group()
-    ext = _EXT.search(raw)
-    main = raw[: ext.start()] if ext else raw
-    groups = [(g.group(), g.end()) for g in _GROUP.finditer(main)]
     if around.currency_before():
         return []
+    raw = m.group()
+    ext = _EXT.search(raw) if "x" in raw else None
+    main = raw[: ext.start()] if ext else raw
+    groups = [(g.group(), g.end()) for g in _GROUP.finditer(main)]
     for k in range(len(groups), 1, -1):
         end_in_raw = len(raw) if k == len(groups) else groups[k - 1][1]
         if k < len(groups) and (ext or main[end_in_raw] != " "):

@@ -69,8 +69,9 @@ TRIGGER = re.compile(r"[0-9@:.][0-9]*")
 # Labels that say what a nearby number is. The nearest one before a candidate (within
 # CONTEXT_BEFORE characters) names it: "license no. 555 1234, phone 555 9876" labels each
 # number by its own word. ``neg`` words name identifiers that are not PII. Looked up word by
-# word in a dict, from the candidate backwards: a regex alternation of a hundred words tried
-# at every position of the window costs ten times more.
+# word (split on spaces, punctuation stripped) in a dict, from the candidate backwards: a
+# regex alternation of a hundred words tried at every position of the window costs ten
+# times more.
 CONTEXT_BEFORE = 40
 _LABEL_WORDS = {
     "phone": "phone phones telephone tel mobile mob cell cellphone fax desk office home"
@@ -86,7 +87,6 @@ _LABEL_WORDS = {
 }
 LABELS = {word: kind for kind, words in _LABEL_WORDS.items() for word in words.split()}
 PAIR_LABELS = {("social", "security"): "ssn", ("soc", "sec"): "ssn"}
-WORD = re.compile(r"[a-z]+(?:['’][a-z]+)?")
 # A phone's label may also follow it: "416 60 039 office", "(37) 788-063-Office".
 PHONE_AFTER = re.compile(r"[\s,;:()-]{0,3}(?:office|fax|mobile|cell|home|work|tel|phone)\b")
 # A number followed by a name and a street type is a house number (and a postcode before
@@ -96,4 +96,5 @@ STREET_AFTER = re.compile(
     r"|Dr|Drive|Way|Ct|Court|Pl|Place|Sq|Square|Hwy|Highway|Pkwy|Parkway|Ter|Terrace"
     r"|Cres|Crescent)\b"
 )
-CURRENCY_BEFORE = re.compile(r"[$€£¥₹]\s?$|\b(?:usd|eur|gbp|chf|jpy)\s?$")
+CURRENCY_SIGNS = frozenset("$€£¥₹")
+CURRENCY_CODES = frozenset({"usd", "eur", "gbp", "chf", "jpy"})

@@ -69,20 +69,21 @@ def scan(text: str) -> list[Hit]:
     hits: list[Hit] = []
     pos = 0
     for m in TRIGGER.finditer(text):
-        i = m.start()
+        i, run_end = m.span()
         if i < pos:  # inside the last finding
             continue
-        end = m.end()
-        if text[i] in _DIGITS:
-            if text[end : end + 1] in LOOKALIKE_DIGITS and text[end + 1 : end + 2] in _DIGITS:
+        ch = text[i]
+        if "0" <= ch <= "9":
+            after = text[run_end : run_end + 1]
+            if after in LOOKALIKE_DIGITS and text[run_end + 1 : run_end + 2] in _DIGITS:
                 return scan(unconfuse(text))
-            places = _digit_places(text, i, end)
-        elif text[i + 1 : i + 2] in _SIGN_NEXT[text[i]]:
+            places = _digit_places(text, i, run_end, after)
+        elif text[i + 1 : i + 2] in _SIGN_NEXT[ch]:
             places = _sign_places(text, i)
-            if end > i + 1 and text[i] == ":":  # "Tel:5551234"
-                places += _digit_places(text, i + 1, end)
-        elif end > i + 1 and text[i] == ":":
-            places = _digit_places(text, i + 1, end)
+            if run_end > i + 1 and ch == ":":  # "Tel:5551234"
+                places += _digit_places(text, i + 1, run_end, text[run_end : run_end + 1])
+        elif run_end > i + 1 and ch == ":":
+            places = _digit_places(text, i + 1, run_end, text[run_end : run_end + 1])
         else:
             continue
         best: Hit | None = None
@@ -126,8 +127,8 @@ def _sign_places(text: str, i: int) -> list[Place]:
     return places
 
 
-def _digit_places(text: str, i: int, end: int) -> list[Place]:
-    """Starts for the digit run ``text[i:end]``."""
+def _digit_places(text: str, i: int, end: int, after: str) -> list[Place]:
+    """Starts for the digit run ``text[i:end]``, which ``after`` follows."""
     before = text[i - 1] if i else " "
     places: list[Place] = []
     if before in _ALPHA:
@@ -138,7 +139,6 @@ def _digit_places(text: str, i: int, end: int) -> list[Place]:
     elif before in "+(":
         places.append((i - 1, _AFTER_SIGN))
     if before not in _GLUED:
-        after = text[end : end + 1]
         if after in _SEPARATORS:
             if after != ":" and text[end + 1 : end + 2] not in _NEXT_GROUP:
                 after = "!"  # a separator no further group follows: the number ends here

@@ -21,6 +21,8 @@ imitates, while the same letters between other letters are left alone.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 import unicodedata
 from typing import NamedTuple
@@ -76,45 +78,64 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 class Folded(NamedTuple):
-    """The folded copy and, when some character folded to more or fewer than one, the
-    original index of each folded character (``None`` means positions are unchanged).
-    A named tuple: made once per call, so it is cheaper than a frozen dataclass."""
+    """The folded copy and, when some character folded to more or fewer than one, the way
+    back: ``starts`` are the folded offsets where a run begins, ``runs`` the original
+    offset each begins at and whether it steps with the folded one (1) or stays on one
+    character that folded to several (0). ``None`` when positions are unchanged. A named
+    tuple (made once per call, cheaper than a frozen dataclass), and runs rather than one
+    offset per character, so a megabyte with one ligature in it does not cost a list of a
+    million integers."""
 
     text: str
-    origin: list[int] | None
+    starts: list[int] | None = None
+    runs: list[tuple[int, int]] | None = None
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """The original span of folded ``[start, end)``: from the first character's source
         to just past the last one's, so anything removed in between is covered."""
-        if self.origin is None:
+        if self.starts is None:
             return start, end
-        return self.origin[start], self.origin[end - 1] + 1
+        return self._origin(start), self._origin(end - 1) + 1
+
+    def _origin(self, pos: int) -> int:
+        assert self.starts is not None and self.runs is not None
+        k = bisect.bisect_right(self.starts, pos) - 1
+        origin, step = self.runs[k]
+        return origin + (pos - self.starts[k]) * step
+
+
+@functools.lru_cache(maxsize=256)
+def _any_of(chars: frozenset[str]) -> re.Pattern[str]:
+    return re.compile("[" + re.escape("".join(sorted(chars))) + "]")
 
 
 def fold(text: str) -> Folded:
     """Fold ``text`` for matching (see the module's docstring)."""
     if text.isascii():
-        return Folded(text, None)
-    changed = {c for c in set(_NON_ASCII.findall(text)) if _FOLD[c] != c}
+        return Folded(text)
+    changed = frozenset(c for c in set(_NON_ASCII.findall(text)) if _FOLD[c] != c)
     if not changed:  # accented letters and the like: nothing to fold
-        return Folded(text, None)
-    # Only the few non-ASCII characters are replaced (str.translate would call back into a
-    # mapping for every character of the text).
-    folded = _NON_ASCII.sub(lambda m: _FOLD[m.group()], text)
-    if all(len(_FOLD[c]) == 1 for c in changed):
-        return Folded(folded, None)
-    # Some character folded to none or several: 1:1 ranges between those characters.
-    index: list[int] = []
-    done = 0
-    for m in _NON_ASCII.finditer(text):
+        return Folded(text)
+    # Only the characters that change are replaced, by one pattern of just those (a
+    # callback per non-ASCII character, or str.translate's lookup per character of the
+    # text, costs several times more on a long text).
+    folded = _any_of(changed).sub(lambda m: _FOLD[m.group()], text)
+    resized = frozenset(c for c in changed if len(_FOLD[c]) != 1)
+    if not resized:
+        return Folded(folded)
+    starts = [0]
+    runs = [(0, 1)]
+    shift = 0  # folded offset minus original offset so far
+    for m in _any_of(resized).finditer(text):
         i = m.start()
         width = len(_FOLD[m.group()])
-        if width != 1:
-            index.extend(range(done, i))
-            index.extend([i] * width)
-            done = i + 1
-    index.extend(range(done, len(text)))
-    return Folded(folded, index)
+        if width:
+            starts.append(i + shift)
+            runs.append((i, 0))
+        shift += width - 1
+        starts.append(i + 1 + shift)
+        runs.append((i + 1, 1))
+    return Folded(folded, starts, runs)
 
 
 def unconfuse(text: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from corral.guards import Finding, find_pii, redact
 from corral.guards.pii_checks import luhn_ok
+from corral.guards.pii_text import fold
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/pii/presidio_synth_dataset_v2.json"
 
@@ -307,6 +309,21 @@ def test_look_alike_dashes_spaces_and_letters() -> None:
     assert found("card 4111 1111 1111 1l11") == [("CREDIT_CARD", "4111 1111 1111 1l11")]
     # between letters they stay letters
     assert found("GOOGLE lol") == []
+
+
+def test_folded_offsets_map_back_exactly() -> None:
+    """Every folded span maps to the original characters it came from, checked against a
+    per-character map on random mixes of characters that fold to none, one or several."""
+    rng = random.Random(12)
+    alphabet = ["a", "1", " ", "ﬁ", "½", "\u200b", "\ufeff", "é", "５", "\u2013", "\u00a0"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20)))
+        folded = fold(text)
+        origin = [i for i, ch in enumerate(text) for _ in fold(ch).text]
+        assert len(origin) == len(folded.text)
+        for a in range(len(origin)):
+            for b in range(a + 1, len(origin) + 1):
+                assert folded.span(a, b) == (origin[a], origin[b - 1] + 1)
 
 
 def test_offsets_survive_characters_that_fold_to_several() -> None:

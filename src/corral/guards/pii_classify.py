@@ -205,31 +205,31 @@ def _grouped(m: re.Match[str], around: Around) -> list[Reading]:
     raw = m.group()
     ext = _EXT.search(raw) if "x" in raw else None
     main = raw[: ext.start()] if ext else raw
-    groups = [(g.group(), g.end()) for g in _GROUP.finditer(main)]
-    for k in range(len(groups), 1, -1):
-        end_in_raw = len(raw) if k == len(groups) else groups[k - 1][1]
-        if k < len(groups) and (ext or main[end_in_raw] != " "):
-            continue
-        readings = _grouped_readings([g for g, _ in groups[:k]], around, m.start() + end_in_raw)
-        if readings:
-            return readings
+    groups = _GROUP.findall(main)
+    readings = _grouped_readings(groups, around, m.end())
+    if readings or ext or len(groups) == 2:
+        return readings
+    ends = [g.end() for g in _GROUP.finditer(main)]
+    for k in range(len(groups) - 1, 1, -1):
+        if main[ends[k - 1]] == " ":
+            readings = _grouped_readings(groups[:k], around, m.start() + ends[k - 1])
+            if readings:
+                return readings
     return []
 
 
 def _grouped_readings(groups: list[str], around: Around, end: int) -> list[Reading]:
     if looks_like_date(groups):
         return []
-    digits = "".join(groups)
-    n = len(digits)
+    n = sum(map(len, groups))
     out: list[Reading] = []
     if (
         7 <= n <= 12
-        and all(len(g) >= 2 for g in groups)
+        and min(map(len, groups)) >= 2
         and around.label() not in _OTHER_KINDS  # "SSN 000-12-3456" is a bad SSN, no phone
         and not around.street_after(end)
     ):
-        first = around.text[around.start]
-        trunk = (first == "(" or digits[0] == "0") and n >= 9
+        trunk = (around.text[around.start] == "(" or groups[0][0] == "0") and n >= 9
         score = _phone_score(0.5 if trunk else 0.35, around, end)
         if score >= REPORT:
             out.append(("PHONE_NUMBER", end, score))

@@ -10,7 +10,9 @@ from typing import TypeVar
 from typer.testing import CliRunner, Result
 
 from corral.cli import app
-from corral.state import SQLiteStore, Store
+from corral.policy import load_policy
+from corral.runtime.sealing import open_policy_store
+from corral.state import Store
 
 T = TypeVar("T")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "corral.yaml"
@@ -30,10 +32,11 @@ def example_policy(tmp_path: Path, edits: Mapping[str, str] | None = None) -> Pa
 
 
 def on_store(policy: Path, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `work` against the store of a policy made by example_policy."""
+    """Run `work` against the store of a policy made by example_policy, opened as Corral
+    opens it (sealed when the policy redacts storage, as the example's does)."""
 
     async def go() -> T:
-        async with SQLiteStore(policy.parent / "corral.db") as store:
+        async with open_policy_store(load_policy(policy, require_keys=False)) as store:
             return await work(store)
 
     return asyncio.run(go())

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from corral.policy import Policy, PolicyError, load_policy
 from corral.runtime.operations import NotFound, StateConflict, UnknownRun
-from corral.state import Store, open_store
+from corral.runtime.sealing import open_policy_store
+from corral.state import Store
 
 T = TypeVar("T")
 
@@ -56,7 +57,8 @@ def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
     """Run `work` on the policy's store; an operation's refusal exits 1 with its message."""
 
     async def run() -> T:
-        store = open_store(policy_for_store(path).store)
+        # Sealed when the policy redacts storage: reviewers see approvals' arguments whole.
+        store = open_policy_store(policy_for_store(path))
         try:
             return await work(store)
         finally:

@@ -2,6 +2,10 @@
 
 It wraps the gates that may refuse a call, so a refused, failed or replayed call
 is on the record too, with its status.
+
+A store that redacts what it keeps (Store.redactor) redacts the step itself; the gate
+redacts the view it keeps in memory (RunContext.recent) with the same redactor, since
+escalation packets, which people read, are built from those views.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class RecordGate:
         self._store = store
         self._audit = audit
         self._clock = clock
+        self._redact = store.redactor
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         started = self._clock()
@@ -144,7 +149,13 @@ class RecordGate:
         # read and write. Queued synchronously, so a kill landing now cannot drop it.
         self._store.queue_step(run, step, entry, settles=call.inflight)
         call.inflight = None
-        ctx.recent.append(view_of(step))
+        view = view_of(step)
+        if self._redact is not None:
+            kept = self._redact
+            view = replace(
+                view, input=kept(view.input), output=kept(view.output), error=kept(view.error)
+            )
+        ctx.recent.append(view)
 
 
 def _new_messages(messages: Sequence[Mapping[str, Any]], ctx: RunContext) -> dict[str, Any]:

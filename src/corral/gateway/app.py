@@ -37,6 +37,7 @@ from corral.gateway.openapi import OPENAPI
 from corral.gateway.sessions import Sessions, report_tool_results
 from corral.gateway.wire import MAX_JSON_DEPTH, ChatRequest, ClientError, Door, too_deep
 from corral.providers.base import FailureKind, ProviderError
+from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
 from corral.state import AgentKeyRecord, ConstraintError, NotFoundError, StoreError
@@ -189,6 +190,7 @@ class Gateway:
         }
         self._openai = self._doors["/v1/chat/completions"]
         self._openapi = orjson.dumps(OPENAPI)
+        self._purger: asyncio.Task[None] | None = None  # retention, started at lifespan startup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -197,6 +199,10 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         await self.sessions.close()
         await self.sup.close()
 
@@ -214,6 +220,13 @@ class Gateway:
                 else:
                     if settled:
                         log.warning("recovered %d run(s) of processes that died", len(settled))
+                # Retention: once now and every hour, each under the policy then in force.
+                self._purger = asyncio.create_task(
+                    purge_periodically(
+                        self.sup.store, self.sup.audit, lambda: self.sup.policy.current
+                    ),
+                    name="corral-retention",
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()

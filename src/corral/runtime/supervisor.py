@@ -44,6 +44,7 @@ from corral.runtime.recovery import (
     settle_orphan,
 )
 from corral.runtime.run import Run
+from corral.runtime.sealing import open_policy_store, sealed
 from corral.runtime.transport import Transport
 from corral.state import (
     Counters,
@@ -53,7 +54,6 @@ from corral.state import (
     Store,
     StoreError,
     open_counters,
-    open_store,
 )
 from corral.telemetry.audit import AuditLog
 from corral.telemetry.notify import Notifier
@@ -128,7 +128,8 @@ class Supervisor:
         lease_ttl: float = LEASE_TTL_SECONDS,
     ) -> None:
         self.policy = policy
-        self.store = store
+        # Redacting and sealing what it keeps, if the policy says so (runtime/sealing.py).
+        self.store = store = sealed(store, policy.current, env)
         self.counters = counters
         self.audit = AuditLog(store, clock)
         self._clock = clock
@@ -176,7 +177,7 @@ class Supervisor:
         live = LivePolicy(path, env=env)
         return cls(
             live,
-            store=store or open_store(live.current.store),
+            store=store or open_policy_store(live.current, env),
             counters=counters or open_counters(live.current.counters),
             clock=clock,
             env=env,

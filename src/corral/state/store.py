@@ -77,6 +77,11 @@ def add_topup(total: Json, topup: Mapping[str, float]) -> dict[str, float] | Non
 class Store(ABC):
     """Durable records: runs, steps, checkpoints, dead letters, approvals, keys, audit."""
 
+    # What the store does to the values it keeps for people and telemetry (PII redacted),
+    # None if it keeps them as given. The audit log applies it to an entry's payload
+    # before hashing it, which the store cannot do once the entry is sealed.
+    redactor: Callable[[Json], Json] | None = None
+
     # runs
 
     @abstractmethod
@@ -403,6 +408,32 @@ class Store(ABC):
     @abstractmethod
     async def audit_head(self) -> tuple[int, str] | None:
         """(seq, hash) of the last entry appended, None if nothing was."""
+
+    # retention
+
+    @abstractmethod
+    async def purge(
+        self,
+        *,
+        steps_before: float | None,
+        artifacts_before: float | None,
+        dead_letters_before: float | None,
+        answers_before: float | None = None,
+        dry_run: bool,
+    ) -> dict[str, int]:
+        """Delete what is older than each cutoff (None: keep it all); the rows removed (or,
+        with `dry_run`, that would be) per table, and nothing written on a dry run.
+
+        `steps_before`: steps that started before it, with the checkpoints and idempotent
+        results recorded before it; `artifacts_before`: artifacts created before it. Never
+        those of a run still running or with an open dead letter, which may go on and
+        replay them; steps a windowed cap counts are the caller's to keep, by passing no
+        cutoff later than that window's start. `dead_letters_before`: dead letters retried
+        or dropped before it (open ones stay). `answers_before`: the held model answers of
+        gateway requests whose approvals were all decided before it, which nothing reads
+        once a request sent again is no longer answered from them. Runs (whose totals the
+        session and task caps count), approvals, proposals and the audit log are kept.
+        """
 
     # lifecycle
 

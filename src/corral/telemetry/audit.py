@@ -6,6 +6,11 @@ store keeps a head (last seq and hash) written in the same transaction as each
 entry, which catches entries cut off the end. A chain without a secret key cannot
 stop someone who rewrites every later entry and the head; ship entries elsewhere
 (or anchor the head) when that matters.
+
+With storage redaction on, a payload is redacted before its hash is computed, so what is
+stored is what was hashed and the chain verifies; the raw values were never in the log.
+The log is never purged by retention (Store.purge): a purge appends a `retention.purged`
+entry with its counts and leaves every earlier entry, and so the chain, as it was.
 """
 
 from __future__ import annotations
@@ -94,11 +99,21 @@ def verify_chain(entries: list[AuditEntry], head: tuple[int, str] | None) -> Ver
 
 
 class AuditLog:
-    """Appends hash-chained entries to a Store and verifies the chain."""
+    """Appends hash-chained entries to a Store and verifies the chain.
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    `redact` is applied to every payload before it is hashed; by default the store's own
+    redactor (Store.redactor), so every log over a redacting store redacts alike."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        *,
+        redact: Callable[[Any], Any] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._redact = store.redactor if redact is None else redact
 
     async def append(
         self, kind: str, payload: Mapping[str, Any], run_id: str | None = None
@@ -110,7 +125,7 @@ class AuditLog:
     ) -> Callable[[AuditEntry | None], AuditEntry]:
         """The entry to chain onto whatever is last when the store's transaction runs it
         (so two appenders never share a parent); for writes that carry their own entry."""
-        body = dict(payload)
+        body = dict(payload) if self._redact is None else dict(self._redact(dict(payload)))
         ts = self._clock()
 
         def chained(last: AuditEntry | None) -> AuditEntry:

@@ -201,6 +201,12 @@ def test_ip_found(value: str) -> None:
     assert found(f"from {value} again") == [("IP_ADDRESS", value)]
 
 
+def test_ipv6_in_brackets_with_a_port() -> None:
+    # a bracketed host is not taken as a URL, but its address is found
+    assert found("GET http://[2001:db8::1]:8080/") == [("IP_ADDRESS", "2001:db8::1")]
+    assert found("peer [2001:db8::1]:8080") == [("IP_ADDRESS", "2001:db8::1")]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -211,6 +217,8 @@ def test_ip_found(value: str) -> None:
         "at 12:30:45",
         "mac 00:1a:2b:3c:4d:5e",
         "std::vector and a::b",
+        "sum(b[0::2]) + sum(b[1::2])",
+        "rows[1000::2000]",
     ],
 )
 def test_ip_near_misses(text: str) -> None:

@@ -137,13 +137,17 @@ def ipv4_ok(text: str) -> bool:
 
 def ipv6_ok(text: str) -> bool:
     """A valid IPv6 address (compressed, full or with an embedded IPv4 tail), with an
-    optional zone and /prefix; at least two groups written out and a decimal digit among
-    them, so a bare ``::``, a ``::1`` or C++'s ``a::b`` inside prose is not reported."""
+    optional zone and /prefix. Compressed forms need three groups written out or one of
+    four hex digits, and a decimal digit somewhere: a bare ``::``, ``::1``, C++'s
+    ``a::b`` and Python's ``b[0::2]`` are not addresses anyone redacts."""
     address, _, prefix = text.partition("/")
     if prefix and int(prefix) > 128:
         return False
     address = address.partition("%")[0]
-    if sum(1 for g in address.split(":") if g) < 2 or not any(c.isdigit() for c in address):
+    groups = [g for g in address.split(":") if g]
+    if not any(c.isdigit() for c in address):
+        return False
+    if "::" in address and len(groups) < 3 and max(map(len, groups), default=0) < 4:
         return False
     try:
         ipaddress.IPv6Address(address)

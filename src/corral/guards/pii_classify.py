@@ -154,6 +154,13 @@ def _iban(m: re.Match[str], around: Around) -> list[Reading]:
 
 
 def _ipv6(m: re.Match[str], around: Around) -> list[Reading]:
+    start, text = m.start(), around.text
+    if (
+        start >= 2
+        and text[start - 1] == "["
+        and (text[start - 2].isalnum() or text[start - 2] in "_)]")
+    ):
+        return []  # a slice, x[1000::2000], not an address in brackets
     return [("IP_ADDRESS", m.end(), 0.75)] if ipv6_ok(m.group()) else []
 
 

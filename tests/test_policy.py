@@ -722,3 +722,12 @@ def test_a_file_that_is_not_utf8_is_refused_at_the_line_of_the_bad_byte(tmp_path
     with pytest.raises(PolicyError) as caught:
         load_policy(path, env={})
     assert str(caught.value) == f"{path}:3: not UTF-8 text: byte 0xff cannot be decoded"
+
+
+def test_on_off_yes_no_are_words_as_in_yaml_1_2() -> None:
+    # PyYAML reads them as booleans (YAML 1.1): `pii: off` would be refused as false.
+    text = EXAMPLE.read_text().replace("  output: {pii: redact}", "  output: {pii: off}")
+    text = text.replace("    shadow: false ", "    shadow: yes ")
+    policy = parse_policy(text, env=ENV)
+    assert policy.guards.output.pii == "off" and not policy.guards.redact_storage
+    assert policy.agents["summarizer"].shadow is True

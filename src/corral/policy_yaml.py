@@ -183,6 +183,10 @@ class Lines:
         tag, text = node.tag, str(node.value)
         if tag in _TEXT_TAGS:
             return text
+        if tag == _TAG + "bool" and text.lower() in _YAML11_WORDS:
+            # YAML 1.1 reads on/off/yes/no as booleans; the policy reads them as YAML 1.2
+            # does, as words: `pii: off` is the setting "off", not false.
+            return text
         if tag not in _TYPED_TAGS:
             self._issue(line, path, _unsupported(tag))
             return None
@@ -216,6 +220,10 @@ class Lines:
                 return self.lines[path]
             path = path[:-1]
         return 1
+
+
+# What YAML 1.1 (PyYAML) reads as booleans besides true and false.
+_YAML11_WORDS = frozenset({"yes", "no", "on", "off", "y", "n"})
 
 
 def line_at(before: str) -> int:

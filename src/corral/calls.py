@@ -126,6 +126,11 @@ class LLMCall:
     # The gateway's fingerprint of the request (agent and body): the same request sent
     # again is answered from the approvals its first answer is waiting for.
     request_key: str | None = field(default=None, repr=False)
+    # The JSON schema the answer must match (an SDK `schema=` model, or the request's
+    # response_format); the output guard checks it and asks once for a repair.
+    schema: Mapping[str, Any] | None = field(default=None, repr=False)
+    # Made by a guard (a schema repair): its own held call, not checked by that guard.
+    guard_made: bool = field(default=False, repr=False)
     kind: Literal["llm"] = "llm"
     id: int = field(default_factory=lambda: next(_call_ids))
 

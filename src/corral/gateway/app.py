@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from corral.calls import ApprovalPending, Halted, LLMCall, UpstreamUnavailable
+from corral.gates.approval_need import is_gated
 from corral.gates.budget import remaining_usd
 from corral.gates.ratelimit import RateLimited
 from corral.gateway.admin import AdminAPI
@@ -36,6 +37,7 @@ from corral.gateway.openai_wire import OpenAIDoor
 from corral.gateway.openapi import OPENAPI
 from corral.gateway.sessions import Sessions, report_tool_results
 from corral.gateway.wire import MAX_JSON_DEPTH, ChatRequest, ClientError, Door, too_deep
+from corral.policy import Policy
 from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
@@ -177,6 +179,7 @@ class Gateway:
         self.sup = sup
         self.sessions = Sessions(sup, idle=session_idle)
         self.metrics = Metrics()
+        self.metrics.registry.register(sup.guard_stats)
         self._admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
         self._admin = AdminAPI(
             sup.store, sup.audit, sup.policy, sup.counters, on_decided=sup.approvals.wake
@@ -191,6 +194,7 @@ class Gateway:
         self._openai = self._doors["/v1/chat/completions"]
         self._openapi = orjson.dumps(OPENAPI)
         self._purger: asyncio.Task[None] | None = None  # retention, started at lifespan startup
+        self._gated_for: tuple[Policy | None, dict[str, bool]] = (None, {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -421,7 +425,8 @@ class Gateway:
         ctx = run.context
         ctx.tools_in_client = True
         ctx.approval_hold = policy.gateway.approval_hold
-        fingerprint = _fingerprint(agent, raw)
+        # Only an agent whose tools may need a human can have an answer held: others skip it.
+        fingerprint = _fingerprint(agent, raw) if self._gated(policy, agent) else None
         try:
             return await self._call(door, request, run, receive, send, started, fingerprint)
         except Exception as exc:
@@ -429,6 +434,17 @@ class Gateway:
             raise self._note(await self._failed(exc, run.id)) from exc
         finally:
             await self.sessions.leave(run, session)
+
+    def _gated(self, policy: Policy, agent: str) -> bool:
+        """Whether the agent has a tool that may need a human or be shadowed (per policy
+        snapshot, worked out once)."""
+        if self._gated_for[0] is not policy:
+            self._gated_for = (policy, {})
+        known = self._gated_for[1]
+        if agent not in known:
+            shadow = policy.agents[agent].shadow
+            known[agent] = any(is_gated(policy, t, shadow) for t in policy.agents[agent].tools)
+        return known[agent]
 
     async def _call(
         self,
@@ -438,7 +454,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         started: float,
-        fingerprint: str,
+        fingerprint: str | None,
     ) -> int:
         await report_tool_results(run, request.messages)
         # The adapters read `extra_headers` as HTTP headers: a body must not set them.
@@ -695,9 +711,11 @@ _response_numbers = itertools.count(1)
 
 def _fingerprint(agent: str, body: bytes) -> str:
     """The same request sent again: same agent, same body (with or without a session)."""
-    return hashlib.blake2b(
-        body, digest_size=16, person=b"corral-request", key=agent.encode()[:64]
-    ).hexdigest()
+    digest = hashlib.blake2b(digest_size=16, person=b"corral-request")
+    digest.update(agent.encode())
+    digest.update(b"\0")  # agent names hold no NUL: no two (agent, body) pairs collide
+    digest.update(body)
+    return digest.hexdigest()
 
 
 def _response_id() -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+
+from pydantic import BaseModel
 
 from corral.calls import (
     UPSTREAM_REASONS,
@@ -75,10 +78,15 @@ class Run:
         messages: Sequence[Mapping[str, Any]],
         *,
         max_tokens: int | None = None,
+        schema: type[BaseModel] | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> LLMResult:
-        """Call a policy model or route. `max_tokens` may come back clamped by the budget."""
-        return await self.send(LLMCall(model, messages, params, max_tokens=max_tokens))
+        """Call a policy model or route. `max_tokens` may come back clamped by the budget.
+
+        With `schema` (a pydantic model or a JSON schema) the answer must be JSON matching
+        it: the output guard asks once for a repair, then halts with `guard.output`."""
+        call = LLMCall(model, messages, params, max_tokens=max_tokens, schema=json_schema(schema))
+        return await self.send(call)
 
     async def send(self, call: LLMCall) -> LLMResult:
         """Pass a prepared LLMCall through the pipeline (`chat` builds one for you)."""
@@ -92,10 +100,12 @@ class Run:
         messages: Sequence[Mapping[str, Any]],
         *,
         max_tokens: int | None = None,
+        schema: type[BaseModel] | Mapping[str, Any] | None = None,
         **params: Any,
     ) -> ChatStream:
         """Like `chat`, but yields StreamDeltas as they arrive; `.result` holds the answer."""
-        return ChatStream(self, LLMCall(model, messages, params, max_tokens=max_tokens))
+        call = LLMCall(model, messages, params, max_tokens=max_tokens, schema=json_schema(schema))
+        return ChatStream(self, call)
 
     async def tool(
         self,
@@ -260,6 +270,18 @@ class Run:
             ctx.run_id,
         )
         return self._halted
+
+
+def json_schema(schema: type[BaseModel] | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A pydantic model's JSON schema (worked out once per model), or the schema as given."""
+    if schema is None or isinstance(schema, Mapping):
+        return schema
+    return _model_schema(schema)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_schema(model: type[BaseModel]) -> Mapping[str, Any]:
+    return model.model_json_schema()
 
 
 class ChatStream:

@@ -23,8 +23,10 @@ from corral.gates.budget import MICRO_USD, BudgetGate, build_caps, cap_key
 from corral.gates.context import ContextGate
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
+from corral.gates.input_guard import InputGuardGate
 from corral.gates.kill import KillSwitchGate
 from corral.gates.loops import LoopGate
+from corral.gates.output_guard import OutputGuardGate
 from corral.gates.ratelimit import RateLimitGate
 from corral.gates.record import RecordGate, view_of
 from corral.gates.retry import RetryGate
@@ -56,6 +58,7 @@ from corral.state import (
     open_counters,
 )
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.guard_stats import GuardStats
 from corral.telemetry.notify import Notifier
 from corral.tools.registry import Tool, describe
 
@@ -65,6 +68,9 @@ log = logging.getLogger("corral")
 # How often the kill watcher asks the store for kill requests; a call in flight is
 # cancelled within this long of `corral runs kill`.
 KILL_POLL_SECONDS = 0.2
+# Every this many ticks of it (5 s), approvals past their timeout that nobody waits on
+# are settled: escalated, or timed out (see ApprovalWaiter.sweep).
+APPROVAL_SWEEP_TICKS = 25
 
 
 def pipeline_gates(
@@ -75,6 +81,7 @@ def pipeline_gates(
     *,
     tools: Mapping[str, Tool] | None = None,
     notifier: Notifier | None = None,
+    guard_stats: GuardStats | None = None,
 ) -> list[Gate]:
     """The gates every call passes, outermost first (DESIGN.md's order).
 
@@ -83,12 +90,14 @@ def pipeline_gates(
     (the approval gate) holds none. The context gate's summaries go through the whole
     pipeline: `pipeline()` binds it once the gates are composed.
     """
+    stats = GuardStats() if guard_stats is None else guard_stats
     return [
         KillSwitchGate(),
         DeadlineGate(clock),
         RecordGate(store, audit, clock),
         AllowlistGate(),
         IdempotencyGate(store, clock),
+        InputGuardGate(audit, stats),
         LoopGate(audit, clock),
         ContextGate(store, audit, clock),
         ApprovalGate(store, audit, {} if tools is None else tools, clock, notifier),
@@ -97,15 +106,16 @@ def pipeline_gates(
         RouteGate(audit),
         RetryGate(counters, clock=clock),
         BreakerGate(counters, clock=clock),
+        OutputGuardGate(audit, stats),
     ]
 
 
 def pipeline(gates: list[Gate], transport: Next) -> Next:
     """The gates composed around the transport, with the gates that call back into the
-    pipeline (the context gate's summaries) bound to it."""
+    pipeline (the context gate's summaries, the output guard's repairs) bound to it."""
     composed = compose(gates, transport)
     for gate in gates:
-        if isinstance(gate, ContextGate):
+        if isinstance(gate, ContextGate | OutputGuardGate):
             gate.bind(composed)
     return composed
 
@@ -153,9 +163,11 @@ class Supervisor:
         self._seeded: set[str] = set()
         self._seeding = asyncio.Lock()
         self.notifier = Notifier(policy.current.approvals_notify, self.audit)
+        self.guard_stats = GuardStats()  # what the guards did; the gateway's /metrics shows it
         gates = pipeline_gates(
-            store, counters, self.audit, clock, tools=self._tools, notifier=self.notifier
-        )
+            store, counters, self.audit, clock,
+            tools=self._tools, notifier=self.notifier, guard_stats=self.guard_stats,
+        )  # fmt: skip
         self._loops = next(gate for gate in gates if isinstance(gate, LoopGate))
         # Told of decisions made in this process (the gateway's admin API), to release
         # the calls waiting on them at once.
@@ -214,7 +226,7 @@ class Supervisor:
                 declared.scope,
                 preview=preview,
                 shadow=shadow,
-                rollback=rollback or declared.rollback,
+                rollback=rollback,  # else the policy's tools.X.rollback, as reloaded
             )
             return fn
 
@@ -497,11 +509,14 @@ class Supervisor:
 
     async def _watch_kills(self) -> None:
         """Poll the store for kill requests of this process's runs (one query per tick),
-        and renew this process's lease while it has runs."""
+        renew this process's lease and settle approvals nobody waits on, while it has runs."""
+        ticks = 0
         while self._runs:
             try:
                 if self._clock() - self._renewed_at >= LEASE_RENEW_SECONDS:
                     await self._renew_lease()
+                if ticks % APPROVAL_SWEEP_TICKS == 0:
+                    await self.approvals.sweep(self.policy.current)
                 requests = await self.store.kill_requests()
             except StoreError as exc:  # keep watching: a busy store must not end kill support
                 log.warning("kill watcher could not read the store: %s", exc)
@@ -510,6 +525,7 @@ class Supervisor:
                 run = self._runs.get(run_id)
                 if run is not None and run.context.kill_requested_at is None:
                     run.kill(at)
+            ticks += 1
             await asyncio.sleep(KILL_POLL_SECONDS)
 
     def _ensure_adapters(self, policy: Policy) -> None:

@@ -24,32 +24,39 @@ PACKAGES = ("presidio-analyzer", "spacy")
 
 def ensure_venv() -> str | None:
     """Build the venv if it is missing or incomplete; the reason it failed, or None."""
-    if PYTHON.exists() and _imports_presidio():
+    if _imports_presidio():
         return None
-    print(f"building {VENV.relative_to(BENCH.parent)} (pip install {' '.join(PACKAGES)})...")
+    print(f"building {VENV} (pip install {' '.join(PACKAGES)})...", file=sys.stderr)
     steps = (
         [sys.executable, "-m", "venv", "--clear", str(VENV)],
         [str(PYTHON), "-m", "pip", "install", "--quiet", *PACKAGES],
     )
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            return f"`{' '.join(step[:4])} ...` could not start: {exc}"
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"`{' '.join(step[:4])} ...` failed: {' / '.join(tail)}"
+            why = " / ".join(tail) or f"exit status {done.returncode}"
+            return f"`{' '.join(step[:4])} ...` failed: {why}"
     return None if _imports_presidio() else "presidio_analyzer does not import in the venv"
 
 
 def _imports_presidio() -> bool:
+    if not PYTHON.exists():
+        return False
     probe = [str(PYTHON), "-c", "import presidio_analyzer, spacy"]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
-def run_presidio(texts: list[str], entities: list[str]) -> dict[str, Any] | str:
-    """Presidio's predictions and per-text analyze() seconds, or why it could not run."""
+def run_presidio(texts: list[str], entities: list[str], passes: int = 1) -> dict[str, Any] | str:
+    """Presidio's predictions and per-text analyze() seconds (in its fastest of ``passes``
+    passes), or why it could not run."""
     problem = ensure_venv()
     if problem is not None:
         return problem
-    request = json.dumps({"texts": texts, "entities": entities})
+    request = json.dumps({"texts": texts, "entities": entities, "passes": passes})
     done = subprocess.run(
         [str(PYTHON), str(RUNNER)], input=request, capture_output=True, text=True, check=False
     )

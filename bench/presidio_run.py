@@ -1,8 +1,10 @@
 """Presidio's analyzer over a list of texts; runs inside bench/.venv-presidio, not Corral's venv.
 
-Reads ``{"texts": [...], "entities": [...]}`` as JSON on stdin and writes
+Reads ``{"texts": [...], "entities": [...], "passes": n}`` as JSON on stdin and writes
 ``{"predictions": [[{"entity", "start", "end", "score"}, ...], ...], "seconds": [...]}``
-(one list and one analyze() time per text) as JSON on stdout.
+as JSON on stdout: one list of results per text, and each text's analyze() time in the
+fastest of ``passes`` passes over all the texts (the least disturbed by whatever else the
+machine runs, as Corral's figures are).
 
 Presidio is wired as the issue asks: its predefined recognizers (patterns, plus the phone
 recognizer built on the phonenumbers library) on a blank spaCy English pipeline, since the
@@ -47,18 +49,23 @@ def main() -> None:
     for text in request["texts"][:20]:  # warm-up: lazy compiles, caches
         analyzer.analyze(text=text, language="en", entities=entities)
     predictions = []
-    seconds = []
-    for text in request["texts"]:
-        t0 = time.perf_counter()
-        results = analyzer.analyze(text=text, language="en", entities=entities)
-        seconds.append(time.perf_counter() - t0)
-        predictions.append(
-            [
-                {"entity": r.entity_type, "start": r.start, "end": r.end, "score": r.score}
-                for r in results
-            ]
-        )
-    json.dump({"predictions": predictions, "seconds": seconds}, sys.stdout)
+    fastest: list[float] = []
+    for _ in range(request.get("passes", 1)):
+        predictions = []
+        seconds = []
+        for text in request["texts"]:
+            t0 = time.perf_counter()
+            results = analyzer.analyze(text=text, language="en", entities=entities)
+            seconds.append(time.perf_counter() - t0)
+            predictions.append(
+                [
+                    {"entity": r.entity_type, "start": r.start, "end": r.end, "score": r.score}
+                    for r in results
+                ]
+            )
+        if not fastest or sum(seconds) < sum(fastest):
+            fastest = seconds
+    json.dump({"predictions": predictions, "seconds": fastest}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,12 @@ from corral.guards.pii_patterns import (
     CONTEXT_BEFORE,
     CURRENCY_CODES,
     CURRENCY_SIGNS,
+    LABEL_WORDS,
     LABELS,
     PAIR_LABELS,
     PHONE_AFTER,
     STREET_AFTER,
+    WORD,
 )
 
 REPORT = 0.5
@@ -41,7 +43,6 @@ _LABEL_BOOST = 0.35
 _NOT_PII = 0.3
 
 _OTHER_KINDS = frozenset({"card", "ssn", "dl"})
-_PUNCTUATION = ".,:;!?()[]{}<>#*\"'=/|-"
 
 Reading = tuple[str, int, float]  # entity, end (in the folded text), score
 
@@ -70,14 +71,15 @@ class Around:
 
     def _nearest_label(self) -> str | None:
         low = max(0, self.start - CONTEXT_BEFORE)
-        words = self.text[low : self.start].lower().split()
-        if low and words and not self.text[low - 1].isspace():
+        words = WORD.findall(self.text[low : self.start].lower())
+        if LABEL_WORDS.isdisjoint(words):
+            return None
+        if low and self.text[low - 1].isalpha() and self.text[low].isalpha():
             del words[0]  # cut by the window: not a whole word
         for j in range(len(words) - 1, -1, -1):
-            word = words[j].strip(_PUNCTUATION)
-            kind = LABELS.get(word)
+            kind = LABELS.get(words[j])
             if kind is None and j:
-                kind = PAIR_LABELS.get((words[j - 1].strip(_PUNCTUATION), word))
+                kind = PAIR_LABELS.get((words[j - 1], words[j]))
             if kind is not None:
                 return kind
         return None

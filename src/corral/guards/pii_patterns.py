@@ -60,11 +60,22 @@ SHAPES: dict[str, str] = {
 }
 
 SHAPE: dict[str, re.Pattern[str]] = {name: re.compile(p) for name, p in SHAPES.items()}
-# A digit run (taken whole: no shape starts inside one), or an '@', ':' or '.' with the
-# digits after it. A lone character class: the engine skips through everything else at C
-# speed (look-aheads for what may follow a ':' or '.' would cost more than they save, so
-# the scan checks that itself).
-TRIGGER = re.compile(r"[0-9@:.][0-9]*")
+# Where a value may start: a digit run that could begin one or end the letters that begin
+# one (after a letter, seven digits or more, or followed by a separator and another group,
+# a ')', a ':' or a letter: "6750 Koskikatu" or "Hungary 34796" starts nothing), an '@', a
+# ':' that a hex digit, ':' or '/' follows, and a '.' that a host-name character follows
+# (not a full stop). Led by one character class, so that the engine skips through all
+# else at C speed; the rest are look-arounds, as an alternation of classes would lose
+# that. The letters include the digit look-alikes (pii_text.LOOKALIKE_DIGITS): "67O9".
+TRIGGER = re.compile(
+    r"[0-9@:.](?:"
+    r"(?<=[A-Za-z][0-9])[0-9]*+"
+    # possessive, and not from inside a run: no retrying every digit of "64677"
+    r"|(?<![0-9][0-9])(?<=[0-9])[0-9]*+"
+    r"(?:(?<=[0-9]{7})|(?=[ .\-/][0-9(]|[):A-Za-z\u041e\u043e\u039f\u03bf\u0406]))"
+    r"|(?<=:)(?=[0-9A-Fa-f:/])|(?<=\.)(?=[A-Za-z0-9-])|(?<=@))"
+)
+
 
 # Labels that say what a nearby number is. The nearest one before a candidate (within
 # CONTEXT_BEFORE characters) names it: "license no. 555 1234, phone 555 9876" labels each
@@ -79,7 +90,7 @@ _LABEL_WORDS = {
     " message messages answer answering ext",
     "card": "card cards credit debit cc visa mastercard amex discover jcb diners maestro unionpay",
     "ssn": "ssn ssns",
-    "dl": "driver driver's driver’s drivers driving license licence dl dln",
+    "dl": "driver drivers driving license licence dl dln",
     "neg": "order invoice inv tracking ref reference ticket booking confirmation transaction"
     " txn serial sku isbn id po case build version versions v ver rev revision release pid port"
     " code error account"
@@ -87,6 +98,11 @@ _LABEL_WORDS = {
 }
 LABELS = {word: kind for kind, words in _LABEL_WORDS.items() for word in words.split()}
 PAIR_LABELS = {("social", "security"): "ssn", ("soc", "sec"): "ssn"}
+# Any word that can make a label, for a set test before the word-by-word walk (most
+# windows hold none of them).
+LABEL_WORDS = frozenset(LABELS) | {w for pair in PAIR_LABELS for w in pair}
+# Words are runs of letters, so "Phone:", "(ssn)", "card#" and "driver's" give plain words.
+WORD = re.compile(r"[a-z]+")
 # A phone's label may also follow it: "416 60 039 office", "(37) 788-063-Office".
 PHONE_AFTER = re.compile(r"[\s,;:()-]{0,3}(?:office|fax|mobile|cell|home|work|tel|phone)\b")
 # A number followed by a name and a street type is a house number (and a postcode before

@@ -55,12 +55,6 @@ _LOCAL = frozenset(string.ascii_letters + string.digits + "._%+-")
 _HOST = frozenset(string.ascii_letters + string.digits + ".-")
 _HEX = frozenset(string.hexdigits)
 _SEPARATORS = frozenset(" -.:/")
-# What may follow an '@', ':' or '.' that is inside a value (not "Date: ", not a full stop).
-_SIGN_NEXT = {
-    "@": _HOST,
-    ":": frozenset(string.hexdigits + ":/"),
-    ".": _HOST,
-}
 _NEXT_GROUP = frozenset(string.digits + "(")
 
 
@@ -78,14 +72,8 @@ def scan(text: str) -> list[Hit]:
             if after in LOOKALIKE_DIGITS and text[run_end + 1 : run_end + 2] in _DIGITS:
                 return scan(unconfuse(text))
             places = _digit_places(text, i, run_end, after)
-        elif text[i + 1 : i + 2] in _SIGN_NEXT[ch]:
-            places = _sign_places(text, i)
-            if run_end > i + 1 and ch == ":":  # "Tel:5551234"
-                places += _digit_places(text, i + 1, run_end, text[run_end : run_end + 1])
-        elif run_end > i + 1 and ch == ":":
-            places = _digit_places(text, i + 1, run_end, text[run_end : run_end + 1])
         else:
-            continue
+            places = _sign_places(text, i)
         best: Hit | None = None
         floor = hits[-1][2] if hits else 0
         for start, shapes in places:

@@ -14,6 +14,8 @@ import pytest
 
 from corral.guards import Finding, find_pii, redact
 from corral.guards.pii_checks import luhn_ok
+from corral.guards.pii_classify import BEST_SCORE, READERS, Around
+from corral.guards.pii_patterns import SHAPE
 from corral.guards.pii_text import fold
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/pii/presidio_synth_dataset_v2.json"
@@ -448,3 +450,26 @@ def test_quality_floors_on_the_presidio_synthetic_set() -> None:
         assert f2 >= 0.90, f"{entity}: F2 {f2:.3f} (P {p:.3f}, R {r:.3f})"
         assert negative_fp == 0, f"{entity}: {negative_fp} false positives on negatives"
     assert elapsed < 2.0
+
+
+def test_no_reader_scores_above_its_declared_ceiling() -> None:
+    """The scan skips a shape whose ceiling is below the reading in hand, so a reader that
+    scored above its ceiling could lose to a worse reading: try every shape at every
+    position of labelled, boosting texts."""
+    texts = [
+        "SSN: 536-22-8726",
+        "social security number 536228726",
+        "Phone: +44 20 7946 0958 or (555) 234-5678 office",
+        "Phone: 0490 75 40 81, 416 60 039 office",
+        "card 4111111111111111 and 4111 1111 1111 1111",
+        "driver's license F162823540116 and 2270-66-1551, DL 6940579",
+        "mail jane@example.com, see https://example.com or example.org",
+        "IBAN GB82WEST12345698765432 from 10.1.2.3 and fe80::1",
+    ]
+    for text in texts:
+        for name, shape in SHAPE.items():
+            for start in range(len(text)):
+                m = shape.match(text, start)
+                if m is not None:
+                    for _, _, score in READERS[name](m, Around(text, start)):
+                        assert score <= BEST_SCORE[name], (name, text[start:], score)

@@ -274,6 +274,24 @@ def _licence(m: re.Match[str], around: Around) -> list[Reading]:
     return [("US_DRIVER_LICENSE", m.end(), 0.7)] if around.label() == "dl" else []
 
 
+# The highest score each shape's reader can give: a shape is not tried where a reading that
+# scores more is already in hand.
+BEST_SCORE = {
+    "email": 0.9,
+    "url": 0.6,
+    "domain": 0.5,
+    "iban": 0.95,
+    "ipv6": 0.75,
+    "ipv4": 0.75,
+    "intl_phone": 1.0,
+    "nanp_phone": 1.0,
+    "ssn": 1.0,
+    "card": 0.95,
+    "grouped": 0.85,
+    "digits": 0.9,
+    "licence": 0.7,
+}
+
 READERS: dict[str, Callable[[re.Match[str], Around], list[Reading]]] = {
     "email": _email,
     "url": _url,

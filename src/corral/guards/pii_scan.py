@@ -24,17 +24,18 @@ import re
 import string
 from collections.abc import Callable
 
-from corral.guards.pii_classify import READERS, REPORT, Around, Reading
+from corral.guards.pii_classify import BEST_SCORE, READERS, REPORT, Around, Reading
 from corral.guards.pii_patterns import SHAPE, TRIGGER
 from corral.guards.pii_text import LOOKALIKE_DIGITS, unconfuse
 
 Hit = tuple[str, int, int, float]  # entity, start, end, score; offsets into the folded text
-Shapes = tuple[tuple[re.Pattern[str], Callable[[re.Match[str], Around], list[Reading]]], ...]
+Reader = Callable[[re.Match[str], Around], list[Reading]]
+Shapes = tuple[tuple[re.Pattern[str], Reader, float], ...]
 Place = tuple[int, Shapes]
 
 
 def _shapes(*names: str) -> Shapes:
-    return tuple((SHAPE[name], READERS[name]) for name in names)
+    return tuple((SHAPE[name], READERS[name], BEST_SCORE[name]) for name in names)
 
 
 _AT_DIGIT = ("ipv6", "ipv4", "nanp_phone", "ssn", "card", "grouped", "digits", "licence")
@@ -186,7 +187,9 @@ def _back(text: str, i: int, chars: frozenset[str], limit: int) -> int:
 def _best_reading(text: str, start: int, shapes: Shapes) -> Reading | None:
     around: Around | None = None
     best: Reading | None = None
-    for shape, read in shapes:
+    for shape, read, ceiling in shapes:
+        if best is not None and ceiling < best[2]:
+            continue  # this shape cannot beat the reading in hand ("SSN 460-89-9847")
         m = shape.match(text, start)
         if m is None:
             continue

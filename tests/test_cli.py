@@ -151,6 +151,9 @@ def test_demo_runs_and_leaves_an_inspectable_run(policy: Path) -> None:
     assert result.output.count("approval requested") == 2
     assert "rejected by on-call" in result.output and "approved by on-call" in result.output
     assert "sql_write ran unasked: its preview counted 1 row(s)" in result.output
+    # An injection in a tool result is blocked, and an answer's personal data redacted.
+    assert "halted: guard.input" in result.output
+    assert "You can reach Ada at [EMAIL_ADDRESS] or on [PHONE_NUMBER]." in result.output
     listing = runner.invoke(app, ["runs", "ls", "--policy", str(policy), "--json"])
     assert '"status": "completed"' in listing.output
     assert '"halt_reason": "loop.repeat"' in listing.output

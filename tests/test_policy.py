@@ -86,8 +86,12 @@ def test_example_loads_and_means_what_it_says() -> None:
     assert [i for i, _ in plans["sql_write"].rules] == [1]
     assert not plans["get_customer"].rules and not plans["draft_email"].rules
     assert plans["sql_write"].variables == {"tool", "preview"}
-    assert policy.guards.input.injection == "block"
-    assert policy.guards.output.pii == "redact"
+    assert policy.guards.input.action("tool") == "block"
+    assert policy.guards.input.action("user") == "flag"
+    assert policy.guards.input.spotlight == "delimit"
+    assert policy.guards.output.pii == "redact" and policy.guards.output.grounding == "flag"
+    assert policy.guards.output.schema_.repair == 1 and policy.guards.redact_storage
+    assert policy.retention.steps == 30 * 86400.0 and policy.retention.artifacts == 7 * 86400.0
 
 
 def test_a_fallback_the_agent_may_not_call_is_refused() -> None:
@@ -268,7 +272,8 @@ BROKEN = [
         id="fallback-irreversible",
     ),
     pytest.param(
-        ("""  - when: 'tool == "sql_write" && preview.rows > 1000'   # the tool's dry run counts rows
+        ("""  - when: 'tool == "sql_write" && preview.rows > 1000'   # the tool's dry run """
+         """counts rows
     timeout: 15m
     on_timeout: escalate                # told again, with a fresh timeout
     escalate_timeout: 1h""",
@@ -389,7 +394,7 @@ BROKEN = [
         id="model-route-clash",
     ),
     pytest.param(
-        ("  input:  {injection: block}", "  input:  {injection: [block}"),
+        ("  storage: {pii: redact}", "  storage: {pii: [redact}"),
         "corral.yaml:{line}: invalid YAML: did not find expected ',' or ']'",
         id="invalid-yaml",
     ),
@@ -726,7 +731,8 @@ def test_a_file_that_is_not_utf8_is_refused_at_the_line_of_the_bad_byte(tmp_path
 
 def test_on_off_yes_no_are_words_as_in_yaml_1_2() -> None:
     # PyYAML reads them as booleans (YAML 1.1): `pii: off` would be refused as false.
-    text = EXAMPLE.read_text().replace("  output: {pii: redact}", "  output: {pii: off}")
+    text = EXAMPLE.read_text().replace("    pii: redact ", "    pii: off ")
+    text = text.replace("  storage: {pii: redact}", "  storage: {pii: off}")
     text = text.replace("    shadow: false ", "    shadow: yes ")
     policy = parse_policy(text, env=ENV)
     assert policy.guards.output.pii == "off" and not policy.guards.redact_storage

@@ -24,11 +24,13 @@ from rich.json import JSON
 from rich.table import Table
 
 from corral.calls import Halted
-from corral.policy import load_policy
+from corral.policy import Policy, load_policy
 from corral.providers.sim import Script, SimProvider, SimReply, SimToolCall
 from corral.runtime import review
+from corral.runtime.sealing import open_policy_store
 from corral.runtime.supervisor import Supervisor
-from corral.state import ApprovalRecord, open_store
+from corral.state import ApprovalRecord
+from corral.state.sealed import DATA_KEY_ENV, new_data_key
 from corral.tables import run_table
 
 # The sim accepts any key; the example policy names SIM_API_KEY, so give it one.
@@ -77,6 +79,16 @@ REFUND = Script(
         SimReply("Order #1042 is refunded and the customer has been told."),
     )
 )
+# A record whose notes carry an injection, and an answer that carries personal data.
+POISONED = Script(
+    (
+        SimReply(tool_calls=(SimToolCall("get_customer", {"customer_id": 666}),)),
+        SimReply("Done as the notes say."),
+    )
+)
+CONTACT = Script(
+    (SimReply("You can reach Ada at ada.lovelace@example.com or on +1 415 555 0134."),)
+)
 # What the demo's on-call reviewer decides, in order.
 VERDICTS = (
     ("reject", "Don't promise a date: refunds take 3-5 business days."),
@@ -121,6 +133,21 @@ async def _next_pending(sup: Supervisor, seen: list[str]) -> ApprovalRecord:
         await asyncio.sleep(0.05)
 
 
+def demo_data_key(policy: Policy) -> Path | None:
+    """The demo's CORRAL_DATA_KEY when none is set and the policy redacts storage: kept in
+    a file beside the store (owner-only), so later demos and the CLI read what it sealed.
+    A deployment sets its own key; this is for the demo on embedded defaults."""
+    if not policy.guards.redact_storage or os.environ.get(DATA_KEY_ENV):
+        return None
+    where = Path(policy.store.removeprefix("sqlite:///")).parent / ".corral-demo-key"
+    if not where.exists():
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(new_data_key())
+        where.chmod(0o600)
+    os.environ[DATA_KEY_ENV] = where.read_text().strip()
+    return where
+
+
 class DemoError(Exception):
     """The demo cannot run here; the message says why."""
 
@@ -140,9 +167,18 @@ async def run_demo(policy_path: Path, console: Console) -> None:
     os.environ.setdefault("SIM_API_KEY", SIM_KEY_DEFAULT)
     agent = load_agent(policy_path)
     policy = load_policy(policy_path)
+    key_file = demo_data_key(policy)
     # Serve the sim where the policy says it is (127.0.0.1:4010 in the example).
     where = urlsplit(policy.providers["sim"].base_url)
-    sim = SimProvider(scripts={"helpful": HELPFUL, "runaway": RUNAWAY, "refund": REFUND})
+    sim = SimProvider(
+        scripts={
+            "helpful": HELPFUL,
+            "runaway": RUNAWAY,
+            "refund": REFUND,
+            "poisoned": POISONED,
+            "contact": CONTACT,
+        }
+    )
     try:
         await sim.start(where.hostname or "127.0.0.1", where.port or 80)
     except OSError as exc:
@@ -186,12 +222,26 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             f"(sql_write ran unasked: its preview counted {rows} row(s), and the policy's rule "
             "asks a human only above 1,000)"
         )
+
+        console.rule("4. Untrusted text, and personal data in an answer")
+        try:
+            await agent.answer_ticket(
+                sup, "What do the notes on customer 666 say?", headers={"X-Sim-Script": "poisoned"}
+            )
+        except Halted as halt:
+            rule = halt.packet["rule"]
+            console.print(f"[red]halted:[/red] [bold]{halt.reason.value}[/bold] — {halt.message}")
+            console.print(f"  in the {rule['source']} text: {rule['text']!r}", highlight=False)
+        answer = await agent.answer_ticket(
+            sup, "How do I reach Ada?", headers={"X-Sim-Script": "contact"}
+        )
+        console.print(f"[green]completed, redacted:[/green] {answer}", highlight=False)
         await sup.close()
     finally:
         await sim.stop()
 
-    store = open_store(policy.store)
-    runs = await store.list_runs(limit=3)
+    store = open_policy_store(policy)
+    runs = await store.list_runs(limit=5)
     await store.close()
     lines = [
         (
@@ -206,10 +256,12 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         for run in runs
     ]
     columns = ("run", "task", "status", "reason", "steps", "tools", "usd")
-    table = run_table("The three runs", columns, lines, console.width, droppable=("tools",))
+    table = run_table("The five runs", columns, lines, console.width, droppable=("tools",))
     console.print(table)
     flag = f"--policy {policy_path}"
     console.print("Inspect them with the CLI (from .venv/bin, or after `. .venv/bin/activate`):")
+    if key_file is not None:  # the store keeps what it reuses encrypted under this key
+        console.print(f"  export {DATA_KEY_ENV}=$(cat {key_file})", highlight=False, soft_wrap=True)
     for line in (
         f"corral runs ls {flag}",
         f"corral runs show {halted_run} {flag}",

@@ -50,7 +50,9 @@ SIM_CHAT = "/v1/chat/completions gpt-4o"  # how the sim counts the calls of mode
 FEEDBACK = "Do not email: call the customer instead"
 
 # Places in examples/corral.yaml the tests edit.
-LAST_LINE = "output: {pii: redact}                 # redact | block | flag | off"
+LAST_LINE = (
+    "retention: {steps: 30d, artifacts: 7d, dead_letters: 90d}   # corral purge; hourly in serve"
+)
 RULE_TIMEOUT = "timeout: 1h                         #   run.cost_usd"
 ON_TIMEOUT = "on_timeout: cancel                  # cancel | escalate | fallback"
 ON_REJECT = "on_reject: replan                   # replan"

@@ -9,12 +9,11 @@ import pytest
 
 from corral.gates import output_guard
 from corral.providers.sim import Script
+from tests import support
 from tests.gateway.conftest import Serve, Served, tool_turn
 
-GUARDS = (
-    "guards:\n  input:  {injection: block}            # block | flag | off\n"
-    "  output: {pii: redact}                 # redact | block | flag | off"
-)
+# The example's whole guards section, which tests replace with their own.
+GUARDS = "guards:" + support.EXAMPLE.read_text().split("\nguards:", 1)[1].split("\nretention:")[0]
 PERSONAL = "Ada's SSN is 536-22-8726, her card 4111 1111 1111 1111 and her mail ada@example.com."
 RAW = ("536-22-8726", "4111 1111 1111 1111", "ada@example.com")
 INJECTED = (
@@ -95,7 +94,7 @@ async def test_a_redacted_stream_shows_no_raw_value_in_any_chunk(serve: Serve) -
 
 
 async def test_block_refuses_an_answer_with_personal_data(serve: Serve) -> None:
-    served = await serve({GUARDS: "guards:\n  output: {pii: block}"})
+    served = await serve({GUARDS: "guards:\n  output: {pii: block}\n"})
     served.sim.set_script("gpt-4o", Script.of(PERSONAL))
     async with client(served) as api:
         with pytest.raises(openai.PermissionDeniedError) as caught:

@@ -23,7 +23,7 @@ EMAIL, CARD, SSN = "ada@example.com", "4111 1111 1111 1111", "536-22-1234"
 RAW = (EMAIL, CARD, SSN, "4111111111111111")
 CUSTOMER = {"id": 42, "email": EMAIL, "card": CARD, "note": f"SSN on file: {SSN}"}
 ASKED = f"I am {EMAIL}; refund my card {CARD}. My SSN is {SSN}."
-OUTPUT_PII = "  output: {pii: redact}                 # redact | block | flag | off"
+OUTPUT_PII = "    pii: redact                         # redact | block | flag | off"
 
 Build = Callable[..., Awaitable[Supervisor]]
 
@@ -131,7 +131,7 @@ async def test_with_redaction_off_nothing_is_sealed_nor_redacted(
     build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(DATA_KEY_ENV)  # not needed then
-    sup = await build({OUTPUT_PII: '  output: {pii: "off"}'})
+    sup = await build({OUTPUT_PII: '    pii: "off"', "  storage: {pii: redact} ": "  storage: {} "})
     assert isinstance(sup.store, SQLiteStore) and sup.store.redactor is None
     await a_run_with_personal_data(sup, tmp_path)
     assert set(raw_values_in(on_disk(tmp_path))) >= {EMAIL, CARD, SSN}

@@ -68,11 +68,9 @@ SHAPE: dict[str, re.Pattern[str]] = {name: re.compile(p) for name, p in SHAPES.i
 # else at C speed; the rest are look-arounds, as an alternation of classes would lose
 # that. The letters include the digit look-alikes (pii_text.LOOKALIKE_DIGITS): "67O9".
 TRIGGER = re.compile(
-    r"[0-9@:.](?:"
-    r"(?<=[A-Za-z][0-9])[0-9]*+"
-    # possessive, and not from inside a run: no retrying every digit of "64677"
-    r"|(?<![0-9][0-9])(?<=[0-9])[0-9]*+"
-    r"(?:(?<=[0-9]{7})|(?=[ .\-/][0-9(]|[):A-Za-z\u041e\u043e\u039f\u03bf\u0406]))"
+    r"[0-9@:.](?<![0-9]{2})(?:"  # never from inside a digit run
+    r"(?<=[0-9])(?:(?<=[A-Za-z][0-9])[0-9]*+|[0-9]*+"  # possessive: no retrying of "64677"
+    r"(?:(?<=[0-9]{7})|(?=[ .\-/][0-9(]|[):A-Za-z\u041e\u043e\u039f\u03bf\u0406])))"
     r"|(?<=:)(?=[0-9A-Fa-f:/])|(?<=\.)(?=[A-Za-z0-9-])|(?<=@))"
 )
 

@@ -172,13 +172,11 @@ class Notifier:
         failed = {"approval": approval, "url": shown, "attempts": attempts, "error": error}
         await self._audit.append("approval.notify_failed", failed, run_id)
 
-    async def _attempt(self, url: str, body: bytes, timeout: aiohttp.ClientTimeout) -> str | None:
+    async def _attempt(self, url: str, body: bytes, limit: aiohttp.ClientTimeout) -> str | None:
         """None if the webhook took the post, else why not: its status or the error."""
         client = self._client()
         try:
-            async with client.post(
-                url, data=body, headers=_JSON_HEADERS, timeout=timeout
-            ) as answer:
+            async with client.post(url, data=body, headers=_JSON_HEADERS, timeout=limit) as answer:
                 return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

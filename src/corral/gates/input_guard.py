@@ -8,10 +8,11 @@ returned). Per source, `guards.input.injection` blocks (a `guard.input` halt who
 packet names the rule, the source and the offending span), flags (an audit event) or
 lets the text be.
 
-`guards.input.spotlight` then rewrites the tool messages the model gets (never the
-ones the agent keeps, nor the record): `delimit` wraps each in markers, `datamark`
-interleaves a marker between its words, and a system note says such content carries
-no instructions. A tool result marked this way cannot pose as the conversation.
+`guards.input.spotlight` then rewrites the tool messages the model gets (a copy: the
+agent's own list is untouched; the step records what the model got, as it does after
+compaction): `delimit` wraps each in markers, `datamark` interleaves a marker between
+its words, and a system note says such content carries no instructions. A tool result
+marked this way cannot pose as the conversation.
 
 A detector that raises, or runs past `guards.input.timeout`, blocks the call: a guard
 that cannot answer never lets text through unread.

@@ -1,13 +1,13 @@
 """The scan behind ``find_pii``: where to look in the folded text, and what to try there.
 
-One pass of ``TRIGGER`` stops at each digit run and at each ``@``, ``:`` and ``.`` that
-could be inside a value. From each stop the candidate starts follow cheaply: a digit run may
-begin a number, end the letters of an IBAN or a licence (``GB82...``, ``F1628...``), or
-follow the ``+`` or ``(`` of a phone number; an ``@`` ends an e-mail's local part, read
-backwards; a ``:`` may be inside an IPv6 address or after a URL's scheme; a ``.`` may be
-inside a host name or after ``www``. Only the shapes that can begin there are tried,
-anchored (a run of seven digits starts no IP address, a '.' after five digits no SSN), and
-the best validated reading wins: higher score, then longer.
+One pass of ``TRIGGER`` stops at each digit run that could start a value and at each ``@``,
+``:`` and ``.`` that could be inside one. From each stop the candidate starts follow
+cheaply: a digit run may begin a number, end the letters of an IBAN or a licence
+(``GB82...``, ``F1628...``), or follow the ``+`` or ``(`` of a phone number; an ``@`` ends
+an e-mail's local part, read backwards; a ``:`` may be inside an IPv6 address or after a
+URL's scheme; a ``.`` may be inside a host name or after ``www``. Only the shapes that can
+begin there are tried, anchored (a run of seven digits starts no IP address, a '.' after
+five digits no SSN), and the best validated reading wins: higher score, then longer.
 
 A letter that looks like a digit right after a digit run and before another digit (``67O9``)
 sends the scan back to the start over the text with such letters read as digits (see

@@ -88,6 +88,25 @@ def test_phone_weak_shapes_with_a_label(text: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("You can reach me on 020 7946 0958 after six.", "020 7946 0958"),
+        ("My mobile: 07700 900123", "07700 900123"),
+        ("WhatsApp +91 98765 43210 anytime", "+91 98765 43210"),
+        ("Contact 1800 123 456 for support", "1800 123 456"),
+        ("Please call 06 12 34 56 78 tonight", "06 12 34 56 78"),
+        ("His cell is 312.555.0142", "312.555.0142"),
+        ("office line (02) 9876 5432", "(02) 9876 5432"),
+        ("Telefon +49 (0)89 1234567", "+49 (0)89 1234567"),
+        ("contact me at +7 495 123-45-67", "+7 495 123-45-67"),
+    ],
+)
+def test_phone_layouts_from_elsewhere(text: str, value: str) -> None:
+    """Layouts written for these tests, not taken from the development set."""
+    assert found(text) == [("PHONE_NUMBER", value)]
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "9472 7916",  # bare groups without a label: could be anything

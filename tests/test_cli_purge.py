@@ -20,12 +20,11 @@ from corral.telemetry.audit import AuditLog
 from tests.support import corral, example_policy, flat, runner
 
 DAY = 86400.0
-GUARDS = "guards:\n"
-RETENTION = "retention: {steps: 30d, artifacts: 7d, dead_letters: 90d}\n"
+RETENTION = "retention: {steps: 30d, artifacts: 7d, dead_letters: 90d}"  # the example's
 
 
 def policy_with(tmp_path: Path, retention: str = RETENTION) -> Path:
-    return example_policy(tmp_path, {GUARDS: retention + GUARDS})
+    return example_policy(tmp_path, {RETENTION: retention.rstrip("\n")})
 
 
 def run(run_id: str, at: float, **changes: object) -> RunRecord:

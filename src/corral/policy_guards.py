@@ -14,8 +14,9 @@ from pydantic import Field
 from corral.policy_types import Count, Duration, PositiveDuration, Strict
 
 InjectionAction = Literal["block", "flag", "off"]
-Source = Literal["user", "tool", "document"]
-SOURCES: tuple[Source, ...] = ("user", "tool", "document")
+# Where text entering a conversation comes from: a user's turn, or a tool's result.
+Source = Literal["user", "tool"]
+SOURCES: tuple[Source, ...] = ("user", "tool")
 
 
 class PerSource(Strict):
@@ -23,7 +24,6 @@ class PerSource(Strict):
 
     user: InjectionAction = "off"
     tool: InjectionAction = "off"
-    document: InjectionAction = "off"
 
 
 class InputGuards(Strict):
@@ -41,8 +41,9 @@ class InputGuards(Strict):
         return self.injection
 
     @property
-    def active(self) -> bool:
-        return any(self.action(source) != "off" for source in SOURCES) or self.spotlight != "off"
+    def scans(self) -> bool:
+        """Whether any source is scanned for injection."""
+        return any(self.action(source) != "off" for source in SOURCES)
 
 
 class SchemaRepair(Strict):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from corral import Halted, HaltReason, Supervisor
+from corral.gates.input_guard import SPOTLIGHT_NOTE, SPOTLIGHT_OPEN
 from corral.providers.sim import SimProvider
 from tests.runtime.conftest import example_policy
 
@@ -39,10 +40,12 @@ async def test_large_old_tool_output_becomes_an_artifact_the_run_can_read(
     async with small_window as sup, sup.run(agent="support", session="ctx") as run:
         await run.chat("default", CONVERSATION, max_tokens=200)
         [step] = await sup.store.list_steps(run.id)
-        sent = step.input["messages"]
+        # The step shows what the model got: compacted, and its tool output spotlit (the
+        # example policy marks tool output as data, with a system note saying so).
+        sent = [m for m in step.input["messages"] if m["content"] != SPOTLIGHT_NOTE["delimit"]]
         assert sent[0] == CONVERSATION[0] and sent[-1] == CONVERSATION[-1]
         assert len(sent) == len(CONVERSATION)
-        pointer = sent[3]["content"]
+        pointer = sent[3]["content"].removeprefix(f"{SPOTLIGHT_OPEN}\n")
         assert pointer.startswith("[artifact art_") and len(pointer) < 500
         handle = pointer.removeprefix("[artifact ").split(":", 1)[0]
         assert (await run.artifact(handle)).decode() == BIG

@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from corral import Halted, HaltReason, Supervisor
+from corral.calls import StreamDelta
 from corral.gates import output_guard
 from corral.gates.input_guard import DATAMARK, SPOTLIGHT_OPEN, entering, spotlit
+from corral.policy_guards import OutputGuards
 from corral.providers.sim import Script, SimProvider, SimReply
+from corral.telemetry.guard_stats import GuardStats
 from tests import support
 
 from .conftest import example_policy
@@ -239,3 +243,25 @@ async def test_grounding_flags_what_the_sources_do_not_say(build: Build, sim: Si
     flagged = [e for e in await sup.store.list_audit() if e.kind == "guard.flagged"]
     sentences = [u["text"] for u in flagged[0].payload["unsupported"]]
     assert sentences == ["A refund of 300 dollars was issued."]
+
+
+async def test_a_stream_reads_a_label_it_sent_already() -> None:
+    # A national number is personal data only by its label: when the label went out in
+    # an earlier piece, the number held back must still be read with it.
+    sent: list[str] = []
+
+    async def sink(delta: StreamDelta) -> None:
+        sent.append(delta.text)
+
+    class Gate:
+        _stats = GuardStats()
+
+        def _timed(self, guards: Any, ctx: Any, check: Callable[[], Any]) -> Any:
+            return check()
+
+    ctx = SimpleNamespace(run_id="run_1")
+    stream = output_guard._Holdback(Gate(), sink, OutputGuards(pii="redact"), ctx, False)  # type: ignore[arg-type]
+    await stream.feed(StreamDelta(text="Her phone:"))
+    stream.sent = "Her phone:"  # as if the cut had let the label go
+    stream._pending = " 75 40 81 22, and she prefers evenings."
+    assert stream.redacted_rest() == " [PHONE_NUMBER], and she prefers evenings."

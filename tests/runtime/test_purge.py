@@ -23,9 +23,12 @@ NOW = 1_700_000_000.0 + 5 * 3600  # five hours into a UTC day
 TODAY = (NOW // DAY) * DAY
 
 
+# The example policy's own retention line, which each test replaces with its own.
+EXAMPLE_RETENTION = "retention: {steps: 30d, artifacts: 7d, dead_letters: 90d}"
+
+
 def policy(tmp_path: Path, retention_line: str | None, **edits: str) -> Policy:
-    if retention_line is not None:
-        edits["guards:\n"] = f"{retention_line}\nguards:\n"
+    edits[EXAMPLE_RETENTION] = retention_line or ""
     return load_policy(support.example_policy(tmp_path, edits), require_keys=False)
 
 

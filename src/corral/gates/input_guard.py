@@ -8,11 +8,11 @@ returned). Per source, `guards.input.injection` blocks (a `guard.input` halt who
 packet names the rule, the source and the offending span), flags (an audit event) or
 lets the text be.
 
-`guards.input.spotlight` then rewrites the tool messages the model gets (a copy: the
-agent's own list is untouched; the step records what the model got, as it does after
-compaction): `delimit` wraps each in markers, `datamark` interleaves a marker between
-its words, and a system note says such content carries no instructions. A tool result
-marked this way cannot pose as the conversation.
+`guards.input.spotlight` rewrites the tool messages the model gets (SpotlightGate,
+after compaction; a copy: the agent's own list is untouched, and the step records what
+the model got): `delimit` wraps each in markers, `datamark` interleaves a marker
+between its words, and a system note says such content carries no instructions. A tool
+result marked this way cannot pose as the conversation.
 
 A detector that raises, or runs past `guards.input.timeout`, blocks the call: a guard
 that cannot answer never lets text through unread.
@@ -88,7 +88,9 @@ class InputGuardGate:
         self,
         audit: AuditLog,
         stats: GuardStats,
-        clock: Callable[[], float] = time.perf_counter,
+        # The thread's CPU time: a scan's budget is its own work, not the wait for a core
+        # a loaded machine adds to it.
+        clock: Callable[[], float] = time.thread_time,
         scan: Callable[[str, Source], Verdict] = scan_injection,
     ) -> None:
         self._audit = audit
@@ -98,13 +100,11 @@ class InputGuardGate:
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         guards = ctx.policy.guards.input
-        if call.kind != "llm" or call.guard_made or not guards.active:
+        if call.kind != "llm" or call.guard_made or not guards.scans:
             return await next(call, ctx)
         for index, source in entering(call.messages):
             if guards.action(source) != "off":
                 await self._check(call.messages[index], index, source, guards, ctx)
-        if guards.spotlight != "off":
-            call.messages = spotlit(call.messages, guards.spotlight)
         return await next(call, ctx)
 
     async def _check(
@@ -161,6 +161,18 @@ class InputGuardGate:
             {"rule": "guards.input (fail closed)", "source": source, "message": index,
              "error": why},
         )  # fmt: skip
+
+
+class SpotlightGate:
+    """Marks tool output as data in what the model gets: after the context gate, so
+    compaction keeps the original (an artifact holds what the tool returned), and before
+    the budget hold, so the hold covers the markers and the note."""
+
+    async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
+        style = ctx.policy.guards.input.spotlight
+        if call.kind == "llm" and style != "off" and not call.guard_made:
+            call.messages = spotlit(call.messages, style)
+        return await next(call, ctx)
 
 
 def spotlit(messages: Sequence[Mapping[str, Any]], style: str) -> list[Mapping[str, Any]]:

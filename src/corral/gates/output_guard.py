@@ -25,6 +25,7 @@ a pass-through door never sends the unredacted original.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -39,11 +40,16 @@ from corral.gates.base import Next, RunContext
 from corral.gates.input_guard import _text
 from corral.guards import Finding, find_pii, redact
 from corral.guards.grounding import unsupported
+from corral.guards.pii_patterns import CONTEXT_BEFORE
 from corral.policy_guards import OutputGuards
+from corral.providers.base import ProviderError
 from corral.telemetry.audit import AuditLog
 from corral.telemetry.guard_stats import GuardStats
 
 HOLD_CHARS = 48
+# How much of what a stream sent already is read again before what it holds: the
+# detector looks this far back for a label (pii_patterns.CONTEXT_BEFORE).
+CONTEXT_CHARS = CONTEXT_BEFORE
 SHOWN = 200
 REPAIR_PROMPT = (
     "Your answer does not match the required JSON schema: {error}. Answer again with only "
@@ -98,6 +104,13 @@ class OutputGuardGate:
             call.sink = stream.feed
         try:
             result = await next(call, ctx)
+        except ProviderError:
+            # A stream cut mid-way: what arrived and was held back goes out checked, as the
+            # end of what the caller got (nothing of a stream checked whole: it was not).
+            if stream is not None and not stream.whole:
+                with contextlib.suppress(Halt):
+                    await stream.finish(stream.sent + stream.redacted_rest())
+            raise
         finally:
             call.sink = sink
         assert isinstance(result, LLMResult)
@@ -297,7 +310,7 @@ class _Holdback:
         cut = max(cut, self._pending.rfind("\n", 0, max(0, len(self._pending) - HOLD_CHARS) + 1))
         if cut <= 0:
             return
-        findings = self._gate._timed(self._guards, self._ctx, lambda: find_pii(self._pending))
+        findings = self._findings(self._pending)
         for finding in findings:
             if finding.start < cut < finding.end:
                 cut = finding.start  # never split a value: hold it whole
@@ -322,7 +335,19 @@ class _Holdback:
         rest = self._pending
         if not rest or self._guards.pii in ("off", "flag"):
             return rest
-        return self._clean(rest, self._gate._timed(self._guards, self._ctx, lambda: find_pii(rest)))
+        return self._clean(rest, self._findings(rest))
+
+    def _findings(self, held: str) -> list[Finding]:
+        """The findings in the text held back, read with the end of what was sent before
+        it: a label sent already ("Phone: ") still makes the number after it one."""
+        context = self.sent[-CONTEXT_CHARS:]
+        found = self._gate._timed(self._guards, self._ctx, lambda: find_pii(context + held))
+        shift = len(context)
+        return [
+            Finding(f.entity, max(f.start - shift, 0), f.end - shift, f.score)
+            for f in found
+            if f.end > shift
+        ]
 
     async def finish(self, text: str) -> None:
         """Send what the client has not had of the checked answer."""

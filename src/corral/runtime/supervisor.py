@@ -23,7 +23,7 @@ from corral.gates.budget import MICRO_USD, BudgetGate, build_caps, cap_key
 from corral.gates.context import ContextGate
 from corral.gates.deadline import DeadlineGate
 from corral.gates.idempotency import IdempotencyGate
-from corral.gates.input_guard import InputGuardGate
+from corral.gates.input_guard import InputGuardGate, SpotlightGate
 from corral.gates.kill import KillSwitchGate
 from corral.gates.loops import LoopGate
 from corral.gates.output_guard import OutputGuardGate
@@ -100,6 +100,7 @@ def pipeline_gates(
         InputGuardGate(audit, stats),
         LoopGate(audit, clock),
         ContextGate(store, audit, clock),
+        SpotlightGate(),
         ApprovalGate(store, audit, {} if tools is None else tools, clock, notifier),
         BudgetGate(counters, clock, store),
         RateLimitGate(counters),

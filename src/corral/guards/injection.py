@@ -113,13 +113,12 @@ def _scan(text: str, user: bool, depth: int) -> list[Hit]:
     """Every hit in ``text``, in the original text's offsets."""
     primary, smuggled = clean(text)
     low = lowered(primary.text)
-    data = ascii_bytes(primary.text)
-    low_data = ascii_bytes(low)
-    words = words_of(low_data)
-    found = _ALL[user].match(primary.text, low, low_data, words)
+    data = ascii_bytes(low)
+    words = words_of(data)
+    found = _ALL[user].match(primary.text, low, data, words)
     if not user:
         found += output_hits(low, words)
-    found += payload_hits(low, words, user)
+    found += payload_hits(low, data, words, user)
     hits = [_placed(hit, primary) for hit in found]
     hits += _decoded(primary, data, words, user)
     if depth < _DEPTH:

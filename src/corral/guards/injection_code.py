@@ -4,7 +4,8 @@ Documentation says "add the following code to your settings.py" all the time, so
 request alone is weak evidence. What makes it an attack is the code: it reads secrets
 (environment variables, cookies, keys, memory, devices, contact lists) and sends them
 somewhere, downloads something and runs it or passes it on to other machines (over FTP,
-SSH, Bluetooth, a raw socket), wipes or stops a system, or mines coins.
+SSH, Bluetooth, a raw socket), hands a shell to a remote socket, encrypts a file tree,
+floods a host, wipes, stops or cuts off a system, or mines coins.
 Either half stays under a data source's threshold; together they cross it. The payload
 checks run only when the text holds one of the words such code needs, so prose pays a
 set lookup.
@@ -14,7 +15,14 @@ from __future__ import annotations
 
 import re
 
-from corral.guards.injection_match import Hit, Rule, RuleSet, ascii_bytes, rule, sentence
+from corral.guards.injection_match import (
+    Hit,
+    Rule,
+    RuleSet,
+    literals,
+    rule,
+    sentence,
+)
 
 _ADOPT_RE = re.compile(
     r"\b(?:utili[sz]e|use|include|incorporate|integrate|merge|meld|fuse|blend|weave|embed|"
@@ -34,8 +42,8 @@ def _adopted(text: str, low: str, found: re.Match[str]) -> float:
 
 CODE_REQUEST: Rule = rule(
     "indirect.insert_code",
-    ["following", "subsequent", "below", "provided", "given", "attached", "next", "above"],
-    r"(?:following|subsequent|below|provided|given|attached|next|above)\s+"
+    ["following", "subsequent", "below", "provided", "given", "attached", "next", "above", "this"],
+    r"(?:following|subsequent|below|provided|given|attached|next|above|this)\s+"
     r"(?:(?:python|bash|shell|javascript|js)\s+)?(?:code(?:\s+(?:block|excerpt|section|"
     r"snippet|segment|fragment|piece|sample|lines?))?|snippet|script|excerpt|"
     r"lines\s+of\s+code|piece\s+of\s+code)\b",
@@ -47,175 +55,114 @@ CODE_REQUEST: Rule = rule(
 
 # What such code is made of: each part is a literal (found by the word-indexed matcher,
 # so prose that holds none of their words pays nothing), some with a pattern to follow.
-# A part's id says what it does; two parts together make a payload.
-_SECRET = [
-    "os.environ",
-    "getenv(",
-    "environ[",
-    "cookiejar",
-    "simplecookie",
-    "browser_cookie",
-    "keychain",
-    "keylog",
-    "pynput",
-    "getpass",
-    "pyperclip",
-    "clipboard",
-    "imagegrab",
-    "screenshot",
-    "driverquery",
-    "usb.core",
-    "query_devices",
-    "contacts.csv",
-    "trash/",
-    "bash_history",
-    "wallet.dat",
-    "platform.uname",
-    "platform.node",
-    "socket.gethostname",
-    "uuid.getnode",
-    "getmac",
-    "etc/passwd",
-    "etc/shadow",
-    "ssh/",
-    "id_rsa",
-    "aws/credentials",
-]
-_SEND = [
-    "requests.post",
-    "requests.put",
-    "requests.patch",
-    "httpx.post",
-    "httpx.put",
-    ".post(",
-    "httpsconnection",
-    "httpconnection",
-    "socket.socket",
-    ".sendall(",
-    ".sendto(",
-    "smtplib",
-    "smtp(",
-    "smtp_ssl(",
-    "yagmail",
-    "ftplib",
-    "ftp(",
-    "storbinary",
-    "paramiko",
-    "scpclient",
-    "mqtt",
-    "publish.single",
-    "bluetooth",
-    "webhook",
-]
-_FETCH = [
-    "wget",
-    "urlretrieve",
-    "urlopen",
-    "requests.get",
-    "httpx.get",
-    "invoke-webrequest",
-    "download(",
-]
+# A part's id says what it does; two parts together, or one that is harmful alone, make
+# a payload.
+_SECRET = literals(
+    "os.environ getenv( environ[ cookiejar simplecookie browser_cookie keychain keylog "
+    "pynput keyboard.on_press keyboard.hook getpass pyperclip clipboard imagegrab "
+    "screenshot pyautogui.screenshot mss.mss driverquery usb.core query_devices "
+    "contacts.csv trash/ bash_history wallet.dat platform.uname platform.node "
+    "platform.platform socket.gethostname uuid.getnode getmac os.getlogin getuser "
+    "systeminfo ipconfig ifconfig netifaces wmi.wmi etc/passwd etc/shadow ssh/ id_rsa "
+    "aws/credentials scapy sniff( pcap"
+)
+_SEND = literals(
+    "requests.post requests.put requests.patch httpx.post httpx.put .post( httpsconnection "
+    "httpconnection socket.socket .sendall( .sendto( smtplib smtp( smtp_ssl( yagmail ftplib "
+    "ftp( storbinary paramiko scpclient mqtt publish.single bluetooth webhook"
+)
+_FETCH = literals("wget urlretrieve urlopen requests.get httpx.get invoke-webrequest download(")
 # Where fetched content is passed on to another machine (not an API's own POST).
-_UPLOAD = [
-    "socket.socket",
-    ".sendall(",
-    ".sendto(",
-    "ftplib",
-    "ftp(",
-    "storbinary",
-    "paramiko",
-    "scpclient",
-    "bluetooth",
-    "smtplib",
-    "files=",
-    "file=@",
+_UPLOAD = literals(
+    "socket.socket .sendall( .sendto( ftplib ftp( storbinary paramiko scpclient bluetooth "
+    "smtplib files= file=@"
+)
+_RUN = literals("exec( eval( os.system subprocess popen nohup start-process")
+# A shell handed to whoever is on the other end of a connection.
+_SHELL = literals("/bin/sh /bin/bash cmd.exe pty.spawn os.dup2 powershell.exe")
+_CONNECT = ["socket.socket", ".connect(", "nc -e", "ncat"]
+_ENCRYPT = literals("fernet aes.new chacha20 .encrypt( encrypt_file")
+_WALK = literals("os.walk glob.glob os.listdir pathlib rglob(")
+_LOOP = ["while true", "while 1:", "threading.thread", "for _ in range("]
+_DESTROY = [
+    *literals("mkfs. rc.local etc/init.d shutil.rmtree( vssadmin bcdedit winreg.deletekey"),
+    *literals("system32 slowloris hping3 ransom"),
+    "reg delete",
+    "syn flood",
 ]
-_RUN = ["exec(", "eval(", "os.system", "subprocess", "popen", "nohup", "start-process"]
-_DESTROY = ["mkfs.", "rc.local", "etc/init.d", "shutil.rmtree("]
-_MINE = [
-    "xmrig",
-    "cryptomine",
-    "cryptominer",
-    "crypto-miner",
-    "monero",
-    "coinhive",
-    "minerd",
-    "nicehash",
-]
+_MINE = literals("xmrig cryptomine cryptominer crypto-miner monero coinhive minerd nicehash")
 
 
-def _literals(name: str, literals: list[str]) -> Rule:
-    return rule(name, literals, "|".join(re.escape(x) for x in literals), 1.0, 1.0)
+def _literals(name: str, found: list[str]) -> Rule:
+    return rule(name, found, "|".join(re.escape(x) for x in found), 1.0, 1.0)
+
+
+def _part(name: str, starts: list[str], pattern: str, **options: object) -> Rule:
+    return rule(name, starts, pattern, 1.0, 1.0, **options)  # type: ignore[arg-type]
 
 
 _PARTS = RuleSet(
     (
         _literals("secret", _SECRET),
-        rule("secret", ["cookies.", "cookie."], r"cookies?\.(?:txt|pkl|json|sqlite)", 1.0, 1.0),
-        rule(
+        _part("secret", ["cookies.", "cookie."], r"cookies?\.(?:txt|pkl|json|sqlite)"),
+        _part(
             "secret",
             ["psutil."],
             r"psutil\.(?:virtual_memory|disk_partitions|net_if_addrs|process_iter|users)",
-            1.0,
-            1.0,
         ),
-        rule("secret", ["login data"], r"login\s+data", 1.0, 1.0),
+        _part("secret", ["login data"], r"login\s+data"),
         _literals("send", _SEND),
-        rule("send", ["urlopen("], r"urlopen\([^)\n]*data", 1.0, 1.0),
-        rule("send", [".request("], r"\.request\(\s*[\"']post", 1.0, 1.0),
-        rule("send", ["curl "], r"curl\s[^\n]*\s-(?:f|d|t|-data|-upload-file)\b", 1.0, 1.0),
-        rule("send", ["nc -"], r"nc\s+-\w", 1.0, 1.0),
-        rule("send", ["requests.get("], r"requests\.get\([^)\n]*cookies\s*=", 1.0, 1.0),
-        rule("send", ["file=@", "files="], r"file=@|files=", 1.0, 1.0),
+        _part("send", ["urlopen("], r"urlopen\([^)\n]*data"),
+        _part("send", [".request("], r"\.request\(\s*[\"']post"),
+        _part("send", ["curl "], r"curl\s[^\n]*\s-(?:f|d|t|-data|-upload-file)\b"),
+        _part("send", ["nc -"], r"nc\s+-\w"),
+        _part("send", ["requests.get("], r"requests\.get\([^)\n]*cookies\s*="),
+        _part("send", ["file=@", "files="], r"file=@|files="),
         _literals("upload", _UPLOAD),
         _literals("fetch", _FETCH),
-        rule("fetch", [".request("], r"\.request\(\s*[\"']get", 1.0, 1.0),
-        rule("fetch", ["curl "], r"curl\s", 1.0, 1.0),
+        _part("fetch", [".request("], r"\.request\(\s*[\"']get"),
+        _part("fetch", ["curl "], r"curl\s"),
         _literals("run", _RUN),
-        rule("run", ["chmod +x"], r"chmod\s+\+x", 1.0, 1.0),
-        rule("run", ["python"], r"python3?\s+[\w./-]+\.py\b", 1.0, 1.0, needs="py"),
-        rule("run", ["sh", "bash", "zsh"], r"\|\s*(?:ba|z)?sh\b", 1.0, 1.0, back=4),
+        _part("run", ["chmod +x"], r"chmod\s+\+x"),
+        _part("run", ["python"], r"python3?\s+[\w./-]+\.py\b", needs="py"),
+        _part("run", ["sh", "bash", "zsh"], r"\|\s*(?:ba|z)?sh\b", back=4),
+        _literals("shell", _SHELL),
+        _literals("connect", _CONNECT),
+        _literals("encrypt", _ENCRYPT),
+        _literals("walk", _WALK),
+        _literals("loop", _LOOP),
         _literals("payload.destructive", _DESTROY),
-        rule(
+        _part(
             "payload.destructive",
             ["rm -"],
             r"rm\s+-(?:rf|fr|r)\s+(?:/(?:[\s\"'*]|$|usr|etc|lib|bin|boot|sys|var|home|opt|"
             r"root)|~|\$home|\*)",
-            1.0,
-            1.0,
         ),
-        rule(
-            "payload.destructive",
-            ["dd if="],
-            r"dd\s+if=/dev/(?:zero|random|urandom)\s+of=/dev/",
-            1.0,
-            1.0,
+        _part(
+            "payload.destructive", ["dd if="], r"dd\s+if=/dev/(?:zero|random|urandom)\s+of=/dev/"
         ),
-        rule(
-            "payload.destructive", ["systemctl"], r"systemctl\s+(?:stop|disable|mask)\s", 1.0, 1.0
-        ),
-        rule(
+        _part("payload.destructive", ["systemctl"], r"systemctl\s+(?:stop|disable|mask)\s"),
+        _part(
             "payload.destructive",
             ["os.remove(", "os.unlink("],
             r"os\.(?:remove|unlink)\(\s*[\"']/(?:lib|usr|etc|bin|boot|sys|home|var)",
-            1.0,
-            1.0,
         ),
-        rule("payload.destructive", ["format c:", "del /"], r"format\s+c:|del\s+/[fsq]", 1.0, 1.0),
-        rule("payload.destructive", ["chmod"], r"chmod\s+(?:-r\s+)?777\s+/", 1.0, 1.0),
-        rule(
+        _part("payload.destructive", ["format c:", "del /"], r"format\s+c:|del\s+/[fsq]"),
+        _part("payload.destructive", ["chmod"], r"chmod\s+(?:-r\s+)?777\s+/"),
+        _part("payload.destructive", ["kill -9 1"], r"kill\s+-9\s+1\b"),
+        # Cutting a machine off the network: firewall drops, interfaces down, hosts file.
+        _part(
             "payload.destructive",
-            ["kill -9 1", "iptables -f"],
-            r"kill\s+-9\s+1\b|iptables\s+-f",
-            1.0,
-            1.0,
+            ["iptables", "netsh", "ifconfig", "ip link", "etc/hosts"],
+            r"iptables\s+(?:-f|-p\s+\w+\s+drop|-[ai]\s+\w+[^\n]*-j\s+(?:drop|reject))|"
+            r"netsh\s+[^\n]*(?:disable|block)|ifconfig\s+\w+\s+down|ip\s+link\s+set\s+\w+\s+"
+            r"down|etc/hosts[\"']?\s*,\s*[\"'](?:a|w)",
         ),
-        rule("payload.destructive", [":(){"], r":\(\)\s*\{\s*:\|:&\s*\};:", 1.0, 1.0),
-        rule("payload.destructive", ["dev"], r">\s*/dev/sd[a-z]\b", 1.0, 1.0, back=4),
+        _part("payload.destructive", [":(){"], r":\(\)\s*\{\s*:\|:&\s*\};:"),
+        _part("payload.destructive", ["dev"], r">\s*/dev/sd[a-z]\b", back=4),
         _literals("payload.miner", _MINE),
-        rule("payload.miner", ["stratum"], r"stratum\+tcp", 1.0, 1.0),
-        rule("payload.miner", ["miner"], r"miner\b", 1.0, 1.0),
+        _part("payload.miner", ["stratum"], r"stratum\+tcp"),
+        _part("payload.miner", ["miner"], r"miner\b"),
     ),
     user=False,
 )
@@ -223,17 +170,22 @@ _PAIRS = (
     ("payload.exfiltration", "secret", "send"),
     ("payload.download_exec", "fetch", "run"),
     ("payload.relay", "fetch", "upload"),
+    ("payload.reverse_shell", "connect", "shell"),
+    ("payload.ransomware", "encrypt", "walk"),
+    ("payload.flood", "loop", "send"),
+    ("payload.flood", "loop", "fetch"),
 )
+_ALONE = ("payload.destructive", "payload.miner")
 
 _PAYLOAD = 0.45  # in data; in a user turn (someone pasting their own code) much less
 _PAYLOAD_USER = 0.2
 
 
-def payload_hits(low: str, words: frozenset[bytes], user: bool) -> list[Hit]:
-    """Code that exfiltrates, downloads and runs, relays downloads to other machines,
-    destroys, or mines."""
+def payload_hits(low: str, data: bytes, words: frozenset[bytes], user: bool) -> list[Hit]:
+    """Code that exfiltrates, downloads and runs, relays downloads, opens a reverse
+    shell, encrypts a file tree, floods a host, destroys, or mines."""
     parts: dict[str, Hit] = {}
-    for hit in _PARTS.match(low, low, ascii_bytes(low), words):
+    for hit in _PARTS.match(low, low, data, words):
         parts.setdefault(hit.rule, hit)
     if not parts:
         return []
@@ -244,7 +196,7 @@ def payload_hits(low: str, words: frozenset[bytes], user: bool) -> list[Hit]:
         if one is not None and two is not None:
             start, end = min(one.start, two.start), max(one.end, two.end)
             hits.append(Hit(name, weight, start, end))
-    for name in ("payload.destructive", "payload.miner"):
+    for name in _ALONE:
         if name in parts:
             hits.append(Hit(name, weight, parts[name].start, parts[name].end))
     return hits

@@ -294,11 +294,11 @@ def _prose(data: bytes) -> str | None:
 def base64_payloads(primary: Reading, data: bytes) -> list[tuple[tuple[int, int], str]]:
     """Base64 blobs that decode to prose: each blob's span (reading offsets) and its text.
 
-    ``data`` is the reading as bytes. Its runs of 16 base64 characters or more are found
-    with a translate and ``bytes.find`` (C speed; a regex costs ten times more). A blob
-    must be 16 characters or more and mix cases (a long word or an upper-case header is
-    not base64), and decode to mostly letters and spaces: images, keys, hashes and JWTs
-    decode to bytes or JSON."""
+    ``data`` is the lower-cased reading as bytes (``ascii_bytes``): its runs of 16 base64
+    characters or more are found with a translate and ``bytes.find`` (C speed; a regex
+    costs ten times more), and read back in the reading's own case. A blob must mix
+    cases (a long word or an upper-case header is not base64) and decode to mostly
+    letters and spaces: images, keys, hashes and JWTs decode to bytes or JSON."""
     shape = data.translate(_B64_SHAPE)
     found: list[tuple[tuple[int, int], str]] = []
     seen: set[bytes] = set()
@@ -306,7 +306,7 @@ def base64_payloads(primary: Reading, data: bytes) -> list[tuple[tuple[int, int]
     while start != -1 and len(found) < _B64_MAX_BLOBS:
         end = shape.find(b" ", start)
         end = len(shape) if end == -1 else end
-        run = data[start:end]
+        run = primary.text[start:end].encode("ascii", "replace")
         start = shape.find(_B64_RUN, end)
         if run in seen or run.islower() or run.isupper() or len(run) > _B64_MAX_LEN:
             continue

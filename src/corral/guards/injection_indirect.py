@@ -28,6 +28,8 @@ from corral.guards.injection_match import Hit, Rule, literals, rule, sentence, s
 from corral.guards.injection_roles import AI
 
 _AI_NOUNS = [
+    "summarizer",
+    "summariser",
     "ai",
     "assistant",
     "language",
@@ -54,9 +56,10 @@ _AI_NOUNS = [
 
 
 def _greeted(text: str, low: str, found: re.Match[str]) -> float:
-    """A greeting or a comma makes a vocative ("AI, ..."); a bare "Assistant:" is a
-    transcript's speaker label, and "Agent:" or "Model:" a form field."""
-    if found.group("greet"):
+    """A greeting or a comma makes a vocative ("AI, ..."), and so does a plural ("AI
+    agents:"); a bare "Assistant:" is a transcript's speaker label, and "Agent:" or
+    "Model:" a form field."""
+    if found.group("greet") or found.group("many"):
         return 1.0
     if found.group("p") == ":":
         return 0.0 if found.group("who").strip() in ("agent", "model", "bot") else 0.4
@@ -70,7 +73,7 @@ PHRASES: tuple[Rule, ...] = (
         r"(?P<greet>(?:hey|hi|hello|dear|attention|attn|note\s+(?:to|for)|message\s+(?:to|for)|"
         r"instructions?\s+(?:to|for)|reminder\s+(?:to|for)|important\s+(?:note\s+)?(?:to|for)|"
         r"p\.?s\.?)\s*[,:]?\s+(?:the\s+|any\s+|all\s+)?)?"
-        rf"(?P<who>{AI})s?\s*(?P<p>[,:!])",
+        rf"(?P<who>{AI})(?P<many>s)?\s*(?P<p>[,:!])",
         0.15,
         0.75,
         back=45,
@@ -160,18 +163,66 @@ PHRASES: tuple[Rule, ...] = (
         ["send", "forward", "e-mail", "upload", "transmit", "leak", "exfiltrate", "paste"],
         r"(?:send|forward|email|e-mail|post|upload|transmit|leak|exfiltrate|paste|copy)\s+"
         r"(?:(?:me|us|all|the|this|your|their|every|any|of|a\s+copy\s+of)\s+){0,4}"
+        r"(?:contents?\s+of\s+(?:the\s+|your\s+)?)?"
         r"(?:(?:user'?s?|previous|chat|conversation|private|personal|full|entire|saved|stored)"
         r"\s+)*(?:conversation|chat\s+history|history|messages|emails|e-mails|inbox|contacts|"
         r"passwords?|credentials|api\s+keys?|tokens?|secrets?|ssh\s+keys?|private\s+keys?|"
         r"session\s+cookies|cookies|personal\s+data|private\s+data|system\s+prompt|"
-        r"instructions|credit\s+card\s+(?:numbers?|details))\b[^.!?\n]{0,40}?\b(?:to|at|via|"
+        r"instructions|credit\s+card\s+(?:numbers?|details)|~?/?\.ssh\S*|\S*id_rsa|\.env\b|"
+        r"/etc/passwd|\S*\.aws\S*)(?:\b|(?<=\S))[^.!?\n]{0,40}?\b(?:to|at|via|"
         r"into)\s+(?:https?://|www\.|[\w.+-]+@[\w-]+\.|[\w-]+\.(?:com|net|org|io|xyz|ru|cn|"
         r"info|biz|top)\b)",
         0.5,
         0.8,
         needs="conversation history messages emails mails inbox contacts password passwords "
         "credentials api keys key tokens token secrets secret cookies data prompt "
-        "instructions card",
+        "instructions card ssh rsa env passwd aws",
+    ),
+    rule(
+        "indirect.addresses_assistant",
+        _AI_NOUNS,
+        r"(?:the|this|any|all|every|your)\s+(?:ai\s+)?(?:assistant|ai|chatbot|llm|agent|bot|"
+        r"language\s+model|summari[sz]er)s?\s+(?:must|should|shall|will|needs?\s+to|has\s+to|"
+        r"is\s+(?:required|instructed|expected|supposed|allowed|authori[sz]ed)\s+to)\s+"
+        r"(?:now\s+|always\s+|only\s+|never\s+|not\s+)*(?:respond|reply|answer|say|output|"
+        r"print|ignore|disregard|reveal|tell|send|forward|include|recommend|mention|share|"
+        r"delete|obey|follow)\b",
+        0.4,
+        0.8,
+        back=12,
+        needs="must should shall will need needs has required instructed expected supposed "
+        "allowed authorized authorised",
+    ),
+    rule(
+        "indirect.hidden_text",
+        ["<!--"],
+        r"<!--[^>]{0,300}?\b(?:ai|assistant|llm|model|agent|gpt|claude|chatbot|ignore|"
+        r"instructions?|you\s+must|system|prompt)\b",
+        0.0,
+        0.45,
+    ),
+    rule(
+        "indirect.task_hijack",
+        literals(
+            "summarizing summarising summarize summarise translating translate paraphrasing parsing"
+        ),
+        r"(?:when|while|if|before|after)\s+(?:you\s+)?(?:are\s+)?(?:summari[sz]\w*|translat\w*|"
+        r"paraphras\w*|pars(?:e|ing))\s+(?:this|the)\s+(?:email|document|page|text|message|"
+        r"article|file|content|webpage|web\s+page|site|review|thread|conversation)\b",
+        0.1,
+        0.55,
+        back=30,
+        needs="when while if before after",
+    ),
+    rule(
+        "indirect.task_hijack",
+        ["user", "user's"],
+        r"(?:instead\s+of|over|rather\s+than|ignoring|regardless\s+of|not)\s+(?:what\s+)?"
+        r"the\s+user(?:'s|’s)?\s+(?:request|instructions?|question|wants|asked|says|prompt|task)",
+        0.3,
+        0.7,
+        back=40,
+        needs="instead over rather ignoring regardless not",
     ),
     rule(
         "indirect.markdown_exfil",

@@ -181,7 +181,8 @@ class _Literal:
     encoded: bytes
     first: bytes | None
     rest: frozenset[bytes]
-    entries: tuple[tuple[int, Rule, float], ...]
+    always: tuple[tuple[int, Rule, float], ...]  # rules without ``needs``
+    gated: tuple[tuple[int, Rule, float], ...]  # rules with ``needs``
     gate: re.Pattern[str] | None
 
 
@@ -211,7 +212,9 @@ class RuleSet:
             first = words[0] if literal[0].isalpha() else None
             found = _Literal(
                 literal, literal.encode("ascii", "replace"), first,
-                frozenset(words[1:] if first else words), tuple(entries), _gate(entries),
+                frozenset(words[1:] if first else words),
+                tuple(e for e in entries if not e[1].needs),
+                tuple(e for e in entries if e[1].needs), _gate(entries),
             )  # fmt: skip
             if first is None:
                 self._odd.append(found)
@@ -229,11 +232,11 @@ class RuleSet:
         for literal in (*candidates, *self._odd):
             if not literal.rest <= words:
                 continue
-            live = [
-                e for e in literal.entries if not e[1].needs or not e[1].needs.isdisjoint(words)
-            ]
-            if not live:
-                continue
+            live = literal.always
+            if literal.gated:
+                live += tuple(e for e in literal.gated if not e[1].needs.isdisjoint(words))
+                if not live:
+                    continue
             if flat is None:
                 flat = data.translate(_FLAT)
             word = literal.first is not None

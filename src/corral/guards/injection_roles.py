@@ -17,7 +17,7 @@ from corral.guards.injection_match import Rule, literals, rule
 AI = (
     r"(?:ai|a\.i\.|assistant|ai\s+assistant|language\s+model|large\s+language\s+model|llm|"
     r"chatbot|chat\s?gpt|gpt(?:-?\d[\w.]*)?|claude|gemini|copilot|bard|ai\s+agent|"
-    r"ai\s+model|bot|agent|model)"
+    r"ai\s+model|bot|agent|model|summari[sz]er)"
 )
 
 YOU_ARE = ["you are", "you're", "you’re"]
@@ -64,7 +64,8 @@ _PERSONA = (
 )
 _ACT_AS = (
     r"(?:act(?:ing)?\s+as(?:\s+if)?|pretend(?:ing)?\s+(?:to\s+be|you\s+are|you're|that\s+you)|"
-    r"role-?\s?play(?:ing)?\s+(?:as|a|an)|play\s+the\s+(?:role|part)\s+of|"
+    r"role-?\s?play(?:ing)?\s+(?:as|a|an)|(?:play(?:ing)?|in|take\s+on|taking\s+on|assume|"
+    r"assuming)\s+the\s+(?:role|part|persona)\s+of|"
     r"imagine\s+(?:that\s+)?you(?:\s+are|'re)|behave\s+(?:as|like)|respond\s+as|answer\s+as|"
     r"speak\s+as|simulate|emulate|impersonate)\b"
 )
@@ -85,6 +86,13 @@ _ACT_STARTS = [
     "simulate",
     "emulate",
     "impersonate",
+    "playing",
+    "in the role",
+    "in the part",
+    "take",
+    "taking",
+    "assume",
+    "assuming",
 ]
 _QUALIFIER_STARTS = [
     "ethical",

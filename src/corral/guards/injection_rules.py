@@ -121,14 +121,26 @@ _SECRET = re.compile(
 _OWN_RULES = re.compile(r"^your\s.*\b(?:instructions|rules|guidelines|directives|programming)")
 
 
+_VERBATIM = re.compile(r"\b(?:verbatim|word\s+for\s+word|exactly|in\s+full|all\s+of)\b")
+
+
 def _leaked(text: str, low: str, found: re.Match[str]) -> float:
     """The model's prompt, or its hidden instructions: full weight; "your rules": less;
     "its system prompt" (said of some model) half."""
     obj = found.group("obj")
     whose = 0.5 if obj.startswith("its") else 1.0  # a report about a model, not an order
-    if _SECRET.search(obj):
+    if _SECRET.search(obj) or _VERBATIM.search(low, found.start(), found.end() + 30):
         return whose
     return 0.6 * whose if _OWN_RULES.search(obj) else 0.0
+
+
+_OWN_WORDS = re.compile(r"\b(?:i|we)\s+(?:said|wrote|typed|asked|sent|told)\b")
+
+
+def _others_words(text: str, low: str, found: re.Match[str]) -> float:
+    """ "Ignore what I said before" takes back one's own words, as a user may; "ignore the
+    above" throws out whatever came before, the system's words included."""
+    return 0.55 if _OWN_WORDS.search(found.group(0)) else 1.0
 
 
 def _yours(text: str, low: str, found: re.Match[str]) -> float:
@@ -227,16 +239,19 @@ DIRECT: tuple[Rule, ...] = (
         ["ignore", "disregard", "forget", "skip", "discard", "scrap"],
         r"(?:ignore|disregard|forget|skip|discard|scrap)(?:\s+about)?\s+"
         r"(?:(?:all|everything|anything)\s+(?:(?:of\s+)?(?:the\s+)?(?:that\s+)?)?|the\s+|"
+        r"all\s+(?:the\s+)?(?=previous|prior|earlier)|"
         r"what(?:ever)?\s+(?:(?:was|were|is|has\s+been|i|we|you(?:'ve|\s+have|\s+were)?)\s+)?"
         r"(?:(?:been|just|previously|already)\s+)?(?:said|written|told|given|stated|provided|"
         r"instructed|asked|wrote|typed|sent)\s+(?:(?:to\s+you|you)\s+)?)?"
         r"(?:above|before(?:\s+(?:this|that|now))?|previously|so\s+far|"
-        r"up\s+to\s+(?:now|here|this\s+point)|until\s+now|prior\s+to\s+this|earlier)"
+        r"up\s+to\s+(?:now|here|this\s+point)|until\s+now|prior\s+to\s+this|earlier|"
+        r"previous|prior)"
         r"(?=\s*(?:[.,;:!?)\n\"']|$|and\b|then\b|now\b|instead\b|-|from\b|\\n))",
-        0.55,
+        0.75,
         0.8,
         mention=True,
-        needs="above before previously far now prior earlier",
+        check=_others_words,
+        needs="above before previously far now prior earlier previous",
     ),
     rule(
         "override.forget_everything",
@@ -388,6 +403,16 @@ DIRECT: tuple[Rule, ...] = (
         needs="you your system instructions",
     ),
     rule(
+        "leak.repeat_above",
+        literals("rules instructions text words everything prompt what"),
+        r"(?:(?:rules|instructions|text|words|everything|prompt)\s+(?:that\s+)?(?:you\s+(?:were|"
+        r"have\s+been|'ve\s+been)\s+given|given\s+to\s+you|you\s+received)|what\s+(?:was|is)"
+        r"\s+written)\s+(?:above|before|earlier|at\s+the\s+(?:top|start|beginning))\b",
+        0.7,
+        0.8,
+        needs="above before earlier top start beginning",
+    ),
+    rule(
         "leak.told_before",
         ["what"],
         r"what\s+(?:were|are|was|have)\s+you\s+(?:been\s+)?(?:told|instructed|programmed|"
@@ -395,6 +420,16 @@ DIRECT: tuple[Rule, ...] = (
         0.55,
         0.7,
         needs="told instructed programmed trained asked",
+    ),
+    rule(
+        "override.output_lock",
+        literals("respond reply answer say output print just only simply"),
+        r"(?:(?:respond|reply|answer|say|output|print)\s+(?:only|just|exactly|nothing\s+but|"
+        r"solely)|(?:just|only|simply)\s+(?:say|print|output|respond\s+with|reply\s+with|write))"
+        r"\s+(?:with\s+)?(?:the\s+(?:words?|phrase|text)\s+)?[\"'“‘]",
+        0.35,
+        0.6,
+        imperative=True,
     ),
     rule(
         "encoded.decode_and_follow",

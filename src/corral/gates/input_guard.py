@@ -20,7 +20,6 @@ that cannot answer never lets text through unread.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ import orjson
 
 from corral.calls import Call, Halt, HaltReason, Result
 from corral.gates.base import Next, RunContext
+from corral.gates.guard_clock import detector_clock, run_timed
 from corral.guards import Verdict, scan_injection
 from corral.policy_guards import InputGuards, Source
 from corral.telemetry.audit import AuditLog
@@ -88,9 +88,7 @@ class InputGuardGate:
         self,
         audit: AuditLog,
         stats: GuardStats,
-        # The thread's CPU time: a scan's budget is its own work, not the wait for a core
-        # a loaded machine adds to it.
-        clock: Callable[[], float] = time.thread_time,
+        clock: Callable[[], float] = detector_clock,  # see gates/guard_clock.py
         scan: Callable[[str, Source], Verdict] = scan_injection,
     ) -> None:
         self._audit = audit
@@ -118,12 +116,10 @@ class InputGuardGate:
         text = _text(message.get("content"))
         if not text:
             return
-        started = self._clock()
         try:
-            verdict = self._scan(text, source)
+            verdict, took = run_timed(lambda: self._scan(text, source), self._clock)
         except Exception as exc:  # a guard that fails blocks: fail closed
             raise self._failed(ctx, f"{type(exc).__name__}: {exc}", index, source) from exc
-        took = self._clock() - started
         if took > guards.timeout:
             raise self._failed(
                 ctx, f"the scan took {took * 1000:.0f} ms, over {guards.timeout * 1000:g} ms",

@@ -37,6 +37,7 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, StreamDelta, StreamSink
 from corral.gates.base import Next, RunContext
+from corral.gates.guard_clock import run_timed
 from corral.gates.input_guard import _text
 from corral.guards import Finding, find_pii, redact
 from corral.guards.grounding import unsupported
@@ -168,12 +169,10 @@ class OutputGuardGate:
 
     def _timed(self, guards: OutputGuards, ctx: RunContext, check: Callable[[], Any]) -> Any:
         """Run a detector under the guard's time budget; a failure blocks (fail closed)."""
-        started = self._clock()
         try:
-            found = check()
+            found, took = run_timed(check, self._clock)
         except Exception as exc:
             raise self._failed(f"{type(exc).__name__}: {exc}") from exc
-        took = self._clock() - started
         if took > guards.timeout:
             raise self._failed(f"it took {took * 1000:.0f} ms, over {guards.timeout * 1000:g} ms")
         return found

@@ -125,3 +125,38 @@ async def test_guard_outcomes_and_errors_are_counted_in_metrics(
         metrics = (await http.get("/metrics")).text
     assert 'corral_guard_outcomes_total{guard="output",outcome="redacted"} 1.0' in metrics
     assert 'corral_guard_errors_total{guard="output"} 1.0' in metrics
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"order": {"type": "integer"}, "status": {"type": "string"}},
+    "required": ["order", "status"],
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "status", "schema": SCHEMA}}
+
+
+async def test_a_schema_failure_is_repaired_once_then_refused(serve: Serve) -> None:
+    served = await serve()
+    question = [{"role": "user", "content": "Status of order 1042?"}]
+    async with client(served) as api:
+        served.sim.set_script(
+            "gpt-4o", Script.of('{"order": "1042"}', '{"order": 1042, "status": "sent"}')
+        )
+        answer = await api.chat.completions.create(
+            model="default",
+            messages=question,
+            max_tokens=50,
+            response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+        )
+        assert answer.choices[0].message.content == '{"order": 1042, "status": "sent"}'
+        served.sim.set_script("gpt-4o", Script.of("not json", '{"order": 1042}'))
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await api.chat.completions.create(
+                model="default",
+                messages=question,
+                max_tokens=50,
+                response_format=RESPONSE_FORMAT,  # type: ignore[arg-type]
+            )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "guard.output"
+    assert "'status' is a required property" in body["message"]

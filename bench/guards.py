@@ -2,7 +2,7 @@
 
 Sections (a function each; ``main`` runs them in order):
 
-  pii   find_pii over the 1,500 sentences of ../shared/data/pii/presidio_synth_dataset_v2.json
+  pii   find_pii over the 1,500 sentences of tests/guards/data/presidio_synth_dataset_v2.json
         (each sentence on its own, as the output gate sees answers) and over one 1 MB text
         made of those sentences, in µs per KB of text; Presidio's analyzer on the same
         sentences in its bench venv (pattern recognizers on a blank spaCy pipeline, the
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corral.guards import find_pii
 from presidio_env import run_presidio
 
-PII_DATA = Path(__file__).resolve().parents[2] / "shared/data/pii/presidio_synth_dataset_v2.json"
+PII_DATA = Path(__file__).resolve().parents[1] / "tests/guards/data/presidio_synth_dataset_v2.json"
 PII_ENTITIES = [
     "CREDIT_CARD",
     "EMAIL_ADDRESS",

@@ -1,7 +1,7 @@
 """PII detection quality: Corral's find_pii and Presidio's analyzer on the same labelled set.
 
-Data: ../shared/data/pii/presidio_synth_dataset_v2.json (1,500 sentences from Presidio's
-template generator, 2,863 labelled spans; see ../shared/data/README.md).
+Data: tests/guards/data/presidio_synth_dataset_v2.json (1,500 sentences from Presidio's
+template generator, 2,863 labelled spans; see tests/guards/data/README.md).
 
 Scoring, per entity type:
   - A predicted span matches a gold span of the same type when the two overlap (at least
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corral.guards import find_pii
 from presidio_env import run_presidio
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/pii/presidio_synth_dataset_v2.json"
+DATA = Path(__file__).resolve().parents[1] / "tests/guards/data/presidio_synth_dataset_v2.json"
 PATTERN_TYPES = (
     "CREDIT_CARD",
     "EMAIL_ADDRESS",

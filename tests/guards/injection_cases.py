@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "injection"
+DATA = Path(__file__).resolve().parent / "data"
 ATTACK_FILES = ("bipia_text_attack_train.json", "bipia_code_attack_train.json")
 EMAIL_FILE = "bipia_email_train.jsonl"
 POSITIONS = ("start", "middle", "end")
@@ -76,5 +76,5 @@ def positives(attacks: list[Attack], contexts: list[str]) -> Iterator[tuple[Atta
 
 
 def development(data: Path = DATA) -> tuple[list[Attack], list[str]]:
-    """BIPIA's training attacks and email contexts, as shipped in ``shared/data``."""
+    """BIPIA's training attacks and email contexts, as kept in tests/guards/data."""
     return load_attacks([data / name for name in ATTACK_FILES]), load_contexts(data / EMAIL_FILE)

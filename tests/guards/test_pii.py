@@ -18,7 +18,7 @@ from corral.guards.pii_classify import BEST_SCORE, READERS, Around
 from corral.guards.pii_patterns import SHAPE
 from corral.guards.pii_text import fold
 
-DATA = Path(__file__).resolve().parents[3] / "shared/data/pii/presidio_synth_dataset_v2.json"
+DATA = Path(__file__).resolve().parent / "data" / "presidio_synth_dataset_v2.json"
 
 
 def found(text: str) -> list[tuple[str, str]]:

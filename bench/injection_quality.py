@@ -5,8 +5,10 @@ each of the 50 benign email contexts, scanned as documents (18,750 texts). Negat
 50 contexts alone, and the hand-written benign corpus (user turns, tool results and
 documents, each scanned as its own source). Prints recall per attack category (marking
 the held-out half of the categories), overall recall on each half, the false-positive
-rates, and the scan's cost in µs per KB (median of rounds over the emails with and
-without attacks).
+rates, and the scan's cost in µs per KB: over the emails with attacks, over the benign
+emails one by one (half a KB each, so the cost of a call weighs in), and over the benign
+emails joined into one 25 KB document. Each figure is the best of several rounds, the
+least disturbed by whatever else the machine runs.
 
 Other BIPIA-format files can be scored the same way, e.g. BIPIA's test split:
 
@@ -20,7 +22,6 @@ Run: .venv/bin/python bench/injection_quality.py
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -40,7 +41,7 @@ from tests.guards.injection_cases import (
 
 from corral.guards import scan_injection
 
-TIMING_ROUNDS = 5
+TIMING_ROUNDS = 7
 
 
 def main() -> None:
@@ -90,7 +91,12 @@ def main() -> None:
     for text in email_fp:
         print(f"  email FP: {text[:100]!r}")
 
-    for name, sample in (("emails with attacks", texts), ("benign emails", contexts)):
+    timed = (
+        ("emails with attacks", texts),
+        ("benign emails", contexts),
+        ("benign emails as one document", ["\n\n".join(contexts)]),
+    )
+    for name, sample in timed:
         size = sum(len(t.encode()) for t in sample) / 1024
         rounds = []
         for _ in range(TIMING_ROUNDS):
@@ -98,8 +104,8 @@ def main() -> None:
             for text in sample:
                 scan_injection(text, "document")
             rounds.append((time.perf_counter() - started) / size * 1e6)
-        print(f"speed, {name}: {statistics.median(rounds):.1f} µs per KB "
-              f"({size:.0f} KB, median of {TIMING_ROUNDS} rounds)")  # fmt: skip
+        print(f"speed, {name}: {min(rounds):.1f} µs per KB "
+              f"({size:.0f} KB, best of {TIMING_ROUNDS} rounds)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Prompt-injection detection: does a text try to instruct the model that reads it?
 
-``scan_injection(text, source)`` scores a text with rules in four groups, each in its own
-module: direct overrides and jailbreaks (``injection_rules``), instructions planted in data
-(``injection_indirect``), code planted for the model to pass on (``injection_code``), and
-the same direct rules again on decoded readings of the text (``injection_decode``:
-look-alike letters, zero-width and tag characters, leetspeak, spaced or reversed
-letters, base64).
+``scan_injection(text, source)`` scores a text with rules in groups, each in its own
+module: direct overrides and attempts on the system prompt (``injection_rules``), role and
+jailbreak personas (``injection_roles``), instructions to the model planted in data
+(``injection_indirect``), unrelated tasks planted in data (``injection_tasks``), code
+planted for the model to pass on (``injection_code``), and the direct rules again on
+decoded readings of the text (``injection_decode``: look-alike letters, zero-width and
+tag characters, leetspeak, spaced or reversed letters, base64). How a rule is written
+and matched fast is ``injection_match``.
 
 Each rule that fires has a weight for the source; weights combine as independent
 evidence (``1 - Π(1 - w)``), so two weak signals in one text add up to more than either.
@@ -24,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from corral.guards.injection_code import CODE_REQUEST, payload_hits
+from corral.guards.injection_code import CODE_AFTER, CODE_REQUEST, payload_hits
 from corral.guards.injection_decode import (
     Reading,
     base64_payloads,
@@ -44,8 +46,9 @@ from corral.guards.injection_tasks import TASKS
 Source = Literal["user", "tool", "document"]
 
 THRESHOLDS: dict[str, float] = {"user": 0.7, "tool": 0.5, "document": 0.5}
+MAX_SPANS = 16
 
-_RULES = (*DIRECT, *PHRASES, *TASKS, CODE_REQUEST)
+_RULES = (*DIRECT, *PHRASES, *TASKS, CODE_REQUEST, CODE_AFTER)
 _ALL = {user: RuleSet(_RULES, user) for user in (True, False)}
 _DIRECT = {user: RuleSet(DIRECT, user) for user in (True, False)}
 
@@ -92,8 +95,8 @@ class Verdict:
 
     ``score`` is in [0, 1]; ``flagged`` when it reached the source's threshold. ``rules``
     are the ids of the rules that fired, strongest first; ``spans`` the character offsets
-    (end exclusive) of the original text they fired on, in the same order, so
-    ``spans[0]`` is the text a halt should show."""
+    (end exclusive) of the original text they fired on, strongest first and without
+    overlaps (at most ``MAX_SPANS``), so ``spans[0]`` is the text a halt should show."""
 
     flagged: bool
     score: float
@@ -253,4 +256,6 @@ def _verdict(hits: list[Hit], threshold: float) -> Verdict:
     for hit in ordered:
         if all(hit.end <= s or e <= hit.start for s, e in spans):
             spans.append((hit.start, hit.end))
+            if len(spans) == MAX_SPANS:
+                break
     return Verdict(score >= threshold, score, rules, tuple(spans))

@@ -40,17 +40,26 @@ def _adopted(text: str, low: str, found: re.Match[str]) -> float:
     return 1.0 if _ADOPT_RE.search(low, begin, end) else 0.5
 
 
+CODE_AFTER: Rule = rule(
+    "indirect.insert_code",
+    ["code", "snippet", "script", "excerpt", "block", "lines"],
+    r"(?:code|snippet|script|excerpt|block|lines)\s+(?:below|above|that\s+follows|provided)\b",
+    0.0,
+    0.4,
+    check=_adopted,
+    needs="below above follows provided",
+)
 CODE_REQUEST: Rule = rule(
     "indirect.insert_code",
     ["following", "subsequent", "below", "provided", "given", "attached", "next", "above", "this"],
     r"(?:following|subsequent|below|provided|given|attached|next|above|this)\s+"
     r"(?:(?:python|bash|shell|javascript|js)\s+)?(?:code(?:\s+(?:block|excerpt|section|"
     r"snippet|segment|fragment|piece|sample|lines?))?|snippet|script|excerpt|"
-    r"lines\s+of\s+code|piece\s+of\s+code)\b",
+    r"lines(?:\s+of\s+code)?|piece\s+of\s+code)\b",
     0.0,
     0.4,
     check=_adopted,
-    needs="code snippet script excerpt",
+    needs="code snippet script excerpt lines",
 )
 
 # What such code is made of: each part is a literal (found by the word-indexed matcher,
@@ -64,7 +73,10 @@ _SECRET = literals(
     "contacts.csv trash/ bash_history wallet.dat platform.uname platform.node "
     "platform.platform socket.gethostname uuid.getnode getmac os.getlogin getuser "
     "systeminfo ipconfig ifconfig netifaces wmi.wmi etc/passwd etc/shadow ssh/ id_rsa "
-    "aws/credentials scapy sniff( pcap"
+    "aws/credentials scapy sniff( pcap pyshark dpkt af_packet sock_raw tcpdump tshark "
+    "net_io_counters net_connections netstat platform.system platform.release "
+    "platform.version platform.machine platform.processor os.uname pyautogui pyscreenshot "
+    "pyaudio sounddevice microphone cv2.videocapture"
 )
 _SEND = literals(
     "requests.post requests.put requests.patch httpx.post httpx.put .post( httpsconnection "
@@ -77,18 +89,28 @@ _UPLOAD = literals(
     "socket.socket .sendall( .sendto( ftplib ftp( storbinary paramiko scpclient bluetooth "
     "smtplib files= file=@"
 )
-_RUN = literals("exec( eval( os.system subprocess popen nohup start-process")
+_RUN = literals("exec( eval( os.system subprocess popen nohup start-process ctypes windll win32api")
 # A shell handed to whoever is on the other end of a connection.
 _SHELL = literals("/bin/sh /bin/bash cmd.exe pty.spawn os.dup2 powershell.exe")
 _CONNECT = ["socket.socket", ".connect(", "nc -e", "ncat"]
 _ENCRYPT = literals("fernet aes.new chacha20 .encrypt( encrypt_file")
-_WALK = literals("os.walk glob.glob os.listdir pathlib rglob(")
+_WALK = literals("os.walk glob.glob os.listdir os.scandir pathlib rglob(")
+_ERASE = literals("os.remove( os.unlink( shutil.rmtree( .unlink(")
 _LOOP = ["while true", "while 1:", "threading.thread", "for _ in range("]
 _DESTROY = [
     *literals("mkfs. rc.local etc/init.d shutil.rmtree( vssadmin bcdedit winreg.deletekey"),
-    *literals("system32 slowloris hping3 ransom"),
+    *literals("system32 slowloris hping3 ransom flood( ifdown"),
     "reg delete",
     "syn flood",
+    "netsh advfirewall",
+    "route delete",
+    "nmcli networking off",
+    "nmcli radio",
+    "ipconfig /release",
+    "service network stop",
+    "systemctl stop network",
+    "kill -9 -1",
+    "chmod -r 000",
 ]
 _MINE = literals("xmrig cryptomine cryptominer crypto-miner monero coinhive minerd nicehash")
 
@@ -130,6 +152,7 @@ _PARTS = RuleSet(
         _literals("connect", _CONNECT),
         _literals("encrypt", _ENCRYPT),
         _literals("walk", _WALK),
+        _literals("erase", _ERASE),
         _literals("loop", _LOOP),
         _literals("payload.destructive", _DESTROY),
         _part(
@@ -145,7 +168,8 @@ _PARTS = RuleSet(
         _part(
             "payload.destructive",
             ["os.remove(", "os.unlink("],
-            r"os\.(?:remove|unlink)\(\s*[\"']/(?:lib|usr|etc|bin|boot|sys|home|var)",
+            r"os\.(?:remove|unlink)\(\s*[\"'](?:/(?:lib|usr|etc|bin|boot|sys|home|var)|"
+            r"c:\\\\?windows)",
         ),
         _part("payload.destructive", ["format c:", "del /"], r"format\s+c:|del\s+/[fsq]"),
         _part("payload.destructive", ["chmod"], r"chmod\s+(?:-r\s+)?777\s+/"),
@@ -172,10 +196,16 @@ _PAIRS = (
     ("payload.relay", "fetch", "upload"),
     ("payload.reverse_shell", "connect", "shell"),
     ("payload.ransomware", "encrypt", "walk"),
+    ("payload.ransomware", "encrypt", "erase"),
     ("payload.flood", "loop", "send"),
     ("payload.flood", "loop", "fetch"),
 )
 _ALONE = ("payload.destructive", "payload.miner")
+_CAPABILITIES = frozenset(
+    ("secret", "send", "upload", "fetch", "run", "shell", "connect", "encrypt", "walk", "erase",
+     "loop")
+)  # fmt: skip
+_COMBINED = 0.9  # of the payload weight: any two capabilities weigh a little less than a pair
 
 _PAYLOAD = 0.45  # in data; in a user turn (someone pasting their own code) much less
 _PAYLOAD_USER = 0.2
@@ -199,4 +229,13 @@ def payload_hits(low: str, data: bytes, words: frozenset[bytes], user: bool) -> 
     for name in _ALONE:
         if name in parts:
             hits.append(Hit(name, weight, parts[name].start, parts[name].end))
+    if not hits:
+        # Two different capabilities in one snippet (secrets and a loop, a raw socket and
+        # a file walk...) without one of the pairs above: the code does more than
+        # configuration and is passed on with the same, lower, suspicion.
+        capable = [hit for name, hit in parts.items() if name in _CAPABILITIES]
+        if len(capable) >= 2:
+            start = min(hit.start for hit in capable)
+            end = max(hit.end for hit in capable)
+            hits.append(Hit("payload.capabilities", weight * _COMBINED, start, end))
     return hits

@@ -26,6 +26,7 @@ import re
 
 from corral.guards.injection_match import Hit, Rule, literals, rule, sentence, sentence_start
 from corral.guards.injection_roles import AI
+from corral.guards.injection_tasks import LANGUAGES
 
 _AI_NOUNS = [
     "summarizer",
@@ -55,15 +56,29 @@ _AI_NOUNS = [
 ]
 
 
+# What follows a vocative that addresses the model: an order, or "please"/"you". After a
+# YAML key ("models:"), a list item ("claude,") or a speaker label, something else does.
+_ORDER_RE = re.compile(
+    r"\s*(?:please|kindly|you|your|ignore|disregard|forget|do|don't|never|always|stop|from|"
+    r"when|before|make|remember|note|read|follow|tell|say|send|write|include|add|reply|"
+    r"respond|answer|summari[sz]e|translate|output|print|delete|remove|forward|visit|open|"
+    r"click|go|run|execute|share|reveal|list|show|give|provide|recommend|mention|use|insert|"
+    r"change|modify|obey|disclose|keep|treat|pretend|act|begin|start|end|the\s+user)\b"
+)
+
+
 def _greeted(text: str, low: str, found: re.Match[str]) -> float:
-    """A greeting or a comma makes a vocative ("AI, ..."), and so does a plural ("AI
-    agents:"); a bare "Assistant:" is a transcript's speaker label, and "Agent:" or
-    "Model:" a form field."""
-    if found.group("greet") or found.group("many"):
+    """A vocative ("AI, ...", "Note to the assistant: ...") counts when an order follows
+    it. Without a greeting, "Assistant:" is a transcript's speaker label: it counts for
+    little, and "Agent:" or "Model:" (a form field) not at all."""
+    if _ORDER_RE.match(low, found.end()) is None:
+        return 0.0
+    if found.group("greet"):
         return 1.0
-    if found.group("p") == ":":
-        return 0.0 if found.group("who").strip() in ("agent", "model", "bot") else 0.4
-    return 0.0 if found.group("who").strip() in ("agent", "model") else 1.0
+    who = found.group("who").strip()
+    if who in ("agent", "model", "bot"):
+        return 0.0
+    return 0.4 if found.group("p") == ":" else 1.0
 
 
 PHRASES: tuple[Rule, ...] = (
@@ -73,7 +88,7 @@ PHRASES: tuple[Rule, ...] = (
         r"(?P<greet>(?:hey|hi|hello|dear|attention|attn|note\s+(?:to|for)|message\s+(?:to|for)|"
         r"instructions?\s+(?:to|for)|reminder\s+(?:to|for)|important\s+(?:note\s+)?(?:to|for)|"
         r"p\.?s\.?)\s*[,:]?\s+(?:the\s+|any\s+|all\s+)?)?"
-        rf"(?P<who>{AI})(?P<many>s)?\s*(?P<p>[,:!])",
+        rf"(?P<who>{AI})s?\s*(?P<p>[,:!])",
         0.15,
         0.75,
         back=45,
@@ -196,8 +211,8 @@ PHRASES: tuple[Rule, ...] = (
     rule(
         "indirect.hidden_text",
         ["<!--"],
-        r"<!--[^>]{0,300}?\b(?:ai|assistant|llm|model|agent|gpt|claude|chatbot|ignore|"
-        r"instructions?|you\s+must|system|prompt)\b",
+        r"<!--[^>]{0,300}?(?<![\w-])(?:ai|assistant|llm|gpt|claude|chatbot|ai\s+agents?|"
+        r"instructions?|you\s+must|system\s+prompt|ignore\s+(?:all|any|the|previous|prior))\b",
         0.0,
         0.45,
     ),
@@ -289,7 +304,8 @@ _RESPELL_RE = re.compile(
     r"\b(?:vowels?|consonants?|typos?|misspell\w*|anagram\w*|homophon\w*|alphanumeric|"
     r"substitut\w*|cipher\w*|scrambl\w*|jumbl\w*|pig\s+latin|leetspeak|morse|backwards?|"
     r"reversed|emojis?|emoticons?|symbols?|encod\w*|base64|binary|capital\s+letters|"
-    r"uppercase|lowercase|spaces|spacing|punctuation|caesar|rot13|atbash)\b"
+    r"uppercase|lowercase|spaces|spacing|punctuation|caesar|rot13|atbash|"
+    rf"(?:in|into|to)\s+(?!english){LANGUAGES})\b"
 )
 _RESPELL_VERB_RE = re.compile(
     r"\b(?:replace|substitute|swap|convert|group|combine|remove|rearrange|shuffle|split|"

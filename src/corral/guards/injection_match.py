@@ -183,6 +183,7 @@ class _Literal:
     rest: frozenset[bytes]
     always: tuple[tuple[int, Rule, float], ...]  # rules without ``needs``
     gated: tuple[tuple[int, Rule, float], ...]  # rules with ``needs``
+    needs: frozenset[bytes]  # the words any of the gated rules needs
     gate: re.Pattern[str] | None
 
 
@@ -214,7 +215,8 @@ class RuleSet:
                 literal, literal.encode("ascii", "replace"), first,
                 frozenset(words[1:] if first else words),
                 tuple(e for e in entries if not e[1].needs),
-                tuple(e for e in entries if e[1].needs), _gate(entries),
+                tuple(e for e in entries if e[1].needs),
+                frozenset().union(*(e[1].needs for e in entries)), _gate(entries),
             )  # fmt: skip
             if first is None:
                 self._odd.append(found)
@@ -233,10 +235,10 @@ class RuleSet:
             if not literal.rest <= words:
                 continue
             live = literal.always
-            if literal.gated:
+            if not literal.needs.isdisjoint(words):
                 live += tuple(e for e in literal.gated if not e[1].needs.isdisjoint(words))
-                if not live:
-                    continue
+            if not live:
+                continue
             if flat is None:
                 flat = data.translate(_FLAT)
             word = literal.first is not None

@@ -317,10 +317,9 @@ DIRECT: tuple[Rule, ...] = (
     ),
     rule(
         "override.fake_system_tag",
-        ["<system", "</system", "[system", "###", "(system"],
+        ["<system", "</system", "[system", "###"],
         r"(?:<\s*/?\s*system\s*>|\[\s*system\s*(?:message|prompt|note|instruction)?\s*\]|"
-        r"###\s*(?:system|instruction|new\s+instruction)s?\b|"
-        r"\(\s*system\s*(?:message|note)?\s*\))",
+        r"###\s*(?:system|instruction|new\s+instruction)s?\b)",
         0.6,
         0.6,
     ),
@@ -386,8 +385,8 @@ DIRECT: tuple[Rule, ...] = (
         literals("repeat print output echo copy return reproduce write paste recite"),
         r"(?:repeat|print|output|echo|copy|return|reproduce|write|paste|recite)\s+"
         r"(?:back\s+)?(?:(?:all|everything|exactly|verbatim|word\s+for\s+word|of)\s+)*"
-        r"(?:(?:the|your)\s+)?(?:(?:words?|text|everything|content|lines?|sentences?|"
-        r"messages?|instructions|prompt|conversation)\s+)?(?:above|before\s+this|so\s+far|"
+        r"(?:(?:the|your)\s+)?(?:words?|text|everything|all|content|lines?|sentences?|"
+        r"messages?|instructions|prompt|conversation)\s+(?:above|before\s+this|so\s+far|"
         r"preceding|prior\s+to\s+this|that\s+(?:came|come)\s+before)\b",
         0.55,
         0.75,

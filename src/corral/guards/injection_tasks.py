@@ -216,6 +216,54 @@ TASKS: tuple[Rule, ...] = (
         "spreadsheet slide presentation swot",
     ),
     rule(
+        "indirect.task_request",
+        literals("provide give conduct perform do prepare write deliver run"),
+        r"(?:provide|give|conduct|perform|do|prepare|write|deliver|run)\s+(?:me\s+|us\s+)?"
+        r"(?:a|an)\s+(?:\w+\s+){0,3}?(?:analysis|overview|breakdown|assessment|evaluation|"
+        r"comparison|forecast|projection|critique)\s+(?:of|on|for|about)\b",
+        0.0,
+        0.5,
+        imperative=True,
+        check=_task,
+        needs="analysis overview breakdown assessment evaluation comparison forecast "
+        "projection critique",
+    ),
+    rule(
+        "indirect.task_request",
+        literals("provide give list find cite suggest recommend"),
+        r"(?:provide|give|list|find|cite|suggest|recommend)\s+(?:me\s+|us\s+)?(?:with\s+)?"
+        r"(?:some\s+|a\s+few\s+|\d+\s+|several\s+)?(?:relevant\s+|credible\s+|reliable\s+)?"
+        r"(?:references|sources|citations|scholarly\s+articles|academic\s+papers|"
+        r"peer-reviewed\s+\w+|research\s+papers)\b",
+        0.0,
+        0.5,
+        imperative=True,
+        check=_task,
+        needs="references sources citations scholarly academic peer research",
+    ),
+    rule(
+        "indirect.task_request",
+        literals("classify determine decide label categorize categorise tell"),
+        r"(?:classify|determine|decide|label|categori[sz]e|tell\s+(?:me|us))\b[^.!?\n]{0,80}?"
+        r"\b(?:positive|negative)\s*(?:,|or)\s*(?:negative|positive|neutral)\b",
+        0.0,
+        0.55,
+        imperative=True,
+        check=_task,
+        needs="positive negative",
+    ),
+    rule(
+        "indirect.output_format",
+        literals("reverse spell write invert flip"),
+        r"(?:reverse|invert|flip)\s+(?:the\s+)?(?:order\s+of\s+(?:the\s+)?)?(?:each\s+|every\s+|"
+        r"all\s+(?:the\s+)?)?(?:words?|letters?|characters?|sentences?|text)\b|"
+        r"(?:spell|write)\s+(?:each|every|all(?:\s+the)?)\s+words?\s+backwards\b",
+        0.0,
+        0.5,
+        imperative=True,
+        needs="word words letter letters character characters sentence sentences text backwards",
+    ),
+    rule(
         "indirect.output_format",
         _ANSWER_VERBS,
         r"(?:respond|reply|answer|write|speak|communicate|talk|output)(?:\s+to\s+(?:me|us|"

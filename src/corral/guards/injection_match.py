@@ -223,39 +223,93 @@ class RuleSet:
             else:
                 self._by_word.setdefault(first, []).append(found)
         self._words = frozenset(self._by_word)
+        self._heads = {word: _head(literals) for word, literals in self._by_word.items()}
 
     def match(self, text: str, low: str, data: bytes, words: frozenset[bytes]) -> list[Hit]:
         """Every hit in a reading (``text``, lower-cased as ``low``, whose bytes are
         ``data``: ``ascii_bytes(low)``)."""
-        hits: list[Hit] = []
-        seen: set[tuple[int, int]] = set()
-        flat: bytes | None = None
-        candidates = [lit for word in self._words & words for lit in self._by_word[word]]
-        for literal in (*candidates, *self._odd):
-            if not literal.rest <= words:
-                continue
-            live = literal.always
-            if not literal.needs.isdisjoint(words):
-                live += tuple(e for e in literal.gated if not e[1].needs.isdisjoint(words))
-            if not live:
-                continue
-            if flat is None:
-                flat = data.translate(_FLAT)
-            word = literal.first is not None
-            position = flat.find(literal.encoded)
-            while position != -1:
-                if (
-                    (not word or position == 0 or not flat[position - 1 : position].isalnum())
-                    and low.startswith(literal.text, position)
-                    and (literal.gate is None or literal.gate.match(low, position))
-                ):
-                    for index, item, weight in live:
-                        hit = _hit(item, weight, text, low, literal.text, position)
-                        if hit is not None and (index, hit.start) not in seen:
-                            seen.add((index, hit.start))
-                            hits.append(hit)
-                position = flat.find(literal.encoded, position + 1)
-        return hits
+        found = _Found(text, low, data.translate(_FLAT))
+        for word in self._words & words:
+            group = _live(self._by_word[word], words)
+            if len(group) >= _HEAD_AFTER:
+                # Every live literal that starts where the scan found one (one may be a
+                # prefix of another: "you have", "you have been given").
+                flat = found.flat
+                for occurrence in self._heads[word].finditer(flat):
+                    start = occurrence.start()
+                    for literal, entries in group.values():
+                        if flat.startswith(literal.encoded, start):
+                            found.at(literal, entries, start)
+            else:
+                for literal, entries in group.values():
+                    found.each(literal, entries)
+        for literal, entries in _live(self._odd, words).values():
+            found.each(literal, entries)
+        return found.hits
+
+
+# A first word with this many live literals ("you are", "you will", "you have", ...) is
+# looked for with one regex over their alternation (their common prefix makes it one C
+# scan); fewer are looked for one ``bytes.find`` each.
+_HEAD_AFTER = 3
+
+
+def _head(literals: list[_Literal]) -> re.Pattern[bytes]:
+    """The alternation of a first word's literals, to find where any of them starts."""
+    return re.compile(b"|".join(re.escape(literal.encoded) for literal in literals))
+
+
+def _live(
+    literals: list[_Literal], words: frozenset[bytes]
+) -> dict[bytes, tuple[_Literal, tuple[tuple[int, Rule, float], ...]]]:
+    """The literals whose words the text holds, each with the rules whose ``needs`` it
+    meets (a literal with none left is dropped)."""
+    live = {}
+    for literal in literals:
+        if not literal.rest <= words:
+            continue
+        entries = literal.always
+        if not literal.needs.isdisjoint(words):
+            entries += tuple(e for e in literal.gated if not e[1].needs.isdisjoint(words))
+        if entries:
+            live[literal.encoded] = (literal, entries)
+    return live
+
+
+class _Found:
+    """The hits of one reading, collected literal by literal (a rule fires once at a
+    place, however many of its literals lead there)."""
+
+    __slots__ = ("flat", "hits", "low", "seen", "text")
+
+    def __init__(self, text: str, low: str, flat: bytes) -> None:
+        self.text = text
+        self.low = low
+        self.flat = flat
+        self.hits: list[Hit] = []
+        self.seen: set[tuple[int, int]] = set()
+
+    def each(self, literal: _Literal, entries: tuple[tuple[int, Rule, float], ...]) -> None:
+        position = self.flat.find(literal.encoded)
+        while position != -1:
+            self.at(literal, entries, position)
+            position = self.flat.find(literal.encoded, position + 1)
+
+    def at(
+        self, literal: _Literal, entries: tuple[tuple[int, Rule, float], ...], position: int
+    ) -> None:
+        flat, low = self.flat, self.low
+        if literal.first is not None and position and flat[position - 1 : position].isalnum():
+            return
+        if not low.startswith(literal.text, position):
+            return
+        if literal.gate is not None and literal.gate.match(low, position) is None:
+            return
+        for index, item, weight in entries:
+            hit = _hit(item, weight, self.text, low, literal.text, position)
+            if hit is not None and (index, hit.start) not in self.seen:
+                self.seen.add((index, hit.start))
+                self.hits.append(hit)
 
 
 def _gate(entries: list[tuple[int, Rule, float]]) -> re.Pattern[str] | None:

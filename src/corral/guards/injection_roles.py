@@ -89,10 +89,10 @@ _ACT_STARTS = [
     "playing",
     "in the role",
     "in the part",
-    "take",
-    "taking",
-    "assume",
-    "assuming",
+    "take on the",
+    "taking on the",
+    "assume the",
+    "assuming the",
 ]
 _QUALIFIER_STARTS = [
     "ethical",

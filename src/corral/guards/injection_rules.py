@@ -403,12 +403,21 @@ DIRECT: tuple[Rule, ...] = (
     ),
     rule(
         "leak.repeat_above",
-        literals("rules instructions text words everything prompt what"),
+        [
+            "you were given",
+            "you have been given",
+            "you've been given",
+            "given to you",
+            "you received",
+            "what was written",
+            "what is written",
+        ],
         r"(?:(?:rules|instructions|text|words|everything|prompt)\s+(?:that\s+)?(?:you\s+(?:were|"
         r"have\s+been|'ve\s+been)\s+given|given\s+to\s+you|you\s+received)|what\s+(?:was|is)"
         r"\s+written)\s+(?:above|before|earlier|at\s+the\s+(?:top|start|beginning))\b",
         0.7,
         0.8,
+        back=40,
         needs="above before earlier top start beginning",
     ),
     rule(
@@ -422,7 +431,16 @@ DIRECT: tuple[Rule, ...] = (
     ),
     rule(
         "override.output_lock",
-        literals("respond reply answer say output print just only simply"),
+        [
+            f"{verb} {word}"
+            for verb in ("respond", "reply", "answer", "say", "output", "print")
+            for word in ("only", "just", "exactly", "nothing", "solely")
+        ]
+        + [
+            f"{word} {verb}"
+            for word in ("just", "only", "simply")
+            for verb in ("say", "print", "output", "respond", "reply", "write")
+        ],
         r"(?:(?:respond|reply|answer|say|output|print)\s+(?:only|just|exactly|nothing\s+but|"
         r"solely)|(?:just|only|simply)\s+(?:say|print|output|respond\s+with|reply\s+with|write))"
         r"\s+(?:with\s+)?(?:the\s+(?:words?|phrase|text)\s+)?[\"'“‘]",

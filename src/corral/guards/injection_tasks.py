@@ -294,7 +294,7 @@ TASKS: tuple[Rule, ...] = (
         0.0,
         0.55,
         imperative=True,
-        needs="cipher letter letters with using",
+        needs="cipher letter letters encrypt encipher",
     ),
     rule(
         "indirect.task_request",

@@ -1,13 +1,13 @@
 """Prompt-injection detection: does a text try to instruct the model that reads it?
 
 ``scan_injection(text, source)`` scores a text with rules in groups, each in its own
-module: direct overrides and attempts on the system prompt (``injection_rules``), role and
-jailbreak personas (``injection_roles``), instructions to the model planted in data
-(``injection_indirect``), unrelated tasks planted in data (``injection_tasks``), code
-planted for the model to pass on (``injection_code``), and the direct rules again on
-decoded readings of the text (``injection_decode``: look-alike letters, zero-width and
-tag characters, leetspeak, spaced or reversed letters, base64). How a rule is written
-and matched fast is ``injection_match``.
+module: direct overrides (``injection_rules``), attempts on the system prompt
+(``injection_leaks``), role and jailbreak personas (``injection_roles``), instructions
+to the model planted in data (``injection_indirect``), unrelated tasks planted in data
+(``injection_tasks``), code planted for the model to pass on (``injection_code``), and
+the direct rules again on decoded readings of the text (``injection_decode``: look-alike
+letters, zero-width and tag characters, leetspeak, spaced or reversed letters, base64).
+How a rule is written and matched fast is ``injection_match``.
 
 Each rule that fires has a weight for the source; weights combine as independent
 evidence (``1 - Π(1 - w)``), so two weak signals in one text add up to more than either.

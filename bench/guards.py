@@ -10,7 +10,12 @@ Sections (a function each; ``main`` runs them in order):
         the two per sentence (target: Corral >= 100x faster). If the Presidio venv cannot
         be built the section says why and prints Corral's figures alone.
 
-Both sides are timed the same way: the fastest of several passes over all the sentences
+  injection  scan_injection over BIPIA's email contexts with and without attacks, as
+        tool output, in µs per KB
+  stream  the output gate's added time to first byte on a stream (pii: redact against
+        pii: off, an upstream sending a word every 20 ms)
+
+Both PII sides are timed the same way: the fastest of several passes over all the sentences
 (Corral: 7 after a warm-up pass; Presidio: 3 after a warm-up of 20 sentences, each
 analyze() call timed), each pass's time divided by the number of sentences. The fastest
 pass is the one least disturbed by whatever else shares this machine's two cores; compare
@@ -22,16 +27,25 @@ Run: .venv/bin/python bench/guards.py [--no-presidio]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "guards"))
 
-from corral.guards import find_pii
+from corral.calls import Call, LLMCall, LLMResult, StreamDelta, Usage
+from corral.gates.base import RunContext
+from corral.gates.output_guard import OutputGuardGate
+from corral.guards import find_pii, scan_injection
+from corral.policy_guards import Guards, OutputGuards
+from corral.telemetry.audit import AuditLog
+from corral.telemetry.guard_stats import GuardStats
 from presidio_env import run_presidio
 
 PII_DATA = Path(__file__).resolve().parents[1] / "tests/guards/data/presidio_synth_dataset_v2.json"
@@ -92,7 +106,81 @@ def pii_section(args: argparse.Namespace) -> None:
     )
 
 
-SECTIONS: tuple[Callable[[argparse.Namespace], None], ...] = (pii_section,)
+def injection_section(args: argparse.Namespace) -> None:
+    """scan_injection over BIPIA's email contexts, each with and without an attack in it,
+    as tool output (the stricter source), in µs per KB."""
+    from injection_cases import development, positives  # tests/guards, on sys.path
+
+    attacks, contexts = development()
+    texts = [*contexts, *(text for _, text in positives(attacks, contexts))]
+    kb = sum(len(t.encode()) for t in texts) / 1024
+    per_pass = _best_seconds(lambda: [scan_injection(t, "tool") for t in texts])
+    big = "\n".join(texts)[: 1024 * 1024]
+    big_kb = len(big.encode()) / 1024
+    big_s = _best_seconds(lambda: scan_injection(big, "tool"), rounds=3)
+    print("== injection: scan_injection (source tool)")
+    print(
+        f"texts:      {len(texts)} ({kb:.0f} KB), {per_pass / kb * 1e6:.1f} µs/KB, "
+        f"{per_pass / len(texts) * 1e6:.1f} µs per text"
+    )
+    print(f"one text:   {big_kb:.0f} KB in {big_s * 1e3:.1f} ms, {big_s / big_kb * 1e6:.1f} µs/KB")
+
+
+def stream_section(args: argparse.Namespace) -> None:
+    """The output gate's added time to first byte on a stream: an upstream sending a word
+    every WORD_MS, through the gate with pii: redact against pii: off, in one run."""
+    words = STREAMED.split(" ")
+    firsts = {}
+    for mode in ("off", "redact"):
+        firsts[mode] = statistics.median(asyncio.run(_first_bytes(words, mode)) for _ in range(5))
+    added = firsts["redact"] - firsts["off"]
+    print(f"== stream: time to first byte, upstream word every {WORD_MS:g} ms")
+    print(
+        f"pii off:    {firsts['off'] * 1e3:.1f} ms;  pii redact: {firsts['redact'] * 1e3:.1f} ms;  "
+        f"added: {added * 1e3:.1f} ms ({added / (WORD_MS / 1e3):.0f} words held)"
+    )
+
+
+WORD_MS = 20.0  # 50 words a second: about what a fast model streams
+STREAMED = (
+    "Your order 1042 left our warehouse this morning and should reach you on Friday; the "
+    "courier will text you a link to follow it, and you can reply to this message if "
+    "anything changes before then."
+)
+
+
+async def _first_bytes(words: list[str], mode: str) -> float:
+    """Seconds from the upstream's first word to the client's first piece of text."""
+    got: list[float] = []
+    started: list[float] = []
+
+    async def client(delta: StreamDelta) -> None:
+        if delta.text and not got:
+            got.append(time.perf_counter())
+
+    async def upstream(call: Call, ctx: RunContext) -> LLMResult:
+        assert isinstance(call, LLMCall) and call.sink is not None
+        for index, word in enumerate(words):
+            if index:
+                await asyncio.sleep(WORD_MS / 1e3)
+            else:
+                started.append(time.perf_counter())
+            await call.sink(StreamDelta(text=(" " if index else "") + word))
+        return LLMResult(" ".join(words), Usage(10, len(words)), "smart")
+
+    guards = Guards(output=OutputGuards(pii=mode))  # type: ignore[arg-type]
+    ctx = SimpleNamespace(policy=SimpleNamespace(guards=guards), run_id="run_bench")
+    gate = OutputGuardGate(AuditLog(None, redact=lambda v: v), GuardStats())  # type: ignore[arg-type]
+    call = LLMCall("default", [{"role": "user", "content": "Where is my order?"}], sink=client)
+    await gate(call, ctx, upstream)  # type: ignore[arg-type]
+    return got[0] - started[0]
+
+
+SECTIONS: tuple[Callable[[argparse.Namespace], None], ...] = (
+    pii_section,
+    injection_section,
+    stream_section,
+)
 
 
 def main() -> None:

@@ -265,3 +265,18 @@ async def test_a_stream_reads_a_label_it_sent_already() -> None:
     stream.sent = "Her phone:"  # as if the cut had let the label go
     stream._pending = " 75 40 81 22, and she prefers evenings."
     assert stream.redacted_rest() == " [PHONE_NUMBER], and she prefers evenings."
+
+
+@pytest.mark.parametrize(
+    ("held", "sent_now"),
+    [
+        ("Hello there my friend", "Hello there my "),  # the last word may still grow
+        ("Call 555 123 4567 now", "Call "),  # digit groups wait for what follows them
+        ("Card 4111 1111 1111", "Card "),
+        ("IBAN DE89 3704 0044", "IBAN "),
+        ("Mail ada@exam", "Mail "),
+        ("ada", ""),
+    ],
+)
+def test_a_stream_holds_back_only_what_could_still_be_a_value(held: str, sent_now: str) -> None:
+    assert held[: output_guard.safe_cut(held)] == sent_now

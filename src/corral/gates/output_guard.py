@@ -12,11 +12,12 @@
   or, with `block`, halt the run (guards/grounding.py).
 
 A stream is redacted as it goes without letting a value through split across chunks:
-the gate holds back the text after the last whitespace at least HOLD_CHARS before the
-end (an entity that has spaces, such as a card or a phone number, fits in HOLD_CHARS;
-one without spaces, such as an email or a URL, ends at a whitespace) and moves the cut
-before any finding it would split. A stream that must be checked whole (a schema, or
-grounding that blocks) is held whole and sent once checked.
+the gate holds back its last word (a value without spaces, such as an email or a URL,
+ends at a whitespace) and the digit groups before it (a value with spaces, such as a
+card, a phone number or an IBAN, is made of them; see safe_cut), and moves the cut
+before any finding it would split. Ordinary text goes out one word behind. A stream
+that must be checked whole (a schema, or grounding that blocks) is held whole and sent
+once checked.
 
 A detector that raises, or runs past `guards.output.timeout`, blocks the answer: fail
 closed. The answer's upstream body (`raw`) is dropped whenever its text is rewritten, so
@@ -26,6 +27,7 @@ a pass-through door never sends the unredacted original.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -47,7 +49,10 @@ from corral.providers.base import ProviderError
 from corral.telemetry.audit import AuditLog
 from corral.telemetry.guard_stats import GuardStats
 
-HOLD_CHARS = 48
+# A piece of a value written with spaces: a card's or a phone's digit groups, an IBAN's
+# first group (DE89), a number in brackets or with a sign.
+_VALUE_PART = re.compile(r"[\d+()\-./]*\d[\d+()\-./,:;]*|[A-Z]{2}\d{2}[A-Z0-9]*")
+_WORDS = re.compile(r"\S+")
 # How much of what a stream sent already is read again before what it holds: the
 # detector looks this far back for a label (pii_patterns.CONTEXT_BEFORE).
 CONTEXT_CHARS = CONTEXT_BEFORE
@@ -261,6 +266,19 @@ class OutputGuardGate:
         )
 
 
+def safe_cut(held: str) -> int:
+    """Where the text a stream holds may be cut: before its last word (it may still be
+    growing: an email, a URL) and before the words at its end that could be parts of a
+    value written with spaces (digit groups). Ordinary text goes out a word behind."""
+    cut = len(held)
+    for word in reversed(list(_WORDS.finditer(held))):
+        if word.end() == len(held) or _VALUE_PART.fullmatch(word.group()):
+            cut = word.start()
+            continue
+        break
+    return cut
+
+
 def _schema_error(text: str, schema: Mapping[str, Any]) -> str | None:
     try:
         value = orjson.loads(text)
@@ -305,8 +323,7 @@ class _Holdback:
                 await self._emit(self._pending)
                 self._pending = ""
             return
-        cut = self._pending.rfind(" ", 0, max(0, len(self._pending) - HOLD_CHARS) + 1)
-        cut = max(cut, self._pending.rfind("\n", 0, max(0, len(self._pending) - HOLD_CHARS) + 1))
+        cut = safe_cut(self._pending)
         if cut <= 0:
             return
         findings = self._findings(self._pending)

@@ -246,8 +246,9 @@ class AnswerCheck:
                     ctx.run_id,
                 )
         settled = _rewritten(answer, by_call, {})
-        # The policy may have been reloaded while the answer waited (or since it was held,
-        # for a request sent again): what goes out is checked against the one in force.
+        # What goes out is checked again against the run's policy: the request's own for a
+        # run of one request (a reload since the answer was held applies), the session's
+        # snapshot for a session run (a reload applies from its next run).
         for request in settled.tool_calls:
             _permit(ctx, request.name)
         return settled

@@ -51,6 +51,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/v1/chat/completions"
 TARGETS = ("direct", "nginx", "litellm", "corral")
@@ -542,6 +544,8 @@ def start_corral(
     policy = scratch / "corral.yaml"
     policy.write_text(corral_policy(scratch, upstream_port))
     env = {**(os.environ if base_env is None else base_env), UPSTREAM_KEY_ENV: "x"}
+    # The policy redacts what the store keeps, which needs a data key (older refs ignore it).
+    env.setdefault("CORRAL_DATA_KEY", Fernet.generate_key().decode())
     for variable in ("CORRAL_POLICY", "CORRAL_ADMIN_KEY"):
         env.pop(variable, None)
     created = subprocess.run(

@@ -86,6 +86,8 @@ def test_example_loads_and_means_what_it_says() -> None:
     assert [i for i, _ in plans["sql_write"].rules] == [1]
     assert not plans["get_customer"].rules and not plans["draft_email"].rules
     assert plans["sql_write"].variables == {"tool", "preview"}
+    # Only support has a tool that may need a human: only its answers are held at the gateway.
+    assert policy.gated_agents == {"support"}
     assert policy.guards.input.action("tool") == "block"
     assert policy.guards.input.action("user") == "flag"
     assert policy.guards.input.spotlight == "delimit"

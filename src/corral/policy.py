@@ -315,11 +315,18 @@ class Policy(Strict):
     source: str = Field(default="corral.yaml", exclude=True)
     _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)
     _tool_plans: Mapping[str, ToolPlan] = PrivateAttr(default_factory=dict)
+    _gated_agents: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @property
     def tool_plans(self) -> Mapping[str, ToolPlan]:
         """Per declared tool, the approval rules its calls evaluate (policy_approvals.py)."""
         return self._tool_plans
+
+    @property
+    def gated_agents(self) -> frozenset[str]:
+        """The agents with a tool whose calls may need a human or be shadowed: only their
+        model answers are checked for such calls at the gateway."""
+        return self._gated_agents
 
     @property
     def prices(self) -> Mapping[str, ModelPrice | None]:
@@ -557,7 +564,13 @@ def parse_policy(
     problems = _check_references(policy, environment)
     if not problems:  # prices need every reference resolved
         problems = _check_prices(policy)
-        policy._tool_plans = plan_tools(policy.tools, policy.approvals)
+        policy._tool_plans = plans = plan_tools(policy.tools, policy.approvals)
+        policy._gated_agents = frozenset(
+            name
+            for name, agent in policy.agents.items()
+            for tool in agent.tools
+            if plans[tool].gated or (agent.shadow and policy.tools[tool].scope != "read")
+        )
     if problems:
         raise PolicyError(
             source,

@@ -71,7 +71,6 @@ DELIVERED_KEPT = 65_536
 # does; past it, one approval must not go on answering every later identical request.
 REPLAY_SECONDS = 600.0
 _KEEPALIVE = StreamDelta(keepalive=True)
-_GATED = "approval.gated"  # RunContext.scratch: whether the run's agent has gated tools
 
 
 class AnswerCheck:
@@ -91,12 +90,7 @@ class AnswerCheck:
         self._delivered: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def __call__(self, call: LLMCall, ctx: RunContext, next: Next) -> LLMResult:
-        gated = ctx.scratch.get(_GATED)
-        if gated is None:
-            agent = ctx.agent_policy
-            gated = ctx.scratch[_GATED] = any(
-                is_gated(ctx.policy, tool, agent.shadow) for tool in agent.tools
-            )
+        gated = ctx.record.agent in ctx.policy.gated_agents
         if gated and call.request_key is not None:
             found = await self._store.find_approvals(request_key=call.request_key)
             held = _newest_answer([r for r in found if r.agent == ctx.record.agent])

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl
 import orjson
 
 from corral.calls import ApprovalPending, Halted, LLMCall, UpstreamUnavailable
-from corral.gates.approval_need import is_gated
 from corral.gates.budget import remaining_usd
 from corral.gates.ratelimit import RateLimited
 from corral.gateway.admin import AdminAPI
@@ -37,7 +36,6 @@ from corral.gateway.openai_wire import OpenAIDoor
 from corral.gateway.openapi import OPENAPI
 from corral.gateway.sessions import Sessions, report_tool_results
 from corral.gateway.wire import MAX_JSON_DEPTH, ChatRequest, ClientError, Door, too_deep
-from corral.policy import Policy
 from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
@@ -194,7 +192,6 @@ class Gateway:
         self._openai = self._doors["/v1/chat/completions"]
         self._openapi = orjson.dumps(OPENAPI)
         self._purger: asyncio.Task[None] | None = None  # retention, started at lifespan startup
-        self._gated_for: tuple[Policy | None, dict[str, bool]] = (None, {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -426,7 +423,7 @@ class Gateway:
         ctx.tools_in_client = True
         ctx.approval_hold = policy.gateway.approval_hold
         # Only an agent whose tools may need a human can have an answer held: others skip it.
-        fingerprint = _fingerprint(agent, raw) if self._gated(policy, agent) else None
+        fingerprint = _fingerprint(agent, raw) if agent in policy.gated_agents else None
         try:
             return await self._call(door, request, run, receive, send, started, fingerprint)
         except Exception as exc:
@@ -434,17 +431,6 @@ class Gateway:
             raise self._note(await self._failed(exc, run.id)) from exc
         finally:
             await self.sessions.leave(run, session)
-
-    def _gated(self, policy: Policy, agent: str) -> bool:
-        """Whether the agent has a tool that may need a human or be shadowed (per policy
-        snapshot, worked out once)."""
-        if self._gated_for[0] is not policy:
-            self._gated_for = (policy, {})
-        known = self._gated_for[1]
-        if agent not in known:
-            shadow = policy.agents[agent].shadow
-            known[agent] = any(is_gated(policy, t, shadow) for t in policy.agents[agent].tools)
-        return known[agent]
 
     async def _call(
         self,

@@ -295,6 +295,8 @@ def approvals_reject(
 
 # --- shadow -----------------------------------------------------------------------
 
+NO_PROPOSALS = "No proposals yet: runs in shadow mode record their writes here."
+
 
 @shadow_app.command("ls")
 def shadow_ls(
@@ -306,7 +308,7 @@ def shadow_ls(
         print_json(rows)
         return
     if not rows:
-        out.print("No proposals yet: runs in shadow mode record their writes here.")
+        out.print(NO_PROPOSALS)
         return
     columns = ("proposal", "agent", "tool", "verdict", "by", "proposed")
     lines = [
@@ -355,7 +357,7 @@ def shadow_report(
         print_json(rows)
         return
     if not rows:
-        out.print("No proposals yet: runs in shadow mode record their writes here.")
+        out.print(NO_PROPOSALS)
         return
     columns = ("agent", "tool", "total", "reviewed", "agree", "disagree", "rate")
     lines = [

@@ -673,3 +673,17 @@ async def test_an_approval_nobody_waits_on_is_settled_by_the_sweep(build: Build)
     final = await sup.store.get_approval(approval.id)
     assert final is not None and final.status == "timeout"
     assert tools.count("send_email") == 0
+
+
+async def test_a_policy_without_a_webhook_posts_nothing(build: Build) -> None:
+    # The notifier follows the policy in force: no webhook there, no post anywhere.
+    sup, tools = await build()
+    async with sup.run(agent="support") as run:
+        sending = asyncio.create_task(run.tool("send_email", EMAIL))
+        (approval,) = await pending(sup)
+        await sup.notifier.drain()
+        await approve(sup, approval)
+        await sending
+    kinds = await audit_kinds(sup)
+    assert "approval.notified" not in kinds and "approval.notify_failed" not in kinds
+    assert tools.count("send_email") == 1

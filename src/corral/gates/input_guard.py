@@ -49,7 +49,7 @@ SPOTLIGHT_NOTE = {
 SHOWN_SPAN = 200  # characters of the offending text the packet carries
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
     """A message's content as the detector reads it: text, or the text parts of a list."""
     if isinstance(content, str):
         return content
@@ -113,7 +113,7 @@ class InputGuardGate:
         guards: InputGuards,
         ctx: RunContext,
     ) -> None:
-        text = _text(message.get("content"))
+        text = message_text(message.get("content"))
         if not text:
             return
         try:
@@ -178,7 +178,7 @@ def spotlit(messages: Sequence[Mapping[str, Any]], style: str) -> list[Mapping[s
     marked = False
     for message in messages:
         if message.get("role") == "tool":
-            text = _text(message.get("content"))
+            text = message_text(message.get("content"))
             if style == "delimit":
                 text = f"{SPOTLIGHT_OPEN}\n{text}\n{SPOTLIGHT_CLOSE}"
             else:

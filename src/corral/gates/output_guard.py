@@ -40,7 +40,7 @@ from jsonschema.exceptions import SchemaError, best_match
 from corral.calls import Call, Halt, HaltReason, LLMCall, LLMResult, Result, StreamDelta, StreamSink
 from corral.gates.base import Next, RunContext
 from corral.gates.guard_clock import run_timed
-from corral.gates.input_guard import _text
+from corral.gates.input_guard import message_text
 from corral.guards import Finding, find_pii, redact
 from corral.guards.grounding import unsupported
 from corral.guards.pii_patterns import CONTEXT_BEFORE
@@ -248,7 +248,7 @@ class OutputGuardGate:
         guards: OutputGuards,
         ctx: RunContext,
     ) -> None:
-        sources = [_text(m.get("content")) for m in messages if m.get("role") == "tool"]
+        sources = [message_text(m.get("content")) for m in messages if m.get("role") == "tool"]
         found = self._timed(guards, ctx, lambda: unsupported(text, sources))
         if not found:
             return

@@ -144,22 +144,10 @@ class SealedStore(Store):
         )
 
     def _approval_in(self, a: ApprovalRecord) -> ApprovalRecord:
-        return dataclasses.replace(
-            a,
-            args=self._seal(a.args),
-            approved_args=self._seal(a.approved_args),
-            panel=self._seal(a.panel),
-            answer=self._seal(a.answer),
-        )
+        return _approval_fields(a, self._seal)
 
     def _approval_out(self, a: ApprovalRecord) -> ApprovalRecord:
-        return dataclasses.replace(
-            a,
-            args=self._open(a.args),
-            approved_args=self._open(a.approved_args),
-            panel=self._open(a.panel),
-            answer=self._open(a.answer),
-        )
+        return _approval_fields(a, self._open)
 
     def _proposal_out(self, p: ProposalRecord) -> ProposalRecord:
         return dataclasses.replace(p, args=self._open(p.args), result=self._open(p.result))
@@ -446,3 +434,14 @@ class SealedStore(Store):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _approval_fields(a: ApprovalRecord, change: Callable[[Json], Json]) -> ApprovalRecord:
+    """The approval with `change` applied to what a reviewer and a resume need exactly."""
+    return dataclasses.replace(
+        a,
+        args=change(a.args),
+        approved_args=change(a.approved_args),
+        panel=change(a.panel),
+        answer=change(a.answer),
+    )

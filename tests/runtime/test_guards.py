@@ -109,12 +109,18 @@ async def test_flag_lets_the_text_through_and_records_it(build: Build) -> None:
 async def test_ordinary_traffic_is_not_blocked(build: Build) -> None:
     sup = await build()
     async with sup.run(agent="support") as run:
-        await run.chat("default", conversation("Customer 42: Ada, pro plan"), max_tokens=50)
-        await run.chat(
+        first = await run.chat("default", conversation("Customer 42: Ada, pro plan"), max_tokens=50)
+        second = await run.chat(
             "default",
             [{"role": "user", "content": "Please ignore my typo above and check order 1042."}],
             max_tokens=50,
         )
+    assert first.text and second.text
+    # The input guard neither blocked nor flagged them (the sim's answer is not grounded in
+    # the tool output, which the output guard may flag: not what this test is about).
+    assert not [key for key in sup.guard_stats.outcomes if key[0] == "input"]
+    flagged = [e for e in await sup.store.list_audit() if e.kind == "guard.flagged"]
+    assert all(e.payload["guard"] != "input" for e in flagged)
 
 
 def test_only_what_entered_since_the_model_spoke_is_read() -> None:

@@ -25,6 +25,7 @@ from corral.cli_common import (
     when,
     with_store,
 )
+from corral.cli_observe import graph, report
 from corral.cli_purge import data_key, purge
 from corral.cli_review import approvals_app, shadow_app
 from corral.gateway.keys import check_lifetime, issue, key_status
@@ -57,6 +58,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(shadow_app, name="shadow")
+app.command()(graph)
+app.command()(report)
 app.command()(purge)
 keys_app.command("data-key")(data_key)
 

@@ -38,6 +38,7 @@ from corral.policy_approvals import (
     plan_tools,
 )
 from corral.policy_guards import Guards, Retention
+from corral.policy_telemetry import Otlp, Telemetry
 from corral.policy_types import (
     Count,
     Duration,
@@ -72,12 +73,14 @@ __all__ = [
     "GatewayLimits",
     "Limits",
     "LivePolicy",
+    "Otlp",
     "Policy",
     "PolicyError",
     "PolicyIssue",
     "Reload",
     "Rule",
     "Scope",
+    "Telemetry",
     "ToolPlan",
     "WindowedLimits",
     "load_policy",
@@ -110,10 +113,22 @@ class WindowedLimits(Limits):
         return self
 
 
+# Outcomes a completed run may report that still make it no success (see `succeeded`).
+FAILURE_OUTCOMES = ("failed", "escalated", "abandoned")
+
+
 class AgentType(Strict):
     task: Limits | None = None
     session: Limits | None = None
     fleet: WindowedLimits | None = None
+    failure_outcomes: tuple[str, ...] = FAILURE_OUTCOMES
+
+    def succeeded(self, status: str, outcome: object) -> bool:
+        """The one definition of success: the run completed, and the outcome it reported
+        (if any) is not one of this agent type's failure outcomes."""
+        if status != "completed":
+            return False
+        return not (isinstance(outcome, str) and outcome in self.failure_outcomes)
 
 
 class Provider(Strict):
@@ -311,6 +326,7 @@ class Policy(Strict):
     approvals_notify: ApprovalsNotify = Field(default_factory=ApprovalsNotify)
     guards: Guards = Field(default_factory=Guards)
     retention: Retention = Field(default_factory=Retention)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
     gateway: GatewayLimits = GatewayLimits()
     source: str = Field(default="corral.yaml", exclude=True)
     _prices: Mapping[str, ModelPrice | None] = PrivateAttr(default_factory=dict)

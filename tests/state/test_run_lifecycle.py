@@ -91,7 +91,7 @@ async def test_a_version_1_file_with_data_migrates_to_the_latest(tmp_path: Path)
         reopened = await store.reopen_run("old", topup={"wall_clock": 60}, at=T0 + 3)
         assert reopened.topup == {"wall_clock": 60}
     with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
+        assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
     check.close()
 
 

@@ -65,6 +65,9 @@ class RunRecord:
     oneshot: bool = False
     # Seconds its calls waited for a human (approvals): not counted by its wall-clock cap.
     waiting_s: float = 0.0
+    # The span id of the run's first trace's root span (`trace_id` is that trace's id):
+    # the traces of its later requests at the gateway link to it.
+    trace_span: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

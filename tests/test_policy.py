@@ -525,7 +525,7 @@ INT_RANGE = "expected a whole number between -9223372036854775808 and 9223372036
 TOP_KEYS = (
     "version, store, counters, providers, models, routes, agent_types, agents, global, retry, "
     "breaker, loops, context, tools, approvals, approvals_default, approvals_notify, guards, "
-    "retention, gateway"
+    "retention, telemetry, gateway"
 )
 RETRY_KEYS = (
     "max_attempts, base_delay, max_delay, jitter, max_total_wait, budget, budget_window, budget_min"

@@ -50,7 +50,7 @@ from corral.state.records import (
     StepRecord,
     Verdict,
 )
-from corral.state.store import Store, StoreError
+from corral.state.store import RunOrigin, StatsGroup, StepStats, Store, StoreError
 
 DATA_KEY_ENV = "CORRAL_DATA_KEY"
 MAKE_KEY = (
@@ -429,6 +429,19 @@ class SealedStore(Store):
             answers_before=answers_before,
             dry_run=dry_run,
         )
+
+    # observability (what a run keeps for people was redacted on the way in, as above)
+
+    async def runs_between(self, since: float, until: float) -> list[RunRecord]:
+        return await self.inner.runs_between(since, until)
+
+    async def run_origins(self, since: float, until: float) -> list[RunOrigin]:
+        return await self.inner.run_origins(since, until)
+
+    async def step_stats(
+        self, since: float, until: float, *, by: StatsGroup = "agent"
+    ) -> list[StepStats]:
+        return await self.inner.step_stats(since, until, by=by)
 
     # lifecycle
 

@@ -37,6 +37,7 @@ from corral.state.records import (
     StepRecord,
 )
 from corral.state.sqlite_approvals import SQLiteApprovals
+from corral.state.sqlite_observe import SQLiteObserve
 from corral.state.sqlite_retention import SQLiteRetention
 from corral.state.sqlite_schema import migrate, transaction
 from corral.state.sqlite_steps import StepWrite, append_audit, settle, write_batch, write_step
@@ -135,7 +136,7 @@ def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, wh
         raise ConstraintError(f"{what}: {exc}") from exc
 
 
-class SQLiteStore(SQLiteApprovals, SQLiteRetention, Store):
+class SQLiteStore(SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
     """A Store in one SQLite file (or ":memory:").
 
     Construction opens and migrates the file and waits for it: do it at startup,

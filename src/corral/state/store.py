@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self, TypeAlias
 
 from corral.calls import RunStatus
 from corral.state.records import (
@@ -72,6 +73,52 @@ def add_topup(total: Json, topup: Mapping[str, float]) -> dict[str, float] | Non
             raise ValueError(f"topup {key!r} must be a non-negative number, got {amount!r}")
         summed[key] = summed.get(key, 0) + amount
     return summed or None
+
+
+# What `corral graph` and `corral report` read: a step "failed" in one of these statuses.
+FAILED_STEP_STATUSES: tuple[str, ...] = ("error", "halted", "interrupted")
+# The percentile step_stats works out for each hop (nearest rank, as nearest_rank does).
+STEP_PERCENTILE = 95
+StatsGroup: TypeAlias = Literal["agent", "agent_type"]
+
+
+def nearest_rank(values: Sequence[float], pct: int) -> float | None:
+    """The `pct`th percentile of `values` by nearest rank: the smallest value that at
+    least pct% of them are at or below (p50 of 1, 2, 3, 4 is 2; p95 of 1..20 is 19).
+    None for no values. The store's SQL ranks the same way, so its figures agree."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, -(-len(ordered) * pct // 100)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """The steps that started in a window, of one hop of one agent (or agent type).
+
+    `hop` is the model a "llm" step used (its model_used, else its name) or the tool a
+    "tool" step called; `errors` counts the steps in FAILED_STEP_STATUSES; `p95_s` is
+    the STEP_PERCENTILE of their durations (ended_at - started_at) in seconds.
+    """
+
+    group: str
+    kind: Literal["llm", "tool"]
+    hop: str
+    calls: int
+    errors: int
+    cost_usd: float
+    p95_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunOrigin:
+    """Which agent a run came from: the agent of its parent run (None if it has none),
+    and the agent of the first run of its session, over all the session's runs (None
+    if it has no session)."""
+
+    run_id: str
+    parent_agent: str | None
+    session_opener: str | None
 
 
 class Store(ABC):
@@ -434,6 +481,26 @@ class Store(ABC):
         once a request sent again is no longer answered from them. Runs (whose totals the
         session and task caps count), approvals, proposals and the audit log are kept.
         """
+
+    # observability (corral graph, corral report)
+
+    @abstractmethod
+    async def runs_between(self, since: float, until: float) -> list[RunRecord]:
+        """The runs created at or after `since` and before `until`, oldest first."""
+
+    @abstractmethod
+    async def run_origins(self, since: float, until: float) -> list[RunOrigin]:
+        """The origins of the runs created in the window that have a parent or a
+        session (the others came from nobody), oldest first, in one read."""
+
+    @abstractmethod
+    async def step_stats(
+        self, since: float, until: float, *, by: StatsGroup = "agent"
+    ) -> list[StepStats]:
+        """The steps that started at or after `since` and before `until`, summed per
+        hop and per their run's agent (or, `by` "agent_type", its agent type), ordered
+        by group, kind and hop. One read: the sums and the percentile are worked out by
+        the store, not by fetching every step."""
 
     # lifecycle
 

@@ -2,6 +2,7 @@
 
 from corral.calls import (
     Call,
+    Denied,
     Halt,
     Halted,
     HaltReason,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Call",
+    "Denied",
     "FailureKind",
     "Halt",
     "HaltReason",

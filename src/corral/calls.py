@@ -7,6 +7,7 @@ and validation belongs at the edges (policy load, HTTP parsing), not here.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -120,6 +121,12 @@ class LLMCall:
     # upstream by attempts that ended: what the gateway subtracts to report its overhead
     upstream_started: float | None = field(default=None, repr=False)
     upstream_seconds: float = field(default=0.0, repr=False)
+    # Seconds the retry gate slept between attempts (not Corral's overhead either), and
+    # what the tightest USD cap had left once the budget gate settled the call.
+    retry_wait: float = field(default=0.0, repr=False)
+    budget_left_usd: float | None = field(default=None, repr=False)
+    attempts: int = field(default=0, repr=False)  # upstream attempts begun (retry gate)
+    fallback_from: str | None = field(default=None, repr=False)  # the model the route left
     # The write-ahead record of this call while it is out (set by the budget gate); the
     # record gate's step deletes it.
     inflight: str | None = field(default=None, repr=False)
@@ -231,9 +238,22 @@ class Halt(Exception):
         self.reason = reason
         self.message = message
         self.detail: Mapping[str, Any] = detail or {}
+        self.raised_at = time.perf_counter()  # the rule fired: time-to-safe-fail starts
         # What the halted call consumed before the halt was decided (an answer a loop
         # halt follows, a cut stream's tokens): the record gate puts it on the step.
         self.spent: LLMResult | None = None
+
+
+class Denied(PermissionError):
+    """A run the policy does not allow to start (`policy.denied`), e.g. with a parent run
+    of another team's agent. Nothing was recorded: there is no run."""
+
+    reason = HaltReason.POLICY_DENIED
+
+    def __init__(self, message: str, detail: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{self.reason.value}: {message}")
+        self.message = message
+        self.detail: Mapping[str, Any] = detail or {}
 
 
 class Rejected(Exception):

@@ -153,12 +153,23 @@ def test_post_bodies_document_the_415() -> None:
 def test_model_calls_document_corral_headers_and_the_halt(path: str) -> None:
     operation = OPENAPI["paths"][path]["post"]
     parameters = {(p["name"], p["in"]) for p in map(resolve, operation["parameters"])}
-    assert parameters == {("X-Corral-Session", "header"), ("X-Corral-Task", "header")}
+    assert parameters == {
+        (name, "header")
+        for name in (
+            "X-Corral-Session",
+            "X-Corral-Task",
+            "X-Corral-Parent-Run",
+            "X-Corral-Outcome",
+            "traceparent",
+        )
+    }
     answer = operation["responses"]["200"]
     assert set(answer["headers"]) == {
         "X-Corral-Run",
         "X-Corral-Budget-Remaining-Usd",
         "X-Corral-Overhead-Ms",
+        "X-Corral-Retry-Wait-Ms",
+        "traceparent",
     }
     assert set(answer["content"]) == {"application/json", "text/event-stream"}
     # OpenAPI 3.1 tools read a stream's schema as that of each event: {event, data}.

@@ -38,6 +38,7 @@ from corral.gates.approval_wait import ApprovalWaiter
 from corral.gates.base import Next, RunContext
 from corral.state import ApprovalRecord, Store
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.kpis import Kpis
 from corral.telemetry.notify import Notifier
 from corral.tools.registry import Tool
 
@@ -50,13 +51,14 @@ class ApprovalGate:
         tools: Mapping[str, Tool],
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
+        kpis: Kpis | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._tools = tools
         self._clock = clock
         self.waiter = ApprovalWaiter(store, audit, clock, notifier)
-        self._requests = Requests(store, audit, self.waiter, clock)
+        self._requests = Requests(store, audit, self.waiter, clock, kpis)
         self._answers = AnswerCheck(store, audit, self._requests, clock)
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:

@@ -19,6 +19,7 @@ from corral.gates.approval_wait import ApprovalWaiter
 from corral.gates.base import RunContext
 from corral.state import ApprovalRecord, ProposalRecord, Store
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.kpis import Kpis
 
 LAST_STEPS = 5  # the steps of the run a reviewer is shown
 SHADOW_RESULT = "proposed, not executed"  # what a shadowed call answers, unless declared
@@ -48,11 +49,13 @@ class Requests:
         audit: AuditLog,
         waiter: ApprovalWaiter,
         clock: Callable[[], float] = time.time,
+        kpis: Kpis | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self.waiter = waiter
         self._clock = clock
+        self._kpis = kpis
 
     async def existing(self, call_key: str | None, tool: str, args: Any) -> ApprovalRecord | None:
         """The newest approval of this same call (key and tool) with these same arguments,
@@ -89,6 +92,8 @@ class Requests:
         if need.error is not None:
             detail["rule_error"] = need.error
         await self._audit.append("approval.requested", detail, ctx.run_id)
+        if self._kpis is not None:
+            self._kpis.approval_requested(ctx.record.agent, ctx.record.agent_type)
         webhook = ctx.policy.approvals_notify.webhook
         self.waiter.notify(record, record.timeout_at, ctx.policy, url=webhook)
         return record
@@ -116,9 +121,13 @@ class Requests:
         the run's `waiting_s`, which its wall-clock cap does not count."""
         ctx.human_wait_started(self._clock())
         try:
-            return await self.waiter.wait(record, need.action, ctx.policy, hold=hold)
+            decided = await self.waiter.wait(record, need.action, ctx.policy, hold=hold)
         finally:
             ctx.human_wait_ended(self._clock())
+        if decided is not None and decided.decided_at is not None and self._kpis is not None:
+            seconds = decided.decided_at - decided.requested_at
+            self._kpis.approval_decided(ctx.record.agent_type, decided.status, seconds)
+        return decided
 
 
 def panel(ctx: RunContext, asked: Asked, need: Need, door: str) -> dict[str, Any]:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+
 from corral.calls import Call, HaltReason, Result
 from corral.policy import Agent, Policy
 from corral.state import RunRecord
@@ -84,6 +87,10 @@ class RunContext:
     # The deadline gate's timers of the calls in flight: stopped while a call of the run
     # waits for a human, and moved on by that wait when it ends.
     deadline_timers: list[asyncio.Timeout] = field(default_factory=list)
+    # The run's own span (the SDK's invoke_agent) and the context its calls' spans start
+    # in; None at the gateway, where each request is a trace of its own.
+    span: Span | None = None
+    trace_context: Context | None = None
     _waiting: int = 0  # calls waiting for a human now
     _waiting_since: float = 0.0  # the run's clock when the first of them began
     _paused: list[tuple[asyncio.Timeout, float]] = field(default_factory=list)

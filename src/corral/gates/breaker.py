@@ -30,6 +30,7 @@ from corral.state.counters import (
     BreakerState,
     Counters,
 )
+from corral.telemetry.kpis import Kpis
 
 log = logging.getLogger("corral")
 
@@ -104,8 +105,10 @@ class BreakerGate:
         *,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        kpis: Kpis | None = None,
     ) -> None:
         self._counters = counters
+        self._kpis = kpis
         self._clock = clock
         self._timer = timer
         self._built: tuple[Breaker, BreakerSettings] | None = None
@@ -125,6 +128,8 @@ class BreakerGate:
         key = f"breaker:{model.provider}:{model.model}"
         settings = self._settings(policy.breaker)
         admission = await self._counters.breaker_admit(key, self._clock(), settings)
+        if self._kpis is not None:
+            self._kpis.breaker(model.provider, model.model, admission.state.value)
         if admission.changed:
             _log_admission(key, admission, settings)
         if not admission.admitted:
@@ -172,6 +177,9 @@ class BreakerGate:
         )
         if changed is not None:
             _log_change(key, changed, settings)
+            if self._kpis is not None:
+                _, provider, model = key.split(":", 2)
+                self._kpis.breaker(provider, model, changed.state.value)
 
 
 def _log_admission(key: str, admission: Admission, settings: BreakerSettings) -> None:

@@ -144,6 +144,8 @@ class BudgetGate:
             raise
         if isinstance(result, LLMResult):
             result.cost_usd = await self._commit(reservation, caps, ctx, result.usage, result.model)
+            if call.kind == "llm" and call.budget_left_usd is not None:
+                call.budget_left_usd = max(call.budget_left_usd - result.cost_usd, 0.0)
         elif reservation is not None:
             await self._counters.commit(reservation, [1 for _ in caps])  # steps, tool_calls
         return result
@@ -208,8 +210,9 @@ class BudgetGate:
             now = self._clock()
             keys = [cap_key(cap, now) for cap in caps]
             output = worst.want
+            left = None
             if call.kind == "llm":
-                output, short = await self._affordable(worst, caps, keys)
+                output, short, left = await self._affordable(worst, caps, keys)
                 if short is not None:
                     raise self._halt(short, worst, ctx)
             holds = [
@@ -220,6 +223,7 @@ class BudgetGate:
             if isinstance(got, Reservation):
                 if call.kind == "llm":
                     call.max_tokens = output
+                    call.budget_left_usd = left
                 return got, caps
             cap = caps[keys.index(got.key)]
             if got.used + worst.amount(cap.dimension, MIN_OUTPUT_TOKENS) > got.limit:
@@ -230,9 +234,11 @@ class BudgetGate:
 
     async def _affordable(
         self, worst: _Worst, caps: list[Cap], keys: list[str]
-    ) -> tuple[int, tuple[Cap, int, int] | None]:
-        """Output tokens every cap can pay now, and the cap that can never pay the minimum."""
+    ) -> tuple[int, tuple[Cap, int, int] | None, float | None]:
+        """Output tokens every cap can pay now, the cap that can never pay the minimum,
+        and the USD the tightest USD cap has left before this call (None: none caps USD)."""
         output = worst.want
+        left: int | None = None
         paying = [
             (cap, key)
             for cap, key in zip(caps, keys, strict=True)
@@ -240,15 +246,19 @@ class BudgetGate:
         ]
         values = await self._counters.get_many([key for _, key in paying])
         for (cap, _), (used, held) in zip(paying, values, strict=True):
+            if cap.dimension == "usd":
+                room = max(cap.limit - used - held, 0)
+                left = room if left is None else min(left, room)
             per = worst.per_output[cap.dimension]
             if not per:
                 continue
             fixed = worst.fixed[cap.dimension]
             if used + math.ceil(fixed + per * MIN_OUTPUT_TOKENS) > cap.limit:
-                return 0, (cap, used, held)
+                return 0, (cap, used, held), None
             output = min(output, math.floor((cap.limit - used - held - fixed) / per))
         # Below the minimum only because of holds in flight: reserve() decides, or we wait.
-        return max(output, MIN_OUTPUT_TOKENS), None
+        usd = None if left is None else left / MICRO_USD
+        return max(output, MIN_OUTPUT_TOKENS), None, usd
 
     async def _commit(
         self,

@@ -61,6 +61,7 @@ from corral.gates.similarity import (
 from corral.policy import Loops
 from corral.providers.base import ProviderError
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.kpis import Kpis
 
 SCRATCH_KEY: Final = "loops"
 # Sessions whose turns are kept for ping-pong, least recently used dropped first: at most
@@ -356,9 +357,15 @@ def _step_evidence(step: Step, **extra: Any) -> dict[str, Any]:
 
 
 class LoopGate:
-    def __init__(self, audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        kpis: Kpis | None = None,
+    ) -> None:
         self._audit = audit
         self._clock = clock
+        self._kpis = kpis
         # Ping-pong needs several runs' calls, so it is kept here, per session, in an LRU
         # of at most MAX_SESSIONS sessions (a dropped session starts counting afresh).
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -750,8 +757,12 @@ class LoopGate:
         """The Halt to raise; under `action: warn`, a `loop.warn` audit event instead, once
         per firing: `subject` names the loop, and a loop that goes on warns no more."""
         if loops.action == "halt":
+            if self._kpis is not None:
+                self._kpis.loop(ctx.record.agent_type, reason.value, "halt")
             return Halt(reason, message, detail)
         if subject not in warned:
+            if self._kpis is not None:
+                self._kpis.loop(ctx.record.agent_type, reason.value, "warn")
             if len(warned) >= WARNED_KEPT:
                 warned.clear()
             warned.add(subject)

@@ -16,11 +16,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from corral.calls import Call, LLMCall, Result
 from corral.gates.base import Next, RunContext
 from corral.policy import Retry
 from corral.providers.base import FailureKind, ProviderError
 from corral.state import Counters
+from corral.telemetry.kpis import Kpis
+from corral.telemetry.tracing import CURRENT, Tracing
 
 RETRYABLE = frozenset({FailureKind.RATE_LIMITED, FailureKind.UNAVAILABLE, FailureKind.TIMEOUT})
 
@@ -43,11 +47,15 @@ class RetryGate:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         draw: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
+        kpis: Kpis | None = None,
     ) -> None:
         self._counters = counters
         self._clock = clock
         self._sleep = sleep
         self._draw = draw
+        self._tracing = tracing
+        self._kpis = kpis
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         if call.kind == "tool":  # a tool's side effects are not ours to repeat
@@ -60,9 +68,12 @@ class RetryGate:
         waited = 0.0
         attempt = 1
         while True:
+            call.attempts += 1
+            begun = time.time_ns()
             try:
-                return await next(call, ctx)
+                result = await next(call, ctx)
             except ProviderError as failure:
+                self._attempted(call, begun, attempt, failure.kind.value)
                 if failure.kind not in RETRYABLE or call.delivered:
                     raise
                 if attempt >= settings.max_attempts:
@@ -75,9 +86,43 @@ class RetryGate:
                 retries = await self._counters.add(f"retry:{provider}:retries:{window}", 1, ttl)
                 if retries > max(settings.budget_min, settings.budget * calls):
                     raise
+                if self._kpis is not None:
+                    self._kpis.retry(ctx.record.agent, ctx.record.agent_type)
                 await self._sleep(pause)
                 waited += pause
+                call.retry_wait += pause
                 attempt += 1
+            else:
+                if call.attempts > 1:
+                    self._attempted(call, begun, attempt, None)
+                return result
+
+    def _attempted(self, call: LLMCall, begun: int, attempt: int, error: str | None) -> None:
+        """A span for an upstream attempt under the call's, once the call has more than
+        one or this one failed (a call answered at once needs none: its span says it)."""
+        parent = CURRENT.get()
+        if self._tracing is None or parent is None or not parent.is_recording():
+            return
+        tracing = self._tracing
+        attributes: dict[str, str | int] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": call.target or call.model,
+            "corral.retry.attempt": attempt,
+        }
+        if call.fallback_from is not None:
+            attributes["corral.fallback.from"] = call.fallback_from
+            attributes["corral.fallback.to"] = call.target or call.model
+        span = tracing.tracer.start_span(
+            f"chat {call.target or call.model}",
+            tracing.in_span(parent),
+            SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=begun,
+        )
+        if error is not None:
+            span.set_attribute("error.type", error)
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
 
     def _provider(self, call: LLMCall, ctx: RunContext) -> str:
         name = call.target or ctx.policy.routes.get(call.model, (call.model,))[0]

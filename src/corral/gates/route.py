@@ -15,13 +15,15 @@ from corral.gates.base import Next, RunContext
 from corral.gates.breaker import CircuitOpen
 from corral.providers.base import FailureKind, ProviderError
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.kpis import Kpis
 
 FALL_BACK_ON = frozenset({FailureKind.RATE_LIMITED, FailureKind.UNAVAILABLE, FailureKind.TIMEOUT})
 
 
 class RouteGate:
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditLog, kpis: Kpis | None = None) -> None:
         self._audit = audit
+        self._kpis = kpis
 
     async def __call__(self, call: Call, ctx: RunContext, next: Next) -> Result:
         if call.kind == "tool":
@@ -33,6 +35,8 @@ class RouteGate:
             if ctx.policy.models[name].context_window <= needs_window:
                 continue
             call.target = name
+            if tried and self._kpis is not None:  # moving on to the next model
+                self._kpis.fallback(ctx.record.agent, ctx.record.agent_type)
             try:
                 return await next(call, ctx)
             except CircuitOpen as exc:
@@ -48,6 +52,7 @@ class RouteGate:
                 failure = exc.kind.value
                 detail = exc.message
             tried.append({"model": name, "failure": failure, "detail": detail[:200]})
+            call.fallback_from = name
             await self._audit.append(
                 "run.fallback", {"route": call.model, "model": name, "failure": failure}, ctx.run_id
             )

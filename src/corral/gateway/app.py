@@ -24,12 +24,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from opentelemetry.trace import SpanKind
 
-from corral.calls import ApprovalPending, Halted, LLMCall, UpstreamUnavailable
+from corral.calls import ApprovalPending, Denied, Halted, LLMCall, UpstreamUnavailable
 from corral.gates.budget import remaining_usd
 from corral.gates.ratelimit import RateLimited
 from corral.gateway.admin import AdminAPI
 from corral.gateway.anthropic_wire import AnthropicDoor
+from corral.gateway.exchange import Exchange
 from corral.gateway.keys import KeyRefused, authenticate
 from corral.gateway.metrics import CONTENT_TYPE, Metrics
 from corral.gateway.openai_wire import OpenAIDoor
@@ -41,6 +43,7 @@ from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
 from corral.state import AgentKeyRecord, ConstraintError, NotFoundError, StoreError
+from corral.telemetry.tracing import CURRENT, tie, traceparent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -177,7 +180,8 @@ class Gateway:
         self.sup = sup
         self.sessions = Sessions(sup, idle=session_idle)
         self.metrics = Metrics()
-        self.metrics.registry.register(sup.guard_stats)
+        for collector in sup.collectors:  # KPIs, GenAI metrics, guards, span export
+            self.metrics.registry.register(collector)
         self._admin_key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
         self._admin = AdminAPI(
             sup.store, sup.audit, sup.policy, sup.counters, on_decided=sup.approvals.wake
@@ -242,12 +246,14 @@ class Gateway:
         method: str = scope["method"]
         headers = dict(scope["headers"])
         door = self._doors.get(path)
+        exchange = Exchange(method, path)
         status = 500
+        error = None
         try:
             if door is not None:
                 if method != "POST":
                     raise _not_allowed(path, method, "POST")
-                status = await self._chat(door, headers, receive, send, started)
+                status = await self._chat(door, headers, receive, send, started, exchange)
             elif path.startswith("/admin/"):
                 status = await self._admin_route(scope, method, path, headers, receive, send)
             elif path in _GET_ROUTES:
@@ -259,6 +265,8 @@ class Gateway:
         except Exception as exc:
             failure = await self._failed(exc, None)
             status = failure.status
+            error = failure.code or failure.type
+            trace_header = exchange.trace_header()
             await _reply(
                 send,
                 status,
@@ -269,14 +277,17 @@ class Gateway:
                     param=failure.param,
                     run_id=failure.run_id,
                 ),
-                _failure_headers(failure),
+                [*_failure_headers(failure), *([trace_header] if trace_header else [])],
             )
+        exchange.ended(status, error)
         # A fixed set of labels: paths with ids in them (admin) or unknown ones would not be.
         if door is None and path not in _GET_ROUTES:
             route = "/admin" if path.startswith("/admin/") else "other"
         else:
             route = path
-        self.metrics.request(route, status, perf_counter() - started)
+        seconds = perf_counter() - started
+        self.metrics.request(route, status, seconds)
+        exchange.log(status, seconds)
 
     async def _get(self, path: str, headers: Mapping[bytes, bytes], send: Send) -> int:
         if path == "/healthz":
@@ -396,8 +407,10 @@ class Gateway:
         receive: Receive,
         send: Send,
         started: float,
+        exchange: Exchange,
     ) -> int:
         key = await self._agent(headers)
+        exchange.agent = key.agent
         _require_json(headers)
         raw = await self._body(headers, receive)
         request = door.parse(_json(raw))
@@ -416,7 +429,20 @@ class Gateway:
             )
         session = _text(headers.get(b"x-corral-session"), "X-Corral-Session")
         task = _text(headers.get(b"x-corral-task"), "X-Corral-Task")
-        run = await self.sessions.enter(agent, session, task)
+        parent = _text(headers.get(b"x-corral-parent-run"), "X-Corral-Parent-Run")
+        outcome = _text(headers.get(b"x-corral-outcome"), "X-Corral-Outcome")
+        # Each request is a trace of its own (the client's, when it sent a traceparent).
+        tracing = self.sup.tracing
+        span = exchange.span = tracing.run_span(
+            agent, None, session, kind=SpanKind.SERVER, parent=tracing.request_context(headers)
+        )
+        CURRENT.set(span)  # the calls' spans nest under it (this request's task only)
+        try:
+            run = await self.sessions.enter(agent, session, task, parent, span)
+        except Denied as denied:
+            raise Failure(403, "corral_halt", denied.message, code=denied.reason.value) from None
+        exchange.run_id = run.id
+        tie(span, run)
         # The agent runs its own tools: the approval gate acts on the model's answers, and
         # finds an answer held for approval again by the request's fingerprint.
         ctx = run.context
@@ -430,7 +456,7 @@ class Gateway:
             # Whatever failed from here on failed in the run: answered with its id.
             raise self._note(await self._failed(exc, run.id)) from exc
         finally:
-            await self.sessions.leave(run, session)
+            await self.sessions.leave(run, session, outcome)
 
     async def _call(
         self,
@@ -458,7 +484,9 @@ class Gateway:
         result = await run.send(call)
         body = door.answer(result, request, _response_id())
         overhead = perf_counter() - started - call.upstream_seconds - (_waited(run) - waited)
-        await _reply(send, 200, body, [_JSON, *await self._run_headers(run, overhead)])
+        overhead -= call.retry_wait
+        headers = await self._run_headers(run, overhead, call.retry_wait)
+        await _reply(send, 200, body, [_JSON, *headers])
         self.metrics.answer(result.model, result.usage, result.cost_usd, overhead)
         return 200
 
@@ -480,7 +508,8 @@ class Gateway:
         first = await anext(deltas, None)
         overhead = (call.upstream_started or perf_counter()) - started - call.upstream_seconds
         overhead -= _waited(run) - waited  # an answer sent again waited for a human first
-        headers = await self._run_headers(run, overhead)
+        overhead -= call.retry_wait
+        headers = await self._run_headers(run, overhead, call.retry_wait)
         # The first delta came from the model that answers: a stream never falls back after.
         encoder = door.stream(request, _response_id(), call.target)
         opening = encoder.start() + (encoder.delta(first) if first is not None else b"")
@@ -547,13 +576,20 @@ class Gateway:
             self.metrics.halt(failure.code)
         return failure
 
-    async def _run_headers(self, run: Run, overhead: float) -> Headers:
+    async def _run_headers(self, run: Run, overhead: float, retry_wait: float) -> Headers:
+        """`X-Corral-Overhead-Ms` is Corral's own time: not the upstream's, not a human's,
+        not the pauses between retries (those are `X-Corral-Retry-Wait-Ms`)."""
         headers = [(b"x-corral-run", run.id.encode())]
         ctx = run.context
         left = await remaining_usd(self.sup.counters, ctx.caps, time.time())
         if left is not None:
             headers.append((b"x-corral-budget-remaining-usd", f"{left:.6f}".encode()))
         headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()))
+        if retry_wait:
+            headers.append((b"x-corral-retry-wait-ms", f"{retry_wait * 1000:.3f}".encode()))
+        span = CURRENT.get()
+        if span is not None and (value := traceparent(span)) is not None:
+            headers.append((b"traceparent", value))
         return headers
 
     # --- bodies --------------------------------------------------------------

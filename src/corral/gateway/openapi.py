@@ -40,8 +40,17 @@ _HEADERS: dict[str, Schema] = {
         "schema": {"type": "string", "pattern": r"^\d+\.\d{6}$"},
     },
     "X-Corral-Overhead-Ms": {
-        "description": "Milliseconds the gateway added on top of the upstream's time.",
+        "description": "Milliseconds the gateway added on top of the upstream's time (not "
+        "counting pauses between retries, nor time waiting for a human).",
         "schema": {"type": "string", "pattern": r"^\d+\.\d{3}$"},
+    },
+    "X-Corral-Retry-Wait-Ms": {
+        "description": "Milliseconds spent waiting between retries of the upstream call.",
+        "schema": {"type": "string", "pattern": r"^\d+\.\d{3}$"},
+    },
+    "traceparent": {
+        "description": "The W3C trace context of the gateway's span for this request.",
+        "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
     },
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
@@ -71,6 +80,29 @@ _PARAMETERS: dict[str, Schema] = {
         "description": "The task the run works on, recorded with it.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
     },
+    "ParentRun": {
+        "name": "X-Corral-Parent-Run",
+        "in": "header",
+        "required": False,
+        "description": "The run that started this one (an agent of the same team, else 403 "
+        "policy.denied): a link for traces and the agent graph.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "Outcome": {
+        "name": "X-Corral-Outcome",
+        "in": "header",
+        "required": False,
+        "description": "The run's outcome, on its last request: the run completes with it "
+        "after the answer (the agent type's failure_outcomes make it no success).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "Traceparent": {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "description": "W3C trace context: the request's trace continues the client's.",
+        "schema": _STRING,
+    },
     "RunId": {
         "name": "run_id",
         "in": "path",
@@ -97,7 +129,13 @@ _PARAMETERS: dict[str, Schema] = {
 _RUN_HEADERS = {name: _ref("headers", name) for name in ("X-Corral-Run",)}
 _ANSWER_HEADERS = {
     name: _ref("headers", name)
-    for name in ("X-Corral-Run", "X-Corral-Budget-Remaining-Usd", "X-Corral-Overhead-Ms")
+    for name in (
+        "X-Corral-Run",
+        "X-Corral-Budget-Remaining-Usd",
+        "X-Corral-Overhead-Ms",
+        "X-Corral-Retry-Wait-Ms",
+        "traceparent",
+    )
 }
 
 _RESPONSES: dict[str, Schema] = {
@@ -148,7 +186,10 @@ def _chat_operation(
         "operationId": operation_id,
         "summary": summary,
         "security": _KEYED,
-        "parameters": [_ref("parameters", "Session"), _ref("parameters", "Task")],
+        "parameters": [
+            _ref("parameters", name)
+            for name in ("Session", "Task", "ParentRun", "Outcome", "Traceparent")
+        ],
         "requestBody": {"required": True, "content": _json(_schema(request))},
         "responses": {
             "200": {

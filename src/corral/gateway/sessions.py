@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from opentelemetry.trace import Span
 
 from corral.calls import Halted, HaltReason, RunStatus, ToolResult
 from corral.gateway.wire import MAX_JSON_DEPTH, ClientError, too_deep
@@ -57,34 +58,57 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._live)
 
-    async def enter(self, agent: str, session: str | None, task: str | None) -> Run:
-        """The run for a request; pair with `leave`. Halted if the session's run is halted."""
+    async def enter(
+        self,
+        agent: str,
+        session: str | None,
+        task: str | None,
+        parent: str | None = None,
+        span: Span | None = None,
+    ) -> Run:
+        """The run for a request; pair with `leave`. Halted if the session's run is halted.
+
+        `parent`: the run that started it (X-Corral-Parent-Run), for a run it opens;
+        `span`: the request's, whose trace is a new run's first."""
         if session is None:
             scope = self._sup.run(
-                agent=agent, task=task, halt_on_upstream_failure=False, oneshot=True
-            )
+                agent=agent, task=task, halt_on_upstream_failure=False, oneshot=True,
+                parent_run=parent, request_span=span,
+            )  # fmt: skip
             return await scope
         key = (agent, session)
         entry = self._live.get(key)
         if entry is None or entry.run.status is not RunStatus.RUNNING:
-            entry = await self._open(key, task, entry)
+            entry = await self._open(key, task, entry, parent, span)
         entry.busy += 1
         entry.used_at = self._clock()
         return entry.run
 
-    async def leave(self, run: Run, session: str | None) -> None:
-        """A request is done with its run: a run of its own completes now."""
+    async def leave(self, run: Run, session: str | None, outcome: str | None = None) -> None:
+        """A request is done with its run: a run of its own completes now, and so does a
+        session's when the request reported the run's outcome (X-Corral-Outcome: the
+        session's next request opens a new run)."""
         if session is None:
             if run.status is RunStatus.RUNNING:
-                await run.complete()
+                await run.complete(outcome)
             return
-        entry = self._live.get((run.context.record.agent, session))
+        key = (run.context.record.agent, session)
+        entry = self._live.get(key)
         if entry is not None and entry.run is run:
             entry.busy -= 1
             entry.used_at = self._clock()
+            if outcome is not None and run.status is RunStatus.RUNNING:
+                del self._live[key]
+                self._closing[key] = asyncio.get_running_loop().create_future()
+                await self._complete(key, run, outcome)
 
     async def _open(
-        self, key: tuple[str, str], task: str | None, stale: _Session | None
+        self,
+        key: tuple[str, str],
+        task: str | None,
+        stale: _Session | None,
+        parent: str | None,
+        span: Span | None,
     ) -> _Session:
         if (closing := self._closing.get(key)) is not None:
             await asyncio.shield(closing)
@@ -98,7 +122,7 @@ class Sessions:
         future: asyncio.Future[_Session] = asyncio.get_running_loop().create_future()
         self._opening[key] = future
         try:
-            entry = await self._find_or_start(key, task, stale)
+            entry = await self._find_or_start(key, task, stale, parent, span)
             self._live[key] = entry
             future.set_result(entry)
             self._start_sweeper()
@@ -114,7 +138,12 @@ class Sessions:
             del self._opening[key]
 
     async def _find_or_start(
-        self, key: tuple[str, str], task: str | None, stale: _Session | None
+        self,
+        key: tuple[str, str],
+        task: str | None,
+        stale: _Session | None,
+        parent: str | None,
+        span: Span | None,
     ) -> _Session:
         """The session's newest run if it is running (resumed after a restart or a DLQ
         retry) or halted (its halt answers); a new run if it has none or it completed."""
@@ -137,7 +166,9 @@ class Sessions:
                 run = stale.run  # halted a moment ago and not yet saved: its halt answers
             else:
                 try:
-                    run = await self._sup.resume(record.id, halt_on_upstream_failure=False)
+                    run = await self._sup.resume(
+                        record.id, halt_on_upstream_failure=False, traced=False
+                    )
                 except RunInUse as busy:
                     raise ClientError(
                         409,
@@ -147,8 +178,9 @@ class Sessions:
                     ) from None
         else:
             run = await self._sup.run(
-                agent=agent, task=task, session=session, halt_on_upstream_failure=False
-            )
+                agent=agent, task=task, session=session, halt_on_upstream_failure=False,
+                parent_run=parent, request_span=span,
+            )  # fmt: skip
         return _Session(run, self._clock())
 
     def _start_sweeper(self) -> None:
@@ -186,9 +218,9 @@ class Sessions:
             await asyncio.gather(*(self._complete(key, run) for key, run in batch))
         return len(ended)
 
-    async def _complete(self, key: tuple[str, str], run: Run) -> None:
+    async def _complete(self, key: tuple[str, str], run: Run, outcome: Any = None) -> None:
         try:
-            await run.complete({"ended": "session idle"})
+            await run.complete({"ended": "session idle"} if outcome is None else outcome)
         finally:
             self._closing.pop(key).set_result(None)
 

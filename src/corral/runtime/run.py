@@ -43,6 +43,7 @@ class Run:
         audit: AuditLog,
         clock: Callable[[], float] = time.time,
         on_end: Callable[[Run], Awaitable[None]] | None = None,
+        on_ended: Callable[[RunContext, Halt | None, float | None], None] | None = None,
         state: Any = None,
         halt_on_upstream_failure: bool = True,
     ) -> None:
@@ -50,6 +51,9 @@ class Run:
         # Told once, when the run has ended and no call of it is still in flight (calls
         # waiting for budget must still find the run's counters).
         self._on_end = on_end
+        # Told at once when the run ends (its span, its KPIs): the halt, if it halted, and
+        # the seconds from the rule firing to the halt recorded.
+        self._on_ended = on_ended
         self._finished = False
         self._pipeline = pipeline
         self._store = store
@@ -180,6 +184,8 @@ class Run:
         await self._ended()
         await self._store.save_run(ctx.record)
         await self._audit.append("run.completed", {"steps": ctx.record.steps}, ctx.run_id)
+        if self._on_ended is not None:
+            self._on_ended(ctx, None, None)
 
     async def fail(self, exc: BaseException) -> Halted:
         """Halt with `error`: the agent's own code raised."""
@@ -269,6 +275,14 @@ class Run:
             {"reason": halt.reason.value, "rule": packet["rule"], "dead_letter": dead_letter.id},
             ctx.run_id,
         )
+        if self._on_ended is not None:
+            # Safe once the halt is on the record: from the kill request for a kill, else
+            # from the moment the rule fired.
+            if killed_at is not None:
+                safe = self._clock() - killed_at
+            else:
+                safe = time.perf_counter() - halt.raised_at
+            self._on_ended(ctx, halt, max(safe, 0.0))
         return self._halted
 
 

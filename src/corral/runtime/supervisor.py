@@ -14,7 +14,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from corral.calls import Halted, RunStatus
+from opentelemetry.sdk.trace import TracerProvider as OwnTracerProvider
+from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
+
+from corral.calls import Denied, Halt, Halted, RunStatus
 from corral.gates.allowlist import AllowlistGate
 from corral.gates.approval import ApprovalGate
 from corral.gates.base import Cap, Gate, Next, RunContext, compose
@@ -31,6 +34,7 @@ from corral.gates.ratelimit import RateLimitGate
 from corral.gates.record import RecordGate, view_of
 from corral.gates.retry import RetryGate
 from corral.gates.route import RouteGate
+from corral.gates.trace import TraceGate
 from corral.policy import LivePolicy, Policy
 from corral.providers.anthropic import AnthropicAdapter
 from corral.providers.base import Adapter
@@ -57,9 +61,14 @@ from corral.state import (
     StoreError,
     open_counters,
 )
+from corral.telemetry import export
+from corral.telemetry.anomaly import Signals
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.export import ExportStats
 from corral.telemetry.guard_stats import GuardStats
+from corral.telemetry.kpis import Kpis
 from corral.telemetry.notify import Notifier
+from corral.telemetry.tracing import Tracing, ids
 from corral.tools.registry import Tool, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,6 +80,8 @@ KILL_POLL_SECONDS = 0.2
 # Every this many ticks of it (5 s), approvals past their timeout that nobody waits on
 # are settled: escalated, or timed out (see ApprovalWaiter.sweep).
 APPROVAL_SWEEP_TICKS = 25
+# Every this many (60 s), the anomaly baselines are worked out again from the store.
+BASELINE_TICKS = 300
 
 
 def pipeline_gates(
@@ -82,6 +93,9 @@ def pipeline_gates(
     tools: Mapping[str, Tool] | None = None,
     notifier: Notifier | None = None,
     guard_stats: GuardStats | None = None,
+    tracing: Tracing | None = None,
+    kpis: Kpis | None = None,
+    signals: Signals | None = None,
 ) -> list[Gate]:
     """The gates every call passes, outermost first (DESIGN.md's order).
 
@@ -91,22 +105,26 @@ def pipeline_gates(
     pipeline: `pipeline()` binds it once the gates are composed.
     """
     stats = GuardStats() if guard_stats is None else guard_stats
+    tracing = Tracing() if tracing is None else tracing
+    kpis = Kpis() if kpis is None else kpis
+    signals = Signals(audit, kpis, clock) if signals is None else signals
     return [
         KillSwitchGate(),
         DeadlineGate(clock),
+        TraceGate(tracing, kpis, signals),
         RecordGate(store, audit, clock),
         AllowlistGate(),
         IdempotencyGate(store, clock),
         InputGuardGate(audit, stats),
-        LoopGate(audit, clock),
+        LoopGate(audit, clock, kpis),
         ContextGate(store, audit, clock),
         SpotlightGate(),
-        ApprovalGate(store, audit, {} if tools is None else tools, clock, notifier),
+        ApprovalGate(store, audit, {} if tools is None else tools, clock, notifier, kpis),
         BudgetGate(counters, clock, store),
         RateLimitGate(counters),
-        RouteGate(audit),
-        RetryGate(counters, clock=clock),
-        BreakerGate(counters, clock=clock),
+        RouteGate(audit, kpis),
+        RetryGate(counters, clock=clock, tracing=tracing, kpis=kpis),
+        BreakerGate(counters, clock=clock, kpis=kpis),
         OutputGuardGate(audit, stats),
     ]
 
@@ -137,6 +155,7 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
         lease_ttl: float = LEASE_TTL_SECONDS,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.policy = policy
         # Redacting and sealing what it keeps, if the policy says so (runtime/sealing.py).
@@ -165,9 +184,25 @@ class Supervisor:
         self._seeding = asyncio.Lock()
         self.notifier = Notifier(policy.current.approvals_notify, self.audit)
         self.guard_stats = GuardStats()  # what the guards did; the gateway's /metrics shows it
+        # Spans: to the provider given, else to the collector the policy or the OTEL_*
+        # environment names (a provider of Corral's own, shut down with it), else to
+        # OpenTelemetry's global provider (the application's, or a no-op).
+        telemetry = policy.current.telemetry
+        self.export_stats = ExportStats()
+        self._own_provider: OwnTracerProvider | None = None
+        if tracer_provider is None:
+            tracer_provider = self._own_provider = export.tracer_provider(
+                telemetry, self._env, stats=self.export_stats
+            )
+        self.tracing = Tracing(
+            tracer_provider, capture_content=telemetry.capture_content, redact=store.redactor
+        )
+        self.kpis = Kpis()
+        self.signals = Signals(self.audit, self.kpis, clock)
         gates = pipeline_gates(
             store, counters, self.audit, clock,
             tools=self._tools, notifier=self.notifier, guard_stats=self.guard_stats,
+            tracing=self.tracing, kpis=self.kpis, signals=self.signals,
         )  # fmt: skip
         self._loops = next(gate for gate in gates if isinstance(gate, LoopGate))
         # Told of decisions made in this process (the gateway's admin API), to release
@@ -185,6 +220,7 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
         lease_ttl: float = LEASE_TTL_SECONDS,
+        tracer_provider: TracerProvider | None = None,
     ) -> Supervisor:
         """Load the policy and open the store and counters it names (unless given)."""
         live = LivePolicy(path, env=env)
@@ -195,7 +231,13 @@ class Supervisor:
             clock=clock,
             env=env,
             lease_ttl=lease_ttl,
+            tracer_provider=tracer_provider,
         )
+
+    @property
+    def collectors(self) -> tuple[Any, ...]:
+        """What this supervisor counts, as Prometheus collectors (see corral.metrics)."""
+        return (self.kpis, self.guard_stats, self.export_stats)
 
     def tool(
         self,
@@ -241,20 +283,32 @@ class Supervisor:
         session: str | None = None,
         halt_on_upstream_failure: bool = True,
         oneshot: bool = False,
+        parent_run: str | None = None,
+        request_span: Span | None = None,
     ) -> RunScope:
         """`async with sup.run(agent=..., task=...) as run:` — completes on a clean exit.
 
         With `halt_on_upstream_failure=False`, a call whose route has no model that
         answers raises UpstreamUnavailable and the run goes on, instead of halting.
         `oneshot`: nobody will resume the run (a gateway request of its own), so if this
-        process dies mid-call, recovery halts it with `interrupted`."""
+        process dies mid-call, recovery halts it with `interrupted`. `parent_run`: the run
+        that started this one (an agent of the same team, else corral.Denied): a link for
+        traces and the agent graph; this run's spending counts against its own caps.
+        `request_span`: the gateway's span of the request opening the run, whose trace is
+        the run's first (each request is a trace of its own; no run span is made)."""
         options = {"halt_on_upstream_failure": halt_on_upstream_failure}
-        return RunScope(lambda: self._start(agent, task, session, oneshot, options))
+        return RunScope(
+            lambda: self._start(agent, task, session, oneshot, options, parent_run, request_span)
+        )
 
-    def resume(self, run_id: str, *, halt_on_upstream_failure: bool = True) -> RunScope:
-        """Continue a run from its last checkpoint; tool calls that already ran replay."""
+    def resume(
+        self, run_id: str, *, halt_on_upstream_failure: bool = True, traced: bool = True
+    ) -> RunScope:
+        """Continue a run from its last checkpoint; tool calls that already ran replay.
+
+        `traced=False`: no run span (the gateway traces each request instead)."""
         options = {"halt_on_upstream_failure": halt_on_upstream_failure}
-        return RunScope(lambda: self._resume(run_id, options))
+        return RunScope(lambda: self._resume(run_id, options, traced))
 
     async def recover(self) -> list[str]:
         """Settle the runs of processes that died (see runtime/recovery.py) and take this
@@ -292,7 +346,10 @@ class Supervisor:
             # Runs still open (a gateway's sessions) stay running, to resume elsewhere.
             with contextlib.suppress(StoreError):
                 await self.store.drop_leases([self.owner])
+        await self.signals.drain()
         await self.notifier.close()
+        if self._own_provider is not None:
+            await asyncio.to_thread(self._own_provider.shutdown)
         await self._http.close()
         await self.counters.close()
         await self.store.close()
@@ -312,6 +369,8 @@ class Supervisor:
         session: str | None,
         oneshot: bool,
         options: dict[str, Any],
+        parent_run: str | None,
+        request_span: Span | None,
     ) -> Run:
         await self.recover()
         policy = self.policy.current
@@ -319,8 +378,14 @@ class Supervisor:
         if agent_policy is None:
             known = ", ".join(sorted(policy.agents)) or "none"
             raise ValueError(f"unknown agent '{agent}' (known: {known})")
+        if parent_run is not None:
+            await self._check_parent(policy, agent, parent_run)
         now = self._clock()
         run_id = f"run_{uuid.uuid4().hex[:16]}"
+        span = None
+        if request_span is None:
+            span = request_span = self.tracing.run_span(agent, run_id, session)
+        traced = ids(request_span)
         record = RunRecord(
             id=run_id,
             agent=agent,
@@ -329,17 +394,32 @@ class Supervisor:
             updated_at=now,
             task=task,
             session=session,
-            trace_id=uuid.uuid4().hex,
+            trace_id=traced[0] if traced is not None else uuid.uuid4().hex,
+            trace_span=traced[1] if traced is not None else None,
             owner=self.owner,
             oneshot=oneshot,
+            parent_run_id=parent_run,
         )
         await self.store.create_run(record)
         await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
-        ctx = self._context(policy, record, elapsed=0.0, now=now)
+        ctx = self._context(policy, record, elapsed=0.0, now=now, span=span)
         await self._seed_counters(ctx, now)
         return self._track(Run(ctx, **self._run_parts(), **options))
 
-    async def _resume(self, run_id: str, options: dict[str, Any]) -> Run:
+    async def _check_parent(self, policy: Policy, agent: str, parent_run: str) -> None:
+        """A parent run must exist and be of an agent of the same team (or the agent)."""
+        parent = await self.store.get_run(parent_run)
+        scope = policy.agents[agent].session_scope(agent)
+        found = policy.agents.get(parent.agent) if parent is not None else None
+        if parent is None or found is None or found.session_scope(parent.agent) != scope:
+            why = "no such run" if parent is None else f"a run of agent '{parent.agent}'"
+            raise Denied(
+                f"parent run '{parent_run}' is {why}, not of this agent's team"
+                f" ({scope.split(':', 1)[1]})",
+                {"rule": f"agents.{agent}.team", "parent_run": parent_run},
+            )
+
+    async def _resume(self, run_id: str, options: dict[str, Any], traced: bool) -> Run:
         await self.recover()
         record = await self.store.get_run(run_id)
         if record is None:
@@ -364,7 +444,13 @@ class Supervisor:
         # Time the run was not running (crashed, or halted in the queue) does not count,
         # nor time its calls waited for a human.
         elapsed = (record.ended_at or record.updated_at) - record.created_at - record.waiting_s
-        ctx = self._context(policy, record, elapsed=elapsed, now=now)
+        span = None
+        if traced:  # a trace of its own, linked to the run's first
+            first = None
+            if record.trace_id is not None and record.trace_span is not None:
+                first = (record.trace_id, record.trace_span)
+            span = self.tracing.run_span(record.agent, run_id, record.session, first=first)
+        ctx = self._context(policy, record, elapsed=elapsed, now=now, span=span)
         checkpoint = await self.store.last_checkpoint(run_id)
         ctx.call_seq = checkpoint.step if checkpoint else 0
         steps = await self.store.list_steps(run_id, last=ctx.recent.maxlen)
@@ -437,7 +523,13 @@ class Supervisor:
         return await self.store.spending(agent_type=agent_type, since=since)
 
     def _context(
-        self, policy: Policy, record: RunRecord, *, elapsed: float, now: float
+        self,
+        policy: Policy,
+        record: RunRecord,
+        *,
+        elapsed: float,
+        now: float,
+        span: Span | None,
     ) -> RunContext:
         agent_policy = policy.agents[record.agent]
         # Sessions are the team's (or the agent's own): the same id sent by an agent of
@@ -465,6 +557,8 @@ class Supervisor:
             agent_policy=agent_policy,
             caps=build_caps(policy, agent_policy.type, record.id, session, topup),
             deadline=deadline,
+            span=span,
+            trace_context=None if span is None else self.tracing.in_span(span),
         )
 
     def _run_parts(self) -> dict[str, Any]:
@@ -474,7 +568,32 @@ class Supervisor:
             "audit": self.audit,
             "clock": self._clock,
             "on_end": self._untrack,
+            "on_ended": self._ended,
         }
+
+    def _ended(self, ctx: RunContext, halt: Halt | None, safe_fail: float | None) -> None:
+        """A run ended: its span ends and its KPIs count (success as its agent type says)."""
+        record = ctx.record
+        outcome = halt.reason.value if halt is not None else "completed"
+        kind = ctx.policy.agent_types.get(record.agent_type)
+        succeeded = kind.succeeded(record.status.value, record.outcome) if kind else False
+        ended = record.ended_at if record.ended_at is not None else self._clock()
+        self.kpis.run_ended(
+            record.agent, record.agent_type, outcome,
+            succeeded=succeeded, cost_usd=record.cost_usd, tool_calls=record.tool_calls,
+            seconds=max(0.0, ended - record.created_at - record.waiting_s), safe_fail=safe_fail,
+        )  # fmt: skip
+        span = ctx.span
+        if span is not None:
+            span.set_attributes(
+                {"corral.cost_usd": record.cost_usd, "corral.step": record.steps,
+                 "gen_ai.usage.cost": record.cost_usd}
+            )  # fmt: skip
+            if halt is not None:
+                span.set_attribute("corral.halt.reason", outcome)
+                span.set_attribute("error.type", outcome)
+                span.set_status(Status(StatusCode.ERROR, f"{outcome}: {halt.message}"))
+            span.end()
 
     def _track(self, run: Run) -> Run:
         self._runs[run.id] = run
@@ -518,6 +637,8 @@ class Supervisor:
                     await self._renew_lease()
                 if ticks % APPROVAL_SWEEP_TICKS == 0:
                     await self.approvals.sweep(self.policy.current)
+                if ticks % BASELINE_TICKS == 0:
+                    await self.signals.refresh(self.store)
                 requests = await self.store.kill_requests()
             except StoreError as exc:  # keep watching: a busy store must not end kill support
                 log.warning("kill watcher could not read the store: %s", exc)

@@ -8,6 +8,7 @@ from time import perf_counter
 from corral.calls import Call, LLMResult, Result, ToolResult
 from corral.gates.base import RunContext
 from corral.providers.base import Adapter
+from corral.telemetry.tracing import CURRENT, attached
 from corral.tools.registry import Tool
 
 
@@ -26,7 +27,11 @@ class Transport:
             if tool is None:
                 known = ", ".join(sorted(self._tools)) or "none"
                 raise LookupError(f"no tool '{call.name}' is registered (registered: {known})")
-            return ToolResult(await tool.invoke(call.args, call.idempotency_key))
+            span = CURRENT.get()
+            if span is None or not span.is_recording():
+                return ToolResult(await tool.invoke(call.args, call.idempotency_key))
+            with attached(span):  # the spans the tool makes nest under its execute_tool
+                return ToolResult(await tool.invoke(call.args, call.idempotency_key))
         policy = ctx.policy
         name = call.target or policy.routes.get(call.model, (call.model,))[0]
         model = policy.models[name]

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from corral.state import AuditEntry, Store
+from corral.telemetry.tracing import decision
 
 
 def entry_hash(
@@ -118,7 +119,10 @@ class AuditLog:
     async def append(
         self, kind: str, payload: Mapping[str, Any], run_id: str | None = None
     ) -> AuditEntry:
-        return await self._store.append_audit(self.seal(kind, payload, run_id))
+        """Chain an entry; one made during a call is also an event on the call's span."""
+        entry = await self._store.append_audit(self.seal(kind, payload, run_id))
+        decision(kind, entry.payload)
+        return entry
 
     def seal(
         self, kind: str, payload: Mapping[str, Any], run_id: str | None = None

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from corral import __version__
@@ -157,6 +158,11 @@ def test_demo_runs_and_leaves_an_inspectable_run(policy: Path) -> None:
     listing = runner.invoke(app, ["runs", "ls", "--policy", str(policy), "--json"])
     assert '"status": "completed"' in listing.output
     assert '"halt_reason": "loop.repeat"' in listing.output
+    # The third identical call was stopped before it ran: listed, and counted apart.
+    [looped] = [r for r in orjson.loads(listing.output) if r["halt_reason"] == "loop.repeat"]
+    shown = runner.invoke(app, ["runs", "show", looped["id"], "--policy", str(policy)])
+    steps = next(line.split()[1:] for line in shown.output.splitlines() if line.startswith("steps"))
+    assert steps == [str(looped["steps"]), "(+1", "halted)"]
     decided = runner.invoke(app, ["approvals", "ls", "--status", "all", "--policy", str(policy)])
     assert decided.exit_code == 0 and "rejected" in decided.output, decided.output
     assert runner.invoke(app, ["audit", "verify", "--policy", str(policy)]).exit_code == 0

@@ -179,7 +179,10 @@ def test_dlq_retry_reopens_with_every_topup_and_audits_it(policy: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == (
         f"run stuck reopened from checkpoint {checkpoint} with +0.20 USD, +5000 tokens,"
-        " +5 tool calls, +10 steps, +600s wall clock; resume it with Supervisor.resume('stuck')\n"
+        " +5 tool calls, +10 steps, +600s wall clock\n"
+        "It goes on once it is picked up again:\n"
+        '  SDK: sup.resume("stuck") in the agent\'s code continues it\n'
+        "  gateway: only a session's next request continues a run; this one has none\n"
     )
 
     topup = {"usd": 0.2, "tokens": 5000, "tool_calls": 5, "steps": 10, "wall_clock": 600.0}
@@ -200,7 +203,7 @@ def test_a_second_retry_adds_to_the_first(policy: Path) -> None:
     on_store(policy, lambda s: halt(s, "stuck"))
     first = corral(policy, "dlq", "retry", "stuck", "--add-usd", "0.005")
     assert first.exit_code == 0, first.output
-    assert "from the start with +0.005 USD;" in first.output
+    assert "from the start with +0.005 USD\n" in first.output
 
     async def halt_again(store: Store) -> None:
         # As the runtime does: the resumed run, carrying its topup, halts once more.
@@ -212,7 +215,7 @@ def test_a_second_retry_adds_to_the_first(policy: Path) -> None:
     on_store(policy, halt_again)
     second = corral(policy, "dlq", "retry", "stuck", "--add-usd", "0.25", "--add-steps", "2")
     assert second.exit_code == 0, second.output
-    assert "with +0.25 USD, +2 steps;" in second.output
+    assert "with +0.25 USD, +2 steps\n" in second.output
     reopened = on_store(policy, lambda s: s.get_run("stuck"))
     assert reopened is not None and reopened.topup == {"usd": 0.255, "steps": 2}
     assert corral(policy, "audit", "verify").exit_code == 0
@@ -222,9 +225,37 @@ def test_dlq_retry_without_a_topup(policy: Path) -> None:
     on_store(policy, lambda s: halt(s, "stuck", HaltReason.LOOP_REPEAT))
     result = corral(policy, "dlq", "retry", "stuck")
     assert result.exit_code == 0, result.output
-    assert "run stuck reopened from the start with no budget top-up;" in result.output
+    assert "run stuck reopened from the start with no budget top-up\n" in result.output
     reopened = on_store(policy, lambda s: s.get_run("stuck"))
     assert reopened is not None and (reopened.status, reopened.topup) == ("running", None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "gateway"),
+    [
+        ({"session": "ticket-42"}, "the next request of session 'ticket-42' continues it"),
+        (
+            {"oneshot": True},
+            "it was one request without X-Corral-Session: no later request continues it",
+        ),
+    ],
+)
+def test_dlq_retry_says_how_the_run_goes_on(
+    policy: Path, changes: dict[str, Any], gateway: str
+) -> None:
+    async def seed_run(store: Store) -> None:
+        await store.create_run(run("stuck", **changes))
+        await store.halt_run(replace(halted("stuck"), **changes), PACKET)
+
+    on_store(policy, seed_run)
+    result = corral(policy, "dlq", "retry", "stuck", "--add-usd", "0.2")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "run stuck reopened from the start with +0.20 USD",
+        "It goes on once it is picked up again:",
+        '  SDK: sup.resume("stuck") in the agent\'s code continues it',
+        f"  gateway: {gateway}",
+    ]
 
 
 # dlq drop

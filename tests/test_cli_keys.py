@@ -11,9 +11,11 @@ import orjson
 import pytest
 from typer.testing import Result
 
+from corral.cli import app
+from corral.cli_common import when
 from corral.gateway.keys import KeyRefused, authenticate, key_hash
 from corral.state import AgentKeyRecord, Store
-from tests.support import corral, example_policy, flat, on_store
+from tests.support import corral, example_policy, flat, on_store, runner
 
 T0 = 1_700_000_000.0
 
@@ -139,22 +141,39 @@ def test_ls_json_shows_each_key_and_its_status(policy: Path) -> None:
     assert rows[3]["revoked_at"] == T0 + 10
 
 
-def test_ls_table_shows_each_key_and_its_status(policy: Path) -> None:
-    on_store(policy, seed)
-    result = corral(policy, "keys", "ls")
-    assert result.exit_code == 0, result.output
+def key_rows(output: str) -> dict[str, list[str]]:
     rows = {}
-    for line in result.output.splitlines():
-        # A row's first line; times are left out, as they go where the terminal's width puts them.
-        words = [w for w in flat(line).split() if not re.fullmatch(r"\d\d:\d\d:\d\d", w)]
+    for line in output.splitlines():
+        words = flat(line).split()
         if words and words[0].startswith("key_"):
             rows[words[0]] = words[1:]
-    assert rows == {
-        "key_live": ["ck_live", "support", "2023-11-14", "never", "active"],
-        "key_root": ["ck_root", "(admin)", "2023-11-14", "2123-10-21", "active"],
-        "key_old": ["ck_old", "summarizer", "2023-11-14", "2023-11-14", "expired"],
-        "key_gone": ["ck_gone", "support", "2023-11-14", "never", "revoked"],
+    return rows
+
+
+def test_ls_table_shows_each_key_and_its_status(policy: Path) -> None:
+    on_store(policy, seed)
+    wide = runner.invoke(app, ["keys", "ls", "--policy", str(policy)], env={"COLUMNS": "120"})
+    assert wide.exit_code == 0, wide.output
+    made = when(T0).split()
+    never, ends = ["never"], when(SEEDED[1].expires_at).split()
+    assert key_rows(wide.output) == {
+        "key_live": ["ck_live", "support", *made, *never, "active"],
+        "key_root": ["ck_root", "(admin)", *made, *ends, "active"],
+        "key_old": ["ck_old", "summarizer", *made, *when(T0 + 60).split(), "expired"],
+        "key_gone": ["ck_gone", "support", *made, *never, "revoked"],
     }
+
+
+def test_ls_table_at_80_columns_keeps_ids_and_prefixes_whole(policy: Path) -> None:
+    """The creation time is what goes when 80 columns are too few for every column."""
+    on_store(policy, seed)
+    result = runner.invoke(app, ["keys", "ls", "--policy", str(policy)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.output.splitlines())) <= 80, result.output
+    assert "created" not in result.output
+    rows = key_rows(result.output)
+    assert rows["key_root"] == ["ck_root", "(admin)", *when(SEEDED[1].expires_at).split(), "active"]
+    assert rows["key_old"][-1] == "expired" and rows["key_gone"][-1] == "revoked"
 
 
 # keys revoke

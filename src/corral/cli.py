@@ -32,7 +32,7 @@ from corral.gateway.keys import check_lifetime, issue, key_status
 from corral.policy import PolicyError, parse_duration
 from corral.runtime import operations
 from corral.state import AgentKeyRecord, Store
-from corral.tables import run_table
+from corral.tables import listing
 from corral.telemetry.audit import AuditLog
 
 app = typer.Typer(
@@ -41,6 +41,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown reflows a docstring's paragraphs to the terminal; Typer's rich mode keeps
+    # each of its line breaks, which reads badly at 80 columns.
+    rich_markup_mode="markdown",
 )
 runs_app = typer.Typer(help="List, inspect and kill runs.", no_args_is_help=True)
 dlq_app = typer.Typer(
@@ -72,10 +75,32 @@ async def audit(
     await AuditLog(store).append(kind, payload, run_id)
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        out.print(f"corral {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print Corral's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    # The app's help is Typer(help=...): a docstring here would replace it.
+    pass
+
+
 @app.command()
 def version() -> None:
     """Print Corral's version."""
-    out.print(f"corral {__version__}")
+    out.print(f"corral {__version__}", highlight=False)
 
 
 @app.command()
@@ -126,6 +151,43 @@ def serve(
         fail(str(exc), 2)
 
 
+def kill_pending(run: Mapping[str, Any]) -> bool:
+    """An operator asked to kill the run and it has not halted yet (its process halts it
+    at its next gate)."""
+    return run["status"] == RunStatus.RUNNING and run["kill_requested_at"] is not None
+
+
+def status_text(run: Mapping[str, Any], *, reason: bool = False) -> str:
+    """running, running (kill pending), completed, halted; with `reason`, halted
+    (loop.repeat)."""
+    if kill_pending(run):
+        return "running (kill pending)"
+    if reason and run["halt_reason"] is not None:
+        return f"{run['status']} ({run['halt_reason']})"
+    return str(run["status"])
+
+
+# How a step the run's count leaves out is named, by its status. The record gate counts a
+# call once it was answered (an answer a halt followed counts: its output is on the step).
+UNCOUNTED = {"halted": "halted", "error": "failed", "replayed": "replayed"}
+
+
+def uncounted(steps: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The seqs of the steps not in the run's step count, by what became of them."""
+    left_out: dict[str, list[int]] = {kind: [] for kind in UNCOUNTED.values()}
+    for step in steps:
+        kind = UNCOUNTED.get(step["status"])
+        if kind is not None and not (kind == "halted" and step["output"] is not None):
+            left_out[kind].append(step["seq"])
+    return left_out
+
+
+def step_count_text(count: int, left_out: Mapping[str, list[int]]) -> str:
+    """5, or 5 (+1 halted, +2 failed)."""
+    extra = ", ".join(f"+{len(seqs)} {kind}" for kind, seqs in left_out.items() if seqs)
+    return f"{count} ({extra})" if extra else str(count)
+
+
 @runs_app.command("ls")
 def runs_ls(
     policy: PolicyPath = Path("corral.yaml"),
@@ -134,24 +196,28 @@ def runs_ls(
     agent: Annotated[str | None, typer.Option(help="Only runs of this agent.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first.
+
+    A run an operator killed that has not halted yet (its process halts it at its next
+    gate) shows as "running (kill pending)"; in --json, "kill_pending" says so."""
     rows = with_store(
         policy, lambda s: operations.list_runs(s, limit=limit, status=status, agent=agent)
     )
     if as_json:
-        print_json(rows)
+        print_json([{**r, "kill_pending": kill_pending(r)} for r in rows])
         return
     if not rows:
         out.print("No runs yet. Start one with `corral demo`, the SDK, or `corral serve`.")
         return
-    columns = ("run", "agent", "task", "status", "reason", "steps", "tokens", "usd", "started")
+    # The halt reason goes with the status: a column of its own would be "-" for most runs
+    # and take the room the task needs at 80 columns.
+    columns = ("run", "agent", "task", "status", "steps", "tokens", "usd", "started")
     lines = [
         (
             r["id"],
             r["agent"],
             r["task"] or "-",
-            r["status"],
-            r["halt_reason"] or "-",
+            status_text(r, reason=True),
             str(r["steps"]),
             str(r["input_tokens"] + r["output_tokens"]),
             f"{r['cost_usd']:.4f}",
@@ -159,37 +225,56 @@ def runs_ls(
         )
         for r in rows
     ]
-    table = run_table("Runs", columns, lines, out.width, droppable=("tokens", "started", "agent"))
+    spare = ("tokens", "started", "agent")
+    table = listing("Runs", columns, lines, out.width, ids=("run",), text="task", droppable=spare)
     out.print(table)
 
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    run_id: RunId,
     policy: PolicyPath = Path("corral.yaml"),
     as_json: AsJson = False,
 ) -> None:
-    """Show one run and its steps."""
+    """Show one run and its steps.
+
+    The run's step count is what its budgets count: the calls that were answered. A call
+    stopped before it ran (halted), one that failed or one replayed from its recorded
+    result is listed among the steps but not counted; the count says how many of each."""
     found = with_store(policy, lambda s: operations.show_run(s, run_id))
     record, steps = found["run"], found["steps"]
+    left_out = uncounted(steps)
     if as_json:
         # The CLI's JSON has always been the run's fields with its steps listed in place
-        # of the step count; scripts read it that way.
-        print_json({**record, "steps": steps})
+        # of the step count; scripts read it that way. The count is `step_count`.
+        print_json(
+            {
+                **record,
+                "steps": steps,
+                "step_count": record["steps"],
+                "uncounted_steps": {kind: len(seqs) for kind, seqs in left_out.items()},
+                "kill_pending": kill_pending(record),
+            }
+        )
         return
     details = Table.grid(padding=(0, 2))
     for name, value in record.items():
-        shown = when(value) if name.endswith("_at") and value is not None else value
-        details.add_row(name, "-" if shown is None else str(shown))
+        if name == "status":
+            shown = status_text(record)
+        elif name == "steps":
+            shown = step_count_text(record["steps"], left_out)
+        elif name.endswith("_at") and value is not None:
+            shown = f"{when(value)} UTC"
+        else:
+            shown = "-" if value is None else str(value)
+        details.add_row(name, shown)
     out.print(details)
     if not steps:
         out.print("No steps recorded.")
         return
-    table = Table(title=f"Steps of {record['id']}")
-    for column in ("#", "kind", "name", "status", "tokens in/out", "usd", "error"):
-        table.add_column(column)
-    for s in steps:
-        table.add_row(
+    columns = ("#", "kind", "name", "status", "tokens in/out", "usd", "error")
+    lines = [
+        (
             str(s["seq"]),
             s["kind"],
             s["name"],
@@ -198,7 +283,20 @@ def runs_show(
             f"{s['cost_usd']:.4f}",
             s["error"] or "",
         )
-    out.print(table)
+        for s in steps
+    ]
+    out.print(listing(f"Steps of {record['id']}", columns, lines, out.width, text="error"))
+    if any(left_out.values()):
+        which = "; ".join(
+            f"{'step' if len(seqs) == 1 else 'steps'} {', '.join(map(str, seqs))} ({kind})"
+            for kind, seqs in left_out.items()
+            if seqs
+        )
+        out.print(
+            f"Not in the run's {record['steps']} steps, which count the calls that were "
+            f"answered: {which}.",
+            highlight=False,
+        )
 
 
 @runs_app.command("kill")
@@ -233,12 +331,12 @@ def dlq_ls(
             "The dead-letter queue is empty." if status == "all" else f"No {status} dead letters."
         )
         return
-    table = Table(title="Dead letters")
-    for column in ("run", "reason", "dead letter", "status", "created"):
-        table.add_column(column)
-    for d in rows:
-        table.add_row(d["run_id"], d["reason"], str(d["id"]), d["status"], when(d["created_at"]))
-    out.print(table)
+    columns = ("run", "reason", "status", "dead letter", "created")
+    lines = [
+        (d["run_id"], d["reason"], d["status"], str(d["id"]), when(d["created_at"], short=True))
+        for d in rows
+    ]
+    out.print(listing("Dead letters", columns, lines, out.width, ids=("run", "dead letter")))
 
 
 @dlq_app.command("show")
@@ -302,7 +400,10 @@ def dlq_retry(
         ),
     ] = None,
 ) -> None:
-    """Reopen a halted run with an optional budget top-up; the SDK then resumes it."""
+    """Reopen a halted run with an optional budget top-up.
+
+    The run goes on where it is picked up again: with the SDK, `sup.resume(RUN_ID)` in
+    the agent's code; at the gateway, the next request of the run's session."""
     # Typer has parsed each flag already (with the parsers the admin API uses for its
     # body); what is left is dropping the flags not given, in the store's key order.
     given = {
@@ -319,14 +420,32 @@ def dlq_retry(
             s, AuditLog(s), run_id, topup=topup, now=time.time()
         ),
     )
-    checkpoint = retried["run"]["last_checkpoint_id"]
+    reopened = retried["run"]
+    checkpoint = reopened["last_checkpoint_id"]
+    start = "the start" if checkpoint is None else f"checkpoint {checkpoint}"
     out.print(
-        f"run {run_id} reopened from "
-        f"{'the start' if checkpoint is None else f'checkpoint {checkpoint}'}"
-        f" with {topup_text(retried['topup'])}; resume it with Supervisor.resume('{run_id}')",
+        f"run {run_id} reopened from {start} with {topup_text(retried['topup'])}",
         highlight=False,
         soft_wrap=True,
     )
+    for line in continues(reopened):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def continues(run: Mapping[str, Any]) -> list[str]:
+    """How a reopened run goes on: nothing runs it until its agent picks it up again."""
+    session = run["session"]
+    if session is not None:
+        gateway = f"the next request of session '{session}' continues it"
+    elif run["oneshot"]:
+        gateway = "it was one request without X-Corral-Session: no later request continues it"
+    else:
+        gateway = "only a session's next request continues a run; this one has none"
+    return [
+        "It goes on once it is picked up again:",
+        f'  SDK: sup.resume("{run["id"]}") in the agent\'s code continues it',
+        f"  gateway: {gateway}",
+    ]
 
 
 @dlq_app.command("drop")
@@ -415,21 +534,24 @@ def keys_ls(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) -
     if not rows:
         out.print("No keys yet. Make one with `corral keys create --agent NAME` (or --admin).")
         return
-    table = Table(title="Gateway keys")
-    # The id is what `keys revoke` takes, so it is never cut; in a narrow terminal the other
-    # columns wrap rather than lose characters to an ellipsis.
-    table.add_column("id", min_width=max(len(r.id) for r in rows), no_wrap=True)
-    for column in ("prefix", "agent", "created", "expires", "status"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
+    # The id is what `keys revoke` takes and the prefix what a key holder matches, so neither
+    # is ever cut; in a narrow terminal the other columns wrap rather than lose characters
+    # to an ellipsis. Times keep their year: a key can expire in years.
+    columns = ("id", "prefix", "agent", "created", "expires", "status")
+    lines = [
+        (
             r.id,
             r.prefix,
-            "(admin)" if r.admin else r.agent,
+            "(admin)" if r.admin else r.agent or "-",
             when(r.created_at),
             "never" if r.expires_at is None else when(r.expires_at),
             key_status(r, now),
         )
+        for r in rows
+    ]
+    table = listing(
+        "Gateway keys", columns, lines, out.width, ids=("id", "prefix"), droppable=("created",)
+    )
     out.print(table)
 
 
@@ -467,24 +589,36 @@ def audit_verify(policy: PolicyPath = Path("corral.yaml")) -> None:
     out.print(f"audit chain intact: {result['entries']} entries")
 
 
+# Where `corral serve` listens by default.
+BREAKERS_CURL = (
+    'curl -H "Authorization: Bearer $CORRAL_ADMIN_KEY" http://127.0.0.1:4100/admin/breakers'
+)
+
+
 @app.command()
 def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) -> None:
-    """List the circuit breakers: state, failure and slow-call rates, time until half-open."""
+    """List the circuit breakers: state, failure and slow-call rates, time until half-open.
+
+    Only with counters shared between processes: with `counters: memory` a breaker lives
+    in the process that makes the calls, and a gateway lists its own at GET /admin/breakers.
+    """
     from corral.state import open_counters
 
     loaded = policy_for_store(policy)
     if loaded.counters == "memory":
-        # A breaker lives where its counters do: in-process counters die with the process.
-        note = (
-            "With `counters: memory` breakers live inside each supervisor's process, and "
-            "this one has none: breakers are shared and listed here only with shared counters."
+        # A breaker lives where its counters do: in-process counters live and die with the
+        # process that makes the calls, which this one is not. An empty list would say
+        # "no breakers", which nobody here can know.
+        err.print(
+            f"[red]error:[/red] {policy} keeps counters in memory (`counters: memory`): each "
+            "circuit breaker lives inside the process that makes the calls (the gateway, or "
+            "an agent's own Supervisor), and this command cannot see them. Ask the gateway "
+            "for its breakers, GET /admin/breakers with an admin key ($CORRAL_ADMIN_KEY, or "
+            "one from `corral keys create --admin`):",
+            highlight=False,
         )
-        if as_json:
-            err.print(note, highlight=False, soft_wrap=True)
-            print_json([])
-        else:
-            out.print(note, highlight=False, soft_wrap=True)
-        return
+        err.print(f"  {BREAKERS_CURL}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
     now = time.time()
 
@@ -505,25 +639,28 @@ def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) 
     if not rows:
         out.print("No breakers yet: one appears with the first call to a model.")
         return
-    labels = [f"{row['provider']}/{row['model']}" for row in rows]
-    table = Table(title="Circuit breakers")
-    # The model is what a reader looks for: other columns wrap before it is cut.
-    table.add_column("model", min_width=max(map(len, labels)), no_wrap=True)
-    for column in ("state", "calls", "failed", "slow", "opened", "half-opens in", "probes"):
-        table.add_column(column)
-    for label, row in zip(labels, rows, strict=True):
-        opened_at, half_open_in = row["opened_at"], row["half_open_in"]
-        table.add_row(
-            label,
+    out.print(breaker_table(rows, now, out.width))
+
+
+def breaker_table(rows: list[dict[str, Any]], now: float, width: int) -> Table:
+    """The breakers, one a row. The model is what a reader looks for: other columns wrap
+    before it is cut."""
+    columns = ("model", "state", "calls", "failed", "slow", "opened", "half-open in", "probes")
+    lines = [
+        (
+            f"{row['provider']}/{row['model']}",
             row["state"],
             str(row["calls"]),
             f"{row['failure_rate']:.0%}",
             f"{row['slow_rate']:.0%}",
-            "-" if opened_at is None else f"{now - opened_at:.0f}s ago",
-            "-" if half_open_in is None else f"{half_open_in:.0f}s",
+            "-" if row["opened_at"] is None else f"{now - row['opened_at']:.0f}s ago",
+            "-" if row["half_open_in"] is None else f"{row['half_open_in']:.0f}s",
             str(row["probes_out"]),
         )
-    out.print(table)
+        for row in rows
+    ]
+    spare = ("probes", "opened", "calls")  # the rates say why a breaker opened: they stay
+    return listing("Circuit breakers", columns, lines, width, ids=("model",), droppable=spare)
 
 
 @app.command()
@@ -541,8 +678,13 @@ def doctor(policy: PolicyPath = Path("corral.yaml")) -> None:
 
 @app.command()
 def demo(policy: PolicyPath = Path("examples/corral.yaml")) -> None:
-    """Run a supervised support agent against the simulated provider: one run completes,
-    a runaway one is halted by its budget."""
+    """Run a support agent under Corral against the simulated provider, in five runs.
+
+    One ticket is answered; a model that keeps asking for the same tool is halted by the
+    loop gate (loop.repeat, with an escalation packet and a dead letter); a refund's email
+    waits for a human, who rejects one draft and approves the next; an injection hidden
+    in a customer record is blocked (guard.input); an answer's email address and phone
+    number reach the caller redacted. The store is left for the CLI to inspect."""
     from corral.demo import DemoError, run_demo
 
     try:

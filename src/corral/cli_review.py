@@ -20,7 +20,7 @@ from corral.cli_common import AsJson, PolicyPath, fail, out, print_json, when, w
 from corral.runtime import review
 from corral.runtime.operations import InvalidArgument
 from corral.state import Store
-from corral.tables import run_table
+from corral.tables import listing
 from corral.telemetry.audit import AuditLog
 
 T = TypeVar("T")
@@ -115,7 +115,10 @@ def approvals_ls(
         )
         for a in rows
     ]
-    out.print(run_table("Approvals", columns, lines, out.width, droppable=("agent",)))
+    table = listing(
+        "Approvals", columns, lines, out.width, ids=("approval",), text="task", droppable=("agent",)
+    )
+    out.print(table)
 
 
 def _shown(value: Any) -> str:
@@ -322,7 +325,7 @@ def shadow_ls(
         )
         for p in rows
     ]
-    out.print(run_table("Proposals", columns, lines, out.width))
+    out.print(listing("Proposals", columns, lines, out.width, ids=("proposal",)))
 
 
 @shadow_app.command("review")
@@ -372,4 +375,4 @@ def shadow_report(
         )
         for r in rows
     ]
-    out.print(run_table("Shadow agreement", columns, lines, out.width))
+    out.print(listing("Shadow agreement", columns, lines, out.width))

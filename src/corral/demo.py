@@ -1,12 +1,18 @@
-"""`corral demo`: a supervised support agent against the simulated provider.
+"""`corral demo`: a supervised support agent against the simulated provider, in five runs.
 
-One ticket is answered and the run completes; a second one meets a model that
-keeps asking for the same tool, and the loop gate halts it on the third identical
-call with a named reason (`loop.repeat`), an escalation packet naming the steps and a
-dead-letter entry; a third refunds an order: the SQL write's preview counts the rows it
-touches (few, so nobody is asked), and the email, irreversible, waits for a human, who
-rejects the first draft with feedback the model replans with and approves the second.
-All on embedded defaults (SQLite, the in-process counters, the simulated provider).
+1. A ticket is answered and the run completes.
+2. A model keeps asking for the same tool: the loop gate halts the run on the third
+   identical call with a named reason (`loop.repeat`), an escalation packet naming the
+   steps and a dead-letter entry.
+3. A refund: the SQL write's preview counts the rows it touches (few, so nobody is
+   asked), and the email, irreversible, waits for a human, who rejects the first draft
+   with feedback the model replans with and approves the second.
+4. A customer record whose notes carry a prompt injection: the input guard blocks it
+   (`guard.input`).
+5. An answer with an email address and a phone number reaches the caller redacted.
+
+All on embedded defaults (SQLite, the in-process counters, the simulated provider); the
+store is left for the CLI to inspect.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from corral.runtime.sealing import open_policy_store
 from corral.runtime.supervisor import Supervisor
 from corral.state import ApprovalRecord
 from corral.state.sealed import DATA_KEY_ENV, new_data_key
-from corral.tables import run_table
+from corral.tables import listing
 
 # The sim accepts any key; the example policy names SIM_API_KEY, so give it one.
 SIM_KEY_DEFAULT = "sim-demo-key"
@@ -256,7 +262,10 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         for run in runs
     ]
     columns = ("run", "task", "status", "reason", "steps", "tools", "usd")
-    table = run_table("The five runs", columns, lines, console.width, droppable=("tools",))
+    spare = ("tools",)
+    table = listing(
+        "The five runs", columns, lines, console.width, ids=("run",), text="task", droppable=spare
+    )
     console.print(table)
     flag = f"--policy {policy_path}"
     console.print("Inspect them with the CLI (from .venv/bin, or after `. .venv/bin/activate`):")

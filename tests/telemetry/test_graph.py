@@ -331,8 +331,8 @@ async def test_dot_is_a_digraph_of_every_edge(fleet: SQLiteStore) -> None:
     dot = to_dot(await read_graph(fleet))
     assert dot.startswith("digraph corral {\n    rankdir=LR;") and dot.endswith("}\n")
     assert (
-        '"agent:planner" -> "agent:writer" [label="2 runs\\n0% errors\\np95 4.00s\\n$0.3750",'
-        " style=dashed];" in dot
+        '"agent:planner" -> "agent:writer" [label="session\\n2 runs\\n0% errors\\np95 4.00s'
+        '\\n$0.3750", style=dashed];' in dot
     )
     assert (
         '"agent:planner" -> "tool:search" [label="3 calls\\n33% errors\\np95 3.00s\\n$0.0000",'

@@ -250,7 +250,8 @@ def to_dot(graph: Graph) -> str:
         shape = _DOT_SHAPES[node.type]
         lines.append(f"    {_dot_text(node.id)} [label={_dot_text(node.name)}, shape={shape}];")
     for e in graph.edges:
-        attributes = [f"label={_dot_text(*edge_figures(e))}"]
+        note = ["session"] if e.kind == "session" else []
+        attributes = [f"label={_dot_text(*note, *edge_figures(e))}"]
         if e.kind == "session":
             attributes.append("style=dashed")
         if e.errors:

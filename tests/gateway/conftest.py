@@ -87,7 +87,9 @@ async def serve(
         policy = support.example_policy(
             tmp_path, {"http://127.0.0.1:4010/v1": sim.openai_base_url, **(edits or {})}
         )
-        app = Gateway(Supervisor.from_policy(policy), admin_key=ADMIN_KEY, **options)
+        provider = options.pop("tracer_provider", None)
+        sup = Supervisor.from_policy(policy, tracer_provider=provider)
+        app = Gateway(sup, admin_key=ADMIN_KEY, **options)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server = uvicorn.Server(config(app, "127.0.0.1", 0, log_level="warning"))

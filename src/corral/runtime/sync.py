@@ -8,6 +8,8 @@ async code, because it is the same code.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +33,17 @@ class _Loop:
         self._thread.start()
 
     def call(self, work: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+        """Run `work` on the loop, in a copy of the caller's context: the caller's current
+        span (and other context variables) are the work's, so a run nests under it."""
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = self.loop.create_task(work, context=context)
+            task.add_done_callback(lambda finished: _settle(finished, done))
+
+        self.loop.call_soon_threadsafe(start)
+        return done.result()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -57,8 +69,16 @@ class SyncSupervisor:
     def tool(self, name: str | None = None) -> Callable[[F], F]:
         return self._supervisor.tool(name)
 
-    def run(self, *, agent: str, task: str | None = None, session: str | None = None) -> SyncRun:
-        return SyncRun(self._loop, self._supervisor.run(agent=agent, task=task, session=session))
+    def run(
+        self,
+        *,
+        agent: str,
+        task: str | None = None,
+        session: str | None = None,
+        parent_run: str | None = None,
+    ) -> SyncRun:
+        scope = self._supervisor.run(agent=agent, task=task, session=session, parent_run=parent_run)
+        return SyncRun(self._loop, scope)
 
     def resume(self, run_id: str) -> SyncRun:
         return SyncRun(self._loop, self._supervisor.resume(run_id))
@@ -76,6 +96,15 @@ class SyncSupervisor:
 
 async def _report_progress(run: Run, value: Any) -> None:
     run.progress(value)
+
+
+def _settle(task: asyncio.Task[T], done: concurrent.futures.Future[T]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(task.result())
 
 
 async def _build(factory: Callable[[], Supervisor]) -> Supervisor:

@@ -1,0 +1,180 @@
+"""The gateway's traces, outcome and parent headers, retry wait and access log, over real
+HTTP with the real openai client."""
+
+from __future__ import annotations
+
+import logging
+
+import openai
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from corral.calls import RunStatus
+from corral.providers.sim import Fault, FaultKind
+
+from .conftest import Serve
+
+HELLO = [{"role": "user", "content": "hello"}]
+CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_SPAN = "b7ad6b7169203331"
+FAST_RETRIES = {"base_delay: 1s, max_delay: 8s,": "base_delay: 1ms, max_delay: 2ms,"}
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    found = TracerProvider()
+    found.add_span_processor(SimpleSpanProcessor(exporter))
+    return found
+
+
+def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+async def test_each_request_is_a_trace_continuing_the_clients_and_tied_to_its_run(
+    serve: Serve, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    served = await serve(tracer_provider=provider)
+    traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    client = openai.AsyncOpenAI(
+        base_url=f"{served.url}/v1",
+        api_key=served.agent_key,
+        default_headers={"X-Corral-Session": "t-1"},
+    )
+    first = await client.chat.completions.with_raw_response.create(
+        model="default", messages=HELLO, max_tokens=10, extra_headers={"traceparent": traceparent}
+    )
+    second = await client.chat.completions.with_raw_response.create(
+        model="default", messages=HELLO, max_tokens=10
+    )
+    requests = named(exporter, "invoke_agent support")
+    assert len(requests) == 2
+    one, two = requests
+    assert one.kind is SpanKind.SERVER and two.kind is SpanKind.SERVER
+    # The first continues the client's trace, under the client's span.
+    assert trace.format_trace_id(one.context.trace_id) == CLIENT_TRACE
+    assert one.parent is not None and trace.format_span_id(one.parent.span_id) == CLIENT_SPAN
+    # Each answer returns the gateway's own span as its traceparent.
+    returned = first.headers["traceparent"].split("-")
+    assert returned[1] == CLIENT_TRACE and returned[2] == trace.format_span_id(one.context.span_id)
+    run_id = first.headers["x-corral-run"]
+    assert second.headers["x-corral-run"] == run_id
+    # The second request is a trace of its own, tied to the run and linked to its first.
+    assert two.context.trace_id != one.context.trace_id and two.parent is None
+    assert one.attributes is not None and two.attributes is not None
+    assert one.attributes["corral.run.id"] == two.attributes["corral.run.id"] == run_id
+    assert one.attributes["gen_ai.conversation.id"] == "t-1"
+    assert [link.context.span_id for link in two.links] == [one.context.span_id]
+    record = await served.sup.store.get_run(run_id)
+    assert record is not None and record.trace_id == CLIENT_TRACE
+    # Each request's model call is a child of that request's span.
+    calls = named(exporter, "chat default")
+    assert [call.parent.span_id for call in calls if call.parent] == [
+        one.context.span_id,
+        two.context.span_id,
+    ]
+
+
+async def test_an_outcome_ends_the_run_and_a_failure_outcome_is_no_success(
+    serve: Serve, provider: TracerProvider
+) -> None:
+    served = await serve(tracer_provider=provider)
+    client = openai.AsyncOpenAI(
+        base_url=f"{served.url}/v1",
+        api_key=served.agent_key,
+        default_headers={"X-Corral-Session": "t-2"},
+    )
+    done = await client.chat.completions.with_raw_response.create(
+        model="default",
+        messages=HELLO,
+        max_tokens=10,
+        extra_headers={"X-Corral-Outcome": "resolved"},
+    )
+    failed = await client.chat.completions.with_raw_response.create(
+        model="default", messages=HELLO, max_tokens=10, extra_headers={"X-Corral-Outcome": "failed"}
+    )
+    first, second = done.headers["x-corral-run"], failed.headers["x-corral-run"]
+    assert first != second  # the session's next request opened a new run
+    for run_id, outcome in ((first, "resolved"), (second, "failed")):
+        record = await served.sup.store.get_run(run_id)
+        assert record is not None
+        assert (record.status, record.outcome) == (RunStatus.COMPLETED, outcome)
+    kpis = served.sup.kpis
+    assert kpis.ratio("corral_task_success_ratio", "operational") == 0.5
+
+
+async def test_a_parent_run_of_another_team_is_refused(serve: Serve) -> None:
+    served = await serve()
+    analyzer = await served.key("analyzer")
+    async with served.client(analyzer) as client:
+        parent = await client.post(
+            "/v1/chat/completions", json={"model": "default", "messages": HELLO, "max_tokens": 5}
+        )
+    parent_id = parent.headers["x-corral-run"]
+    async with served.client(await served.key("verifier")) as client:
+        child = await client.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": HELLO, "max_tokens": 5},
+            headers={"X-Corral-Parent-Run": parent_id},
+        )
+    assert child.status_code == 200
+    stored = await served.sup.store.get_run(child.headers["x-corral-run"])
+    assert stored is not None and stored.parent_run_id == parent_id
+    async with served.client() as client:  # support is of no team
+        refused = await client.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": HELLO, "max_tokens": 5},
+            headers={"X-Corral-Parent-Run": parent_id},
+        )
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert error["code"] == "policy.denied" and "not of this agent's team" in error["message"]
+
+
+async def test_overhead_leaves_out_the_wait_between_retries(serve: Serve) -> None:
+    served = await serve(
+        edits={"base_delay: 1s, max_delay: 8s,": "base_delay: 200ms, max_delay: 200ms,",
+               "jitter: full": "jitter: none"}
+    )  # fmt: skip
+    served.sim.set_fault("gpt-4o", Fault(FaultKind.ERROR, status=503))
+    async with served.client() as client:
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "default", "messages": HELLO, "max_tokens": 5}
+        )
+    assert answer.status_code == 200
+    waited = float(answer.headers["x-corral-retry-wait-ms"])
+    assert waited == pytest.approx(4 * 200.0)  # 5 attempts on smart, 4 pauses of 200 ms
+    assert float(answer.headers["x-corral-overhead-ms"]) < waited
+
+
+async def test_one_access_line_per_request(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    served = await serve()
+    with caplog.at_level(logging.INFO, logger="corral.access"):
+        async with served.client() as client:
+            ok = await client.post(
+                "/v1/chat/completions",
+                json={"model": "default", "messages": HELLO, "max_tokens": 5},
+            )
+            missing = await client.get("/nowhere")
+    # Each line is written once the request is done with (its run of its own completed).
+    lines = {r.getMessage().split(" ")[1]: r for r in caplog.records if r.name == "corral.access"}
+    assert set(lines) == {"/v1/chat/completions", "/nowhere"}
+    run_id = ok.headers["x-corral-run"]
+    assert (
+        lines["/v1/chat/completions"]
+        .getMessage()
+        .startswith(f"POST /v1/chat/completions 200 agent=support run={run_id} ")
+    )
+    assert lines["/nowhere"].getMessage().startswith("GET /nowhere 404 agent=- run=- ")
+    assert missing.status_code == 404
+    fields = lines["/v1/chat/completions"].__dict__["corral"]
+    assert (fields["status"], fields["agent"], fields["run"]) == (200, "support", run_id)

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from corral import cli_observe
+from corral.state import RunRecord
 from tests.support import corral, example_policy, flat, on_store
 from tests.telemetry.test_graph import EDGES, seed_fleet
 
@@ -88,6 +89,14 @@ def test_graph_agent_keeps_the_edges_touching_it(fleet: Path) -> None:
         ("agent:planner", "agent:researcher", 3),
         ("agent:researcher", "model:gpt-4o-mini", 1),
         ("agent:researcher", "tool:fetch", 2),
+    ]
+    tree = corral(fleet, "graph", "--agent", "researcher").output.splitlines()
+    assert tree[1:] == [
+        "├── planner",
+        "│   └── agent researcher (child runs)  3 runs · 33% errors · p95 6.00s · $0.4375",
+        "└── researcher",
+        "    ├── model gpt-4o-mini  1 call · 0% errors · p95 500ms · $0.2500",
+        "    └── tool fetch  2 calls · 50% errors · p95 4.00s · $0.0000",
     ]
     nobody = corral(fleet, "graph", "--agent", "nobody")
     assert (
@@ -228,3 +237,12 @@ def test_report_of_an_empty_window_and_a_bad_since(fleet: Path) -> None:
     bad = corral(fleet, "report", "--since", "-1h")
     assert bad.exit_code == 2
     assert "Invalid value for '--since'" in flat(bad.output)
+
+
+def test_graph_tree_shows_an_agent_that_called_nothing(policy: Path) -> None:
+    now = time.time()
+    idle = RunRecord("idle", "watcher", "operational", now - 60, now - 60)
+    on_store(policy, lambda store: store.create_run(idle))
+    result = corral(policy, "graph")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == ["└── watcher", "    └── no calls"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -111,16 +112,18 @@ def graph(
             return
     if output == "json":
         print_json(graphs.to_json(found))
-    elif output == "mermaid":
-        out.print(graphs.to_mermaid(found), end="", highlight=False, markup=False, soft_wrap=True)
-    elif output == "dot":
-        out.print(graphs.to_dot(found), end="", highlight=False, markup=False, soft_wrap=True)
+    elif output in ("mermaid", "dot"):
+        # As is: Rich would read a name like :fire: as an emoji.
+        text = graphs.to_mermaid(found) if output == "mermaid" else graphs.to_dot(found)
+        sys.stdout.write(text)
     elif not found.nodes:
-        out.print(f"Nothing recorded in the last {span}.", highlight=False)
+        out.print(f"Nothing recorded in the last {span}.", markup=False, highlight=False)
     elif agent is not None and not found.edges:
-        out.print(f"No edges touch agent {agent} in the last {span}.", highlight=False)
+        out.print(
+            f"No edges touch agent {agent} in the last {span}.", markup=False, highlight=False
+        )
     else:
-        out.print(graph_tree(found, span))
+        out.print(graph_tree(found, span, filtered=agent is not None))
 
 
 def render_png(dot: str, found: Graph, png: Path) -> None:
@@ -138,7 +141,7 @@ def render_png(dot: str, found: Graph, png: Path) -> None:
     if done.returncode != 0:
         fail(f"{dot} -Tpng failed (exit {done.returncode}): {done.stderr.strip()}")
     what = f"{len(found.nodes)} nodes, {len(found.edges)} edges"
-    out.print(f"wrote {png} ({what})", highlight=False, soft_wrap=True)
+    out.print(f"wrote {png} ({what})", markup=False, highlight=False, soft_wrap=True)
 
 
 _EDGE_STYLE = {"parent": "agent", "session": "agent", "llm": "model", "tool": "tool"}
@@ -154,14 +157,17 @@ def edge_label(edge: Edge) -> Text:
     return label
 
 
-def graph_tree(found: Graph, span: str) -> Tree:
-    """One branch per agent, its edges under it: agents first, then models, then tools."""
+def graph_tree(found: Graph, span: str, *, filtered: bool = False) -> Tree:
+    """One branch per agent, its edges under it: to agents (child runs, then sessions), to
+    models, to tools."""
     tree = Tree(Text(f"Agent graph, last {span} (since {when(found.since)} UTC)"), hide_root=False)
     for node in found.nodes:
         if node.type != "agent":
             continue
-        branch = tree.add(Text(node.name, style="bold cyan"))
         edges = found.out_of(node.name)
+        if not edges and filtered:  # its edges were left out, but one to it is shown
+            continue
+        branch = tree.add(Text(node.name, style="bold cyan"))
         if not edges:
             branch.add(Text("no calls", style="dim"))
         for edge in edges:
@@ -189,7 +195,7 @@ def report(
         print_json(reports.to_json(found))
         return
     if not found.types:
-        out.print(f"No runs in the last {span}.", highlight=False)
+        out.print(f"No runs in the last {span}.", markup=False, highlight=False)
         return
     out.print(report_table(found, span, out.width))
     if any(not t.in_policy for t in found.types):

@@ -155,6 +155,9 @@ async def test_every_store_method_reaches_the_inner_store(tmp_path: Path) -> Non
     await store.set_dead_letter_status(dead.id, "retried")
     await store.reopen_run("r1", topup={}, at=T0)
     await store.drop_leases(["me"])
+    await store.runs_between(T0 - 1, T0 + 1)
+    await store.run_origins(T0 - 1, T0 + 1)
+    await store.step_stats(T0 - 1, T0 + 1)
     await store.purge(
         steps_before=None, artifacts_before=None, dead_letters_before=None, dry_run=True
     )

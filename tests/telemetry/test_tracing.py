@@ -176,6 +176,19 @@ async def test_retries_and_fallbacks_are_child_spans_of_the_call(
     assert kpis.ratio("corral_fallback_ratio", "operational") == 1.0
 
 
+async def test_a_streamed_call_is_a_span_under_the_run_from_its_own_task(
+    sup: Supervisor, exporter: InMemorySpanExporter
+) -> None:
+    async with sup.run(agent="support") as run:
+        stream = run.stream("default", HELLO, max_tokens=20)
+        pieces = [delta.text async for delta in stream]
+    assert "".join(pieces) == stream.result.text if stream.result else False
+    spans = exporter.get_finished_spans()
+    root, chat = one(spans, "invoke_agent support"), one(spans, "chat default")
+    assert chat.parent is not None and chat.parent.span_id == root.context.span_id
+    assert attrs(chat)["gen_ai.usage.output_tokens"] > 0
+
+
 async def test_a_call_answered_at_once_has_no_attempt_spans(
     sup: Supervisor, exporter: InMemorySpanExporter
 ) -> None:
@@ -200,6 +213,7 @@ async def test_a_halt_is_on_the_call_and_the_run_span(
     assert root.status.status_code is StatusCode.ERROR
     last = by_name(spans, "execute_tool get_customer")[-1]
     assert attrs(last)["corral.halt.reason"] == "loop.repeat"
+    assert attrs(last)["corral.loop.detector"] == "loop.repeat"
     assert attrs(last)["error.type"] == "loop.repeat"
     assert run.id == attrs(root)["corral.run.id"]
 

@@ -57,7 +57,7 @@ class TraceGate:
             return result
         except Halt as halt:
             error = halt.reason.value
-            span.set_attribute("corral.halt.reason", error)
+            span.set_attributes(_halt_attributes(halt))
             result = halt.spent
             raise
         except ApprovalPending as pending:
@@ -139,6 +139,20 @@ class TraceGate:
             record.agent, record.agent_type, provider, call.model, response_model,
             usage, seconds, error, None if state is None else state.utilization,
         )  # fmt: skip
+
+
+def _halt_attributes(halt: Halt) -> dict[str, str]:
+    """The halt, and the rule behind it under the attribute its kind of rule has."""
+    reason = halt.reason.value
+    found = {"corral.halt.reason": reason}
+    rule = halt.detail.get("rule")
+    if reason.startswith("loop."):
+        found["corral.loop.detector"] = reason
+    elif reason.startswith("guard.") and isinstance(rule, str):
+        found["corral.guard.rule"] = rule
+    elif reason.startswith("approval.") and isinstance(halt.detail.get("approval"), str):
+        found["corral.approval.id"] = halt.detail["approval"]
+    return found
 
 
 def _content_in(tracing: Tracing, span: Any, call: Call) -> None:

@@ -3,8 +3,8 @@
 Each is one statement. SQLite has no percentile function, so step_stats sums in SQL with
 GROUP BY and ranks the durations of each group with a window function, returning only
 the one duration at the percentile's rank: a day of steps never crosses to Python.
-The windows use the indexes of migration 5 (steps_by_time, runs_by_parent) and the runs
-by created_at and by session.
+The windows use the indexes of steps by started_at and of runs by created_at and by
+session.
 """
 
 from __future__ import annotations

@@ -244,12 +244,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX proposals_by_agent ON proposals (agent, proposed_at);
     """,
-    # 5: the span id of a run's first trace (later traces of the run link to it); runs
-    # by parent and steps by time, for the agent graph and reports over a window.
+    # 5: the span id of a run's first trace (later traces of the run link to it).
     """
     ALTER TABLE runs ADD COLUMN trace_span TEXT;
-    CREATE INDEX runs_by_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
-    CREATE INDEX steps_by_time ON steps (started_at);
     """,
 )
 

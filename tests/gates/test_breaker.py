@@ -451,13 +451,15 @@ def policy_file(tmp_path: Path, counters: str) -> Path:
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_cli_with_memory_counters_says_where_breakers_are(tmp_path: Path, as_json: bool) -> None:
+def test_cli_with_memory_counters_points_to_the_gateway(tmp_path: Path, as_json: bool) -> None:
+    """In-process breakers are out of this command's sight: it says so and where to look,
+    and fails rather than list none (which would read as "no breaker is open")."""
     args = ["breakers", "--policy", str(policy_file(tmp_path, "memory"))]
     result = runner.invoke(app, args + (["--json"] if as_json else []))
-    assert result.exit_code == 0, result.output
-    assert "live inside each supervisor's process" in result.output
-    if as_json:
-        assert orjson.loads(result.stdout) == []
+    assert result.exit_code == 1, result.output
+    shown = " ".join(result.output.split())
+    assert "cannot see them" in shown and "GET /admin/breakers" in shown
+    assert result.stdout.strip() == "" or not result.stdout.strip().startswith("[")
 
 
 @pytest.fixture

@@ -150,7 +150,10 @@ def test_approvals_show_json(policy: Path) -> None:
 def test_approvals_show_unknown_exits_1(policy: Path) -> None:
     result = corral(policy, "approvals", "show", "apr_ghost")
     assert result.exit_code == 1
-    assert "no approval 'apr_ghost' in the store" in flat(result.output)
+    assert flat(result.output) == (
+        "error: no approval 'apr_ghost' in the store"
+        " (list them with `corral approvals ls --status all`)"
+    )
 
 
 # --- approvals approve / reject ---------------------------------------------------
@@ -222,7 +225,8 @@ def test_approve_refuses_bad_args_and_changes_nothing(
 @pytest.mark.parametrize(
     ("verb", "approval_id", "message"),
     [
-        ("approve", "apr_ghost", "no approval 'apr_ghost' in the store"),
+        ("approve", "apr_ghost", "no approval 'apr_ghost' in the store (list them with"),
+        ("reject", "apr_ghost", "no approval 'apr_ghost' in the store (list them with"),
         ("approve", "apr_done", "approval 'apr_done' was already rejected by bob at 2023-11-14"),
         ("approve", "apr_gone", "approval 'apr_gone' already timed out, at 2023-11-14"),
         ("approve", "apr_late", "timed out at 2023-11-14 22:13:30 UTC: too late to approve it"),
@@ -305,7 +309,9 @@ def test_shadow_review_once(policy: Path) -> None:
     assert "proposal 'prp_1' was already reviewed: dave said agree at" in flat(again.output)
     unknown = corral(policy, "shadow", "review", "prp_ghost", "agree")
     assert unknown.exit_code == 1
-    assert "no proposal 'prp_ghost' in the store" in flat(unknown.output)
+    assert flat(unknown.output) == (
+        "error: no proposal 'prp_ghost' in the store (list them with `corral shadow ls`)"
+    )
     assert corral(policy, "shadow", "review", "prp_3", "maybe").exit_code == 2
 
 

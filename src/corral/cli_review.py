@@ -18,7 +18,7 @@ from rich.table import Table
 
 from corral.cli_common import AsJson, PolicyPath, fail, out, print_json, when, with_store
 from corral.runtime import review
-from corral.runtime.operations import InvalidArgument
+from corral.runtime.operations import InvalidArgument, NotFound, UnknownRun
 from corral.state import Store
 from corral.tables import listing
 from corral.telemetry.audit import AuditLog
@@ -55,16 +55,26 @@ By = Annotated[
 Agent = Annotated[str | None, typer.Option(metavar="NAME", help="Only this agent's proposals.")]
 
 
-def reviewing(policy: Path, work: Callable[[Store], Awaitable[T]]) -> T:
-    """with_store, but a refused argument exits 1 like the other refusals."""
+def reviewing(
+    policy: Path, work: Callable[[Store], Awaitable[T]], *, listed_by: str | None = None
+) -> T:
+    """with_store, but a refused argument exits 1 like the other refusals, and an id that
+    is not in the store says which verb lists the ones that are (`listed_by`)."""
 
     async def guarded(store: Store) -> T:
         try:
             return await work(store)
         except InvalidArgument as exc:
             fail(str(exc))
+        except NotFound as exc:
+            if listed_by is None or isinstance(exc, UnknownRun):
+                raise
+            fail(f"{exc} (list them with `{listed_by}`)")
 
     return with_store(policy, guarded)
+
+
+LIST_APPROVALS = "corral approvals ls --status all"
 
 
 def left(seconds: float) -> str:
@@ -202,7 +212,9 @@ def approvals_show(
 
     The tool and its full arguments, the agent's reason, the rule that stopped the call,
     the run so far, its last steps and the time left."""
-    approval = reviewing(policy, lambda s: review.show_approval(s, approval_id))
+    approval = reviewing(
+        policy, lambda s: review.show_approval(s, approval_id), listed_by=LIST_APPROVALS
+    )
     if as_json:
         print_json(approval)
         return
@@ -256,6 +268,7 @@ def approvals_approve(
         lambda s: review.approve(
             s, AuditLog(s), approval_id, by=who, now=time.time(), note=note, args=edited
         ),
+        listed_by=LIST_APPROVALS,
     )
     how = "with the edited args" if edited is not None else "as asked"
     out.print(
@@ -286,6 +299,7 @@ def approvals_reject(
         lambda s: review.reject(
             s, AuditLog(s), approval_id, by=who, now=time.time(), feedback=feedback
         ),
+        listed_by=LIST_APPROVALS,
     )
     on_reject = (decided["panel"] or {}).get("on_reject")
     then = "the run halts" if on_reject == "halt" else "the agent is given the feedback"
@@ -346,6 +360,7 @@ def shadow_review(
         lambda s: review.review_proposal(
             s, AuditLog(s), proposal_id, verdict, by=who, now=time.time(), note=note
         ),
+        listed_by="corral shadow ls",
     )
     out.print(f"{who} {verdict}s with proposal {proposal_id}", highlight=False, soft_wrap=True)
 

@@ -229,7 +229,7 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             "asks a human only above 1,000)"
         )
 
-        console.rule("4. Untrusted text, and personal data in an answer")
+        console.rule("4. An injection hidden in a customer record")
         try:
             await agent.answer_ticket(
                 sup, "What do the notes on customer 666 say?", headers={"X-Sim-Script": "poisoned"}
@@ -238,6 +238,8 @@ async def run_demo(policy_path: Path, console: Console) -> None:
             rule = halt.packet["rule"]
             console.print(f"[red]halted:[/red] [bold]{halt.reason.value}[/bold] — {halt.message}")
             console.print(f"  in the {rule['source']} text: {rule['text']!r}", highlight=False)
+
+        console.rule("5. Personal data in an answer")
         answer = await agent.answer_ticket(
             sup, "How do I reach Ada?", headers={"X-Sim-Script": "contact"}
         )
@@ -253,15 +255,15 @@ async def run_demo(policy_path: Path, console: Console) -> None:
         (
             run.id,
             run.task or "-",
-            run.status.value,
-            run.halt_reason or "-",
+            # As `corral runs ls` shows it.
+            run.status.value if run.halt_reason is None else f"halted ({run.halt_reason})",
             str(run.steps),
             str(run.tool_calls),
             f"{run.cost_usd:.4f}",
         )
         for run in runs
     ]
-    columns = ("run", "task", "status", "reason", "steps", "tools", "usd")
+    columns = ("run", "task", "status", "steps", "tools", "usd")
     spare = ("tools",)
     table = listing(
         "The five runs", columns, lines, console.width, ids=("run",), text="task", droppable=spare

@@ -27,12 +27,12 @@ async def sim() -> AsyncIterator[SimProvider]:
 
 
 def policy_to(tmp_path: Path, sim: SimProvider, endpoint: str) -> Path:
-    otlp = f"telemetry: {{otlp: {{endpoint: '{endpoint}', timeout: 1s}}, service_name: desk}}"
+    otlp = f"  otlp: {{endpoint: '{endpoint}', timeout: 1s}}\n"
     return support.example_policy(
         tmp_path,
         {
             "http://127.0.0.1:4010/v1": sim.openai_base_url,
-            "retention: {steps: 30d": f"{otlp}\nretention: {{steps: 30d",
+            "  # otlp: {endpoint": f"{otlp}  # otlp: {{endpoint",
         },
     )
 

@@ -221,9 +221,7 @@ async def test_a_halt_is_on_the_call_and_the_run_span(
 async def test_content_is_carried_when_opted_in_and_redacted_by_the_storage_guard(
     make: Callable[..., Supervisor], exporter: InMemorySpanExporter
 ) -> None:
-    sup = make(
-        {"retention: {steps: 30d": "telemetry: {capture_content: true}\nretention: {steps: 30d"}
-    )
+    sup = make({"capture_content: false": "capture_content: true"})
     try:
         async with sup.run(agent="support") as run:
             await run.chat(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.json import JSON
 from rich.table import Table
@@ -135,18 +137,41 @@ def sim(
     serve(host, port, faults=per_model, fault=everywhere, seed=seed)
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 @app.command()
 def serve(
     policy: PolicyPath = Path("corral.yaml"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 4100,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="Log lines as text or as one JSON object each.")
+    ] = LogFormat.text,
+    log_level: Annotated[
+        LogLevel, typer.Option(help="Least severe level logged (warning: no access log).")
+    ] = LogLevel.info,
+    access_log: Annotated[
+        bool, typer.Option(help="One line per request: method, path, status, agent, run, ms.")
+    ] = True,
 ) -> None:
     """Run the OpenAI/Anthropic-compatible gateway."""
     # Imported here: the server pulls in uvicorn and the gateway, which no other verb needs.
+    from corral.gateway.exchange import configure_logging
     from corral.gateway.server import serve as serve_gateway
 
+    configure_logging(log_format.value, access_log, log_level.value)
     try:
-        serve_gateway(policy, host, port)
+        serve_gateway(policy, host, port, log_level.value)
     except ValueError as exc:  # the policy refused, or a store or counters URL it cannot open
         fail(str(exc), 2)
 
@@ -265,6 +290,8 @@ def runs_show(
             shown = step_count_text(record["steps"], left_out)
         elif name.endswith("_at") and value is not None:
             shown = f"{when(value)} UTC"
+        elif isinstance(value, dict | list):  # an outcome, a top-up: as --json has them
+            shown = orjson.dumps(value).decode()
         else:
             shown = "-" if value is None else str(value)
         details.add_row(name, shown)
@@ -351,7 +378,7 @@ def dlq_show(
     packet = dead.pop("packet")
     details = Table.grid(padding=(0, 2))
     for name, value in dead.items():
-        details.add_row(name, when(value) if name.endswith("_at") else str(value))
+        details.add_row(name, f"{when(value)} UTC" if name.endswith("_at") else str(value))
     out.print(details)
     out.print(JSON.from_data(packet))
 

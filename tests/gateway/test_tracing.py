@@ -4,8 +4,10 @@ HTTP with the real openai client."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import openai
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from corral.calls import RunStatus
+from corral.gateway.exchange import Exchange, configure_logging
 from corral.providers.sim import Fault, FaultKind
 
 from .conftest import Serve
@@ -178,3 +181,35 @@ async def test_one_access_line_per_request(serve: Serve, caplog: pytest.LogCaptu
     assert missing.status_code == 404
     fields = lines["/v1/chat/completions"].__dict__["corral"]
     assert (fields["status"], fields["agent"], fields["run"]) == (200, "support", run_id)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    corral_log, access = logging.getLogger("corral"), logging.getLogger("corral.access")
+    saved = (corral_log.handlers[:], corral_log.level, corral_log.propagate, access.level)
+    yield
+    corral_log.handlers[:], corral_log.level, corral_log.propagate = saved[:3]
+    access.setLevel(saved[3])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_serve_logs_access_lines_as_json_and_can_turn_them_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    line = Exchange("POST", "/v1/chat/completions", agent="support", run_id="run_1")
+    configure_logging("json", access_log=True)
+    line.log(200, 0.0123)
+    logged = orjson.loads(capsys.readouterr().err.strip())
+    assert logged["logger"] == "corral.access" and logged["level"] == "info"
+    assert {k: logged[k] for k in ("method", "path", "status", "agent", "run", "ms")} == {
+        "method": "POST", "path": "/v1/chat/completions", "status": 200,
+        "agent": "support", "run": "run_1", "ms": 12.3,
+    }  # fmt: skip
+    configure_logging("text", access_log=False)
+    line.log(200, 0.0123)
+    configure_logging("json", access_log=True, level="warning")  # above info: off too
+    line.log(200, 0.0123)
+    assert capsys.readouterr().err == ""
+    configure_logging("text", access_log=True)
+    line.log(404, 0.002)
+    assert "POST /v1/chat/completions 404 agent=support run=run_1 2.0ms" in capsys.readouterr().err

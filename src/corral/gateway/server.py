@@ -31,14 +31,16 @@ def config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvico
         http=LimitedHttpToolsProtocol,
         ws="none",  # the gateway has no WebSocket route
         lifespan="on",
-        access_log=False,  # a log line per request costs more than the gates do
+        access_log=False,  # the gateway writes its own, with agent and run (corral.access)
         proxy_headers=False,  # the client's address is not used: no need to rewrite it
         log_level=log_level,  # info: startup and shutdown only, with access_log off
         timeout_graceful_shutdown=5,
     )
 
 
-def serve(policy_path: Path, host: str = "127.0.0.1", port: int = 4100) -> None:
+def serve(
+    policy_path: Path, host: str = "127.0.0.1", port: int = 4100, log_level: str = "info"
+) -> None:
     """Serve until Ctrl-C or SIGTERM; the store and connections close on the way out."""
 
     async def main() -> None:
@@ -50,7 +52,7 @@ def serve(policy_path: Path, host: str = "127.0.0.1", port: int = 4100) -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        await uvicorn.Server(config(app, host, port)).serve()
+        await uvicorn.Server(config(app, host, port, log_level)).serve()
 
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as r:
         r.run(main())

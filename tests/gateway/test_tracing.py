@@ -185,11 +185,14 @@ async def test_one_access_line_per_request(serve: Serve, caplog: pytest.LogCaptu
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    corral_log, access = logging.getLogger("corral"), logging.getLogger("corral.access")
-    saved = (corral_log.handlers[:], corral_log.level, corral_log.propagate, access.level)
+    names = ("corral", "uvicorn", "uvicorn.error", "corral.access")
+    saved = [
+        (log, log.handlers[:], log.level, log.propagate) for log in map(logging.getLogger, names)
+    ]
     yield
-    corral_log.handlers[:], corral_log.level, corral_log.propagate = saved[:3]
-    access.setLevel(saved[3])
+    for log, handlers, level, propagate in saved:
+        log.handlers[:], log.propagate = handlers, propagate
+        log.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -200,6 +203,7 @@ def test_serve_logs_access_lines_as_json_and_can_turn_them_off(
     configure_logging("json", access_log=True)
     line.log(200, 0.0123)
     logged = orjson.loads(capsys.readouterr().err.strip())
+    assert logging.getLogger("uvicorn.error").handlers == logging.getLogger("corral").handlers
     assert logged["logger"] == "corral.access" and logged["level"] == "info"
     assert {k: logged[k] for k in ("method", "path", "status", "agent", "run", "ms")} == {
         "method": "POST", "path": "/v1/chat/completions", "status": 200,

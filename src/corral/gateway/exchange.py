@@ -81,9 +81,10 @@ def configure_logging(log_format: str, access_log: bool, level: str = "info") ->
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("corral")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name in ("corral", "uvicorn", "uvicorn.error"):  # uvicorn's start-up lines too
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
     # On: as the level says (off above info); off: not even at debug.
     access.setLevel(logging.NOTSET if access_log else logging.CRITICAL + 1)

@@ -23,7 +23,11 @@ from corral.runtime.supervisor import Supervisor
 GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700 allocations
 
 
-def config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+def config(
+    app: Gateway, host: str, port: int, log_level: str = "info", *, logging_set: bool = False
+) -> uvicorn.Config:
+    """`logging_set`: `corral serve` set the loggers up (exchange.configure_logging), so
+    uvicorn keeps its hands off them."""
     return uvicorn.Config(
         app,
         host=host,
@@ -34,6 +38,7 @@ def config(app: Gateway, host: str, port: int, log_level: str = "info") -> uvico
         access_log=False,  # the gateway writes its own, with agent and run (corral.access)
         proxy_headers=False,  # the client's address is not used: no need to rewrite it
         log_level=log_level,  # info: startup and shutdown only, with access_log off
+        log_config=None if logging_set else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=5,
     )
 
@@ -52,7 +57,7 @@ def serve(
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        await uvicorn.Server(config(app, host, port, log_level)).serve()
+        await uvicorn.Server(config(app, host, port, log_level, logging_set=True)).serve()
 
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as r:
         r.run(main())

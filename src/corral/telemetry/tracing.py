@@ -155,9 +155,10 @@ def ids(span: Span) -> tuple[str, str] | None:
 
 
 def traceparent(span: Span) -> bytes | None:
-    """The W3C `traceparent` naming `span`, for the gateway's answer."""
+    """The W3C `traceparent` naming `span`, for the gateway's answer; None when nothing
+    records spans (a no-op span carries the client's context, which is not ours)."""
     context = span.get_span_context()
-    if not context.is_valid:
+    if not context.is_valid or not span.is_recording():
         return None
     flags = int(context.trace_flags)
     return (

@@ -19,6 +19,15 @@ Three variants, each for an LLM call and a tool call, timed call by call:
             awaited SQLite write) and the call's step deletes it: what the supervisor
             does for every call. Its cost per call is durable minus recorded.
 
+And tracing, on against off: the variants above trace to OpenTelemetry's global provider,
+which nothing in the bench sets (a no-op: tracing off). Two more per kind trace to an SDK
+TracerProvider with SimpleSpanProcessor(InMemorySpanExporter()), each call's span under
+a run span as the SDK makes one per run (the exporter is emptied between rounds, outside
+the timing, so memory stays flat):
+
+  traced      the gates variant with tracing on; its baseline is gates
+  rec traced  the recorded variant with tracing on; its baseline is recorded
+
 And the approval gate alone, on tool calls through the in-memory gates with a policy of
 10 approval rules none of which matches the call:
 
@@ -30,7 +39,8 @@ And the approval gate alone, on tool calls through the in-memory gates with a po
 
 The variants run interleaved in rounds after a warm-up, so drift (CPU frequency, the
 page cache) lands on all of them alike. Targets: the gates variant adds at most 50 µs
-per call (median) over bare; 10 rules that do not match cost at most 10 µs per call.
+per call (median) over bare; 10 rules that do not match cost at most 10 µs per call;
+tracing on adds at most 30 µs per call (median, traced minus gates).
 
 Run: .venv/bin/python bench/pipeline.py
 """
@@ -50,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from corral.aio import loop_factory
 from corral.calls import Call, LLMCall, LLMResult, Result, ToolCall, Usage
@@ -62,6 +75,7 @@ from corral.runtime.supervisor import pipeline, pipeline_gates
 from corral.runtime.transport import Transport
 from corral.state import MemoryCounters, RunRecord, SQLiteStore
 from corral.telemetry.audit import AuditLog
+from corral.telemetry.tracing import Tracing
 from corral.tools.registry import describe
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "corral.yaml"
@@ -72,6 +86,7 @@ RECORDED_PER_ROUND = 500  # each recorded call is a few SQLite transactions
 WARM_UP = 1_000
 TARGET_US = 50.0
 APPROVAL_TARGET_US = 10.0
+TRACING_TARGET_US = 30.0
 # Ten rules about other tools and scopes, and ten that may match any tool: none matches
 # the bench's `noop` calls.
 INDEXED_RULES = [
@@ -156,6 +171,13 @@ def context(policy: Policy, run_id: str, owner: str | None = None) -> RunContext
     )
 
 
+def traced(ctx: RunContext, tracing: Tracing) -> RunContext:
+    """`ctx` under a run span of its own, as Supervisor._context gives an SDK run's."""
+    span = tracing.run_span(AGENT, ctx.record.id, ctx.record.session)
+    ctx.span, ctx.trace_context = span, tracing.in_span(span)
+    return ctx
+
+
 @dataclass
 class Variant:
     name: str
@@ -165,6 +187,7 @@ class Variant:
     per_round: int
     baseline: Variant | None = None
     samples: list[int] = field(default_factory=list)
+    spans: int = 0  # spans its calls exported (none with tracing off)
 
     def summary(self) -> tuple[float, float]:
         """Median and p99 (nearest rank) in µs."""
@@ -195,6 +218,14 @@ async def main() -> None:
         tools = Transport({}, registered)
         durable = pipeline_gates(store, counters, audit, tools=registered)
         in_memory = [gate for gate in durable if not isinstance(gate, RecordGate)]
+        # Tracing on: the same gates over a tracer of an SDK provider of the bench's own.
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracing = Tracing(provider)
+        traced_durable = pipeline_gates(store, counters, audit, tools=registered, tracing=tracing)
+        traced_in_memory = [g for g in traced_durable if not isinstance(g, RecordGate)]
+        assert not Tracing().tracer.start_span("off").is_recording(), "a global provider is set"
         unapproved = [gate for gate in in_memory if not isinstance(gate, ApprovalGate)]
         indexed = bench_policy(Path(tmp), INDEXED_RULES, "indexed")
         evaluated = bench_policy(Path(tmp), EVALUATED_RULES, "evaluated")
@@ -223,26 +254,30 @@ async def main() -> None:
             await store.create_run(recorded.record)
             durable_ctx = context(policy, f"run_{kind}_durable", owner="bench")
             await store.create_run(durable_ctx.record)
+            rec_traced = traced(context(policy, f"run_{kind}_rec_traced"), tracing)
+            await store.create_run(rec_traced.record)
             bare_ctx = context(policy, f"run_{kind}_bare")
             bare = Variant(f"{kind} bare", transport, bare_ctx, plain, PER_ROUND)
+            gates = Variant(
+                f"{kind} gates",
+                compose(in_memory, transport),
+                context(policy, f"run_{kind}_gates"),
+                plain,
+                PER_ROUND,
+                bare,
+            )
+            recorded_variant = Variant(
+                f"{kind} recorded",
+                pipeline(durable, transport),
+                recorded,
+                keyed,
+                RECORDED_PER_ROUND,
+                bare,
+            )
             variants += [
                 bare,
-                Variant(
-                    f"{kind} gates",
-                    compose(in_memory, transport),
-                    context(policy, f"run_{kind}_gates"),
-                    plain,
-                    PER_ROUND,
-                    bare,
-                ),
-                Variant(
-                    f"{kind} recorded",
-                    pipeline(durable, transport),
-                    recorded,
-                    keyed,
-                    RECORDED_PER_ROUND,
-                    bare,
-                ),
+                gates,
+                recorded_variant,
                 Variant(
                     f"{kind} durable",
                     pipeline(durable, transport),
@@ -250,6 +285,22 @@ async def main() -> None:
                     keyed,
                     RECORDED_PER_ROUND,
                     bare,
+                ),
+                Variant(
+                    f"{kind} traced",
+                    compose(traced_in_memory, transport),
+                    traced(context(policy, f"run_{kind}_traced"), tracing),
+                    plain,
+                    PER_ROUND,
+                    gates,
+                ),
+                Variant(
+                    f"{kind} rec traced",
+                    pipeline(traced_durable, transport),
+                    rec_traced,
+                    keyed,
+                    RECORDED_PER_ROUND,
+                    recorded_variant,
                 ),
             ]
 
@@ -282,10 +333,17 @@ async def main() -> None:
 
         for variant in variants:
             await measure(variant, WARM_UP, keep=False)
+        exporter.clear()
         for _ in range(ROUNDS):
             for variant in variants:
                 gc.collect()  # a collection owed by one variant is not charged to the next
                 await measure(variant, variant.per_round, keep=True)
+                variant.spans += len(exporter.get_finished_spans())
+                exporter.clear()  # outside the timing: the spans held stay a round's
+        for variant in variants:
+            if variant.ctx.span is not None:
+                variant.ctx.span.end()
+        provider.shutdown()
         await counters.close()
         await store.close()
 
@@ -303,7 +361,7 @@ async def main() -> None:
         print(
             f"{variant.name:<15} {len(variant.samples):>6} {median:>10.1f} {p99:>8.1f} {extra:>12}"
         )
-    print("overhead: the variant's median minus its baseline's (bare, or no approval)")
+    print("overhead: the variant's median minus its baseline's (bare, no approval, or untraced)")
     for name in ("llm gates", "tool gates"):
         verdict = "met" if overhead[name] <= TARGET_US else "MISSED"
         print(f"target {name} overhead <= {TARGET_US:g} µs: {verdict} ({overhead[name]:.1f} µs)")
@@ -319,6 +377,24 @@ async def main() -> None:
             f"approval gate, {name} rules that do not match: {overhead[name]:.1f} µs per call "
             f"(target <= {APPROVAL_TARGET_US:g} µs: {verdict})"
         )
+    by_name = {variant.name: variant for variant in variants}
+    for variant in variants:
+        # Every traced call made its span; no call made one with tracing off.
+        expected = len(variant.samples) if "traced" in variant.name else 0
+        assert variant.spans == expected, (variant.name, variant.spans, expected)
+    for kind in ("llm", "tool"):
+        for on, what in (("traced", "gates"), ("rec traced", "recorded")):
+            off_median = by_name[f"{kind} {what}"].summary()[0]
+            on_median = by_name[f"{kind} {on}"].summary()[0]
+            added = on_median - off_median
+            line = (
+                f"tracing per {kind} call ({what}): on {on_median:.1f} µs, off {off_median:.1f} "
+                f"µs, added per call {added:.1f} µs (on/off {on_median / off_median:.2f}x"
+            )
+            if what == "gates":
+                verdict = "met" if added <= TRACING_TARGET_US else "MISSED"
+                line += f"; target <= {TRACING_TARGET_US:g} µs: {verdict}"
+            print(line + ")")
 
 
 if __name__ == "__main__":

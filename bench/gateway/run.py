@@ -12,12 +12,18 @@ from the same fast fake upstream, and is loaded by wrk alone, one target at a ti
   (e) corral@REF  with --before REF only: the same `corral serve` and policy, but the code of
                git ref REF, checked out in a detached worktree in the scratch dir and run by
                the same venv's python with PYTHONPATH=<worktree>/src (removed afterwards)
+  (f) corral-traced  only when named in --targets: the same `corral serve` and policy with
+               tracing on, run by traced_serve.py beside this file: its Supervisor gets a
+               TracerProvider with SimpleSpanProcessor(InMemorySpanExporter) (the spans
+               held bounded); (d) traces to OpenTelemetry's global provider, a no-op
 
 At one connection it reports p50 and p99 latency (and the p50 each target adds over direct);
 at 32 connections, requests/s, p99, and throughput as a multiple of LiteLLM's. Every process
 shares the machine's cores with wrk and with each other, so the figures compare targets
 measured in the same run, on the same machine, rather than stand alone. With --before it also
-prints the current corral's throughput and added p50 as multiples of corral@REF's.
+prints the current corral's throughput and added p50 as multiples of corral@REF's; with
+corral-traced, what tracing adds to corral's p50 at one connection and takes from its
+requests/s at 32 (e.g. --targets direct,corral,corral-traced).
 
 Any non-2xx answer or socket error fails the run (exit 1) and is printed instead of numbers.
 
@@ -55,13 +61,17 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/v1/chat/completions"
-TARGETS = ("direct", "nginx", "litellm", "corral")
+TRACED = "corral-traced"
+TARGETS = ("direct", "nginx", "litellm", "corral", TRACED)
+DEFAULT_TARGETS = ("direct", "nginx", "litellm", "corral")  # corral-traced when named
 LABELS = {
     "direct": "(a) direct",
     "nginx": "(b) nginx",
     "litellm": "(c) litellm",
     "corral": "(d) corral",
+    TRACED: "(f) corral-traced",
 }
+TRACED_SERVE = Path(__file__).resolve().parent / "traced_serve.py"
 BEFORE_PREFIX = "corral@"  # the --before target is named corral@REF
 BEFORE_LABEL = "(e)"
 CONNECTIONS = 32
@@ -432,6 +442,8 @@ class Target:
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     ready_s: float | None = None
+    # A corral's answers carry a traceparent (True) or not (False); None: not checked.
+    traced: bool | None = None
 
 
 def start_litellm(processes: Processes, scratch: Path, upstream_port: int) -> Target:
@@ -537,6 +549,7 @@ def start_corral(
     *,
     name: str = "corral",
     base_env: Mapping[str, str] | None = None,
+    traced: bool | None = None,
 ) -> Target:
     """`corral` is the command line that runs the CLI; `base_env` (os.environ by default) is
     where corral@REF's PYTHONPATH comes in, so its key is made by the same code that serves."""
@@ -570,7 +583,7 @@ def start_corral(
     process = processes.start(command, log, env=env, cwd=scratch)
     ready = wait_ready(process, f"http://127.0.0.1:{port}/healthz", f"{name} serve", log, 60)
     headers = {"Authorization": f"Bearer {key}", "X-Corral-Session": SESSION}
-    return Target(name, f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready)
+    return Target(name, f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready, traced)
 
 
 # --- corral@REF: the code of an earlier commit ------------------------------------------
@@ -667,7 +680,11 @@ def prepare_before(ref: str, commit: str, checkout: Path) -> Before:
 
 
 def check(target: Target) -> dict[str, Any]:
-    """One request by hand, so a broken target fails loudly rather than as wrk's counts."""
+    """One request by hand, so a broken target fails loudly rather than as wrk's counts.
+
+    A corral answers with a `traceparent` only when its request's span is recorded: where
+    the target says which it should be (corral-traced, and corral beside it), it is
+    checked, so the two rows cannot measure the same thing."""
     request = urllib.request.Request(
         target.url,
         data=json.dumps(REQUEST).encode(),
@@ -676,8 +693,9 @@ def check(target: Target) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, body = response.status, response.read()
+            traced = response.headers.get("traceparent") is not None
     except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
+        status, body, traced = exc.code, exc.read(), False
     except (urllib.error.URLError, OSError) as exc:
         raise BenchError(f"{target.name}: request failed: {exc}") from None
     try:
@@ -691,6 +709,11 @@ def check(target: Target) -> dict[str, Any]:
             f"{target.name}: unexpected answer {status}: {body[:2000].decode(errors='replace')}"
         )
     assert isinstance(reply, dict)
+    if target.traced is not None and traced != target.traced:
+        raise BenchError(
+            f"{target.name}: answered {'with' if traced else 'without'} a traceparent, "
+            f"so its requests were {'' if traced else 'not '}traced"
+        )
     return reply
 
 
@@ -823,15 +846,17 @@ def run(
     nginx = ensure_tools()
     corral: Path | None = None
     rows: dict[str, Row] = {}
-    if "corral" in targets:
+    if "corral" in targets or TRACED in targets:
         try:
             corral = corral_command()
             why = corral_serve_available([str(corral)])
         except BenchError as exc:
             why = str(exc)
         if why is not None:
-            rows["corral"] = Row("corral", error=f"corral serve is not available: {why}")
-            note(f"(d) corral: {rows['corral'].error}")
+            for name in ("corral", TRACED):
+                if name in targets:
+                    rows[name] = Row(name, error=f"corral serve is not available: {why}")
+                    note(f"{label(name)}: {rows[name].error}")
     if "litellm" in targets:
         litellm_venv()
     found = versions(nginx, targets, corral)
@@ -884,7 +909,16 @@ def run(
                         target = start_litellm(processes, place, upstream_port)
                     elif name == "corral":
                         assert corral is not None
-                        target = start_corral(processes, [str(corral)], place, upstream_port)
+                        # Beside corral-traced it must not trace (no OTEL_* collector).
+                        traced = False if TRACED in targets else None
+                        target = start_corral(
+                            processes, [str(corral)], place, upstream_port, traced=traced
+                        )
+                    elif name == TRACED:
+                        command = [str(venv_python()), str(TRACED_SERVE)]
+                        target = start_corral(
+                            processes, command, place, upstream_port, name=name, traced=True
+                        )
                     else:
                         assert before is not None and name == before.name
                         target = start_corral(
@@ -942,6 +976,32 @@ def figures(rows: dict[str, Row]) -> dict[str, Any]:
     before_name = next((name for name in rows if name.startswith(BEFORE_PREFIX)), None)
     if before_name is not None:
         out["corral_vs_before"] = versus_before(out["targets"], before_name)
+    if "corral" in rows and TRACED in rows:
+        out["corral_tracing"] = tracing_cost(out["targets"])
+    return out
+
+
+def tracing_cost(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """corral-traced against corral: the p50 each adds over direct at c=1 and the p50
+    tracing adds, and requests/s at c=32 with their difference and ratio."""
+    off, on = entries.get("corral", {}), entries.get(TRACED, {})
+    rps = f"c{CONNECTIONS}_requests_per_s"
+    out: dict[str, Any] = {
+        "added_p50_ms_off": off.get("added_p50_ms"),
+        "added_p50_ms_on": on.get("added_p50_ms"),
+        "c1_p50_ms_off": off.get("c1_p50_ms"),
+        "c1_p50_ms_on": on.get("c1_p50_ms"),
+        "p50_ms_tracing_adds": None,
+        f"{rps}_off": off.get(rps),
+        f"{rps}_on": on.get(rps),
+        f"{rps}_difference": None,
+        "throughput_ratio_on_off": None,
+    }
+    if off.get("c1_p50_ms") is not None and on.get("c1_p50_ms") is not None:
+        out["p50_ms_tracing_adds"] = round(on["c1_p50_ms"] - off["c1_p50_ms"], 3)
+    if off.get(rps) and on.get(rps):
+        out[f"{rps}_difference"] = round(on[rps] - off[rps], 1)
+        out["throughput_ratio_on_off"] = round(on[rps] / off[rps], 3)
     return out
 
 
@@ -977,7 +1037,7 @@ def report(
         f"{args.warmup} s warm-up"
     )
     c = CONNECTIONS
-    # 13 wide as ever, wider only for a corral@REF label.
+    # 13 wide as ever, wider only for a corral@REF or corral-traced label.
     w = max(13, *(len(label(name)) + 1 for name in rows))
     print(
         f"{'target':<{w}}{'c1 p50 ms':>10}{'c1 p99 ms':>10}{'+p50 ms':>9}"
@@ -1017,6 +1077,29 @@ def report(
         print(f"corral throughput / litellm at c={c}: n/a (target >= {THROUGHPUT_TARGET:.0f}x)")
     if "corral_vs_before" in data:
         report_versus_before(data["corral_vs_before"])
+    if "corral_tracing" in data:
+        report_tracing(data["corral_tracing"])
+
+
+def report_tracing(cost: dict[str, Any]) -> None:
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f} ms"
+
+    c = CONNECTIONS
+    rps = f"c{c}_requests_per_s"
+    print(
+        f"tracing on (in-memory exporter) vs off, added p50 at c=1: on "
+        f"{ms(cost['added_p50_ms_on'])}, off {ms(cost['added_p50_ms_off'])}, tracing adds "
+        f"{ms(cost['p50_ms_tracing_adds'])}"
+    )
+    on, off, difference = cost[f"{rps}_on"], cost[f"{rps}_off"], cost[f"{rps}_difference"]
+    if on is None or off is None or difference is None:
+        print(f"tracing on vs off, req/s at c={c}: n/a")
+        return
+    print(
+        f"tracing on vs off, req/s at c={c}: on {on:.0f}, off {off:.0f}, difference "
+        f"{difference:+.0f} (on/off {cost['throughput_ratio_on_off']:.2f}x)"
+    )
 
 
 def report_versus_before(versus: dict[str, Any]) -> None:
@@ -1043,8 +1126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--targets",
-        default=",".join(TARGETS),
-        help=f"comma-separated subset of {','.join(TARGETS)} (default: all)",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: "
+        f"{','.join(DEFAULT_TARGETS)}; {TRACED}: corral with tracing on, to an in-memory "
+        "exporter, compared with corral when both are named)",
     )
     parser.add_argument(
         "--before",

@@ -341,3 +341,31 @@ def test_help_paragraphs_are_reflowed_to_the_terminal() -> None:
     # A paragraph fills its lines: no line of prose ends after a word or two.
     prose = [line.strip() for line in lines if not line.lstrip().startswith(("│", "╭", "╰"))]
     assert all(len(line) > 40 for line in prose[2:-1]), prose
+
+
+# --- the demo's data key -------------------------------------------------------------
+
+
+def test_a_missing_data_key_points_to_the_demos(policy: Path) -> None:
+    args = ["runs", "ls", "--policy", str(policy)]
+    bare = runner.invoke(app, args, env={"CORRAL_DATA_KEY": None})
+    assert bare.exit_code == 2
+    assert "CORRAL_DATA_KEY is not set" in bare.stderr and "corral demo" not in bare.stderr
+
+    key_file = policy.parent / ".corral-demo-key"  # where `corral demo` leaves it
+    key_file.write_text("not needed: only its place is told\n")
+    told = runner.invoke(app, args, env={"CORRAL_DATA_KEY": None})
+    assert told.exit_code == 2
+    assert told.stderr.splitlines()[-1] == (
+        f"`corral demo` keeps its key beside the store: export CORRAL_DATA_KEY=$(cat {key_file})"
+    )
+
+
+def test_runs_ls_with_a_filter_nothing_matches_says_so(policy: Path) -> None:
+    on_store(policy, seed)
+    on_store(policy, lambda s: s.request_kill(RUNS[0], T0 + 20))
+    assert at80(policy, "runs", "ls", "--agent", "nobody").output == "No runs of agent nobody.\n"
+    listed = at80(policy, "runs", "ls", "--status", "running")
+    whole(listed.output, [RUNS[0]])
+    empty = at80(policy, "runs", "ls", "--status", "completed", "--agent", "analyst")
+    assert empty.output == "No completed runs of agent analyst.\n"

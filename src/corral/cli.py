@@ -231,8 +231,16 @@ def runs_ls(
     if as_json:
         print_json([{**r, "kill_pending": kill_pending(r)} for r in rows])
         return
-    if not rows:
+    if not rows and status is None and agent is None:
         out.print("No runs yet. Start one with `corral demo`, the SDK, or `corral serve`.")
+        return
+    if not rows:
+        which = " ".join(
+            part
+            for part in ("No", status and status.value, "runs", agent and f"of agent {agent}")
+            if part
+        )
+        out.print(f"{which}.", highlight=False)
         return
     # The halt reason goes with the status: a column of its own would be "-" for most runs
     # and take the room the task needs at 80 columns.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from corral.policy import Policy, PolicyError, load_policy
 from corral.runtime.operations import NotFound, StateConflict, UnknownRun
 from corral.runtime.sealing import open_policy_store
 from corral.state import Store
+from corral.state.sealed import DATA_KEY_ENV, DataKeyError
 
 T = TypeVar("T")
 
@@ -56,9 +58,11 @@ def policy_for_store(path: Path) -> Policy:
 def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
     """Run `work` on the policy's store; an operation's refusal exits 1 with its message."""
 
+    policy = policy_for_store(path)
+
     async def run() -> T:
         # Sealed when the policy redacts storage: reviewers see approvals' arguments whole.
-        store = open_policy_store(policy_for_store(path))
+        store = open_policy_store(policy)
         try:
             return await work(store)
         finally:
@@ -70,8 +74,20 @@ def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
         fail(f"{exc} (list them with `corral runs ls`)")
     except (NotFound, StateConflict) as exc:
         fail(str(exc))
+    except DataKeyError as exc:
+        fail(f"{exc}{demo_key_hint(policy)}", 2)
     except ValueError as exc:  # a bad argument, a bad store URL or a store from a newer Corral
         fail(str(exc), 2)
+
+
+def demo_key_hint(policy: Policy) -> str:
+    """What to do when the key is missing and `corral demo` made one for this store."""
+    from corral.demo import demo_key_file
+
+    where = demo_key_file(policy)
+    if os.environ.get(DATA_KEY_ENV) or not where.exists():
+        return ""
+    return f"\n`corral demo` keeps its key beside the store: export {DATA_KEY_ENV}=$(cat {where})"
 
 
 def when(ts: float | None, *, short: bool = False) -> str:

@@ -139,13 +139,18 @@ async def _next_pending(sup: Supervisor, seen: list[str]) -> ApprovalRecord:
         await asyncio.sleep(0.05)
 
 
+def demo_key_file(policy: Policy) -> Path:
+    """Where the demo keeps the data key it made: beside the policy's store."""
+    return Path(policy.store.removeprefix("sqlite:///")).parent / ".corral-demo-key"
+
+
 def demo_data_key(policy: Policy) -> Path | None:
     """The demo's CORRAL_DATA_KEY when none is set and the policy redacts storage: kept in
     a file beside the store (owner-only), so later demos and the CLI read what it sealed.
     A deployment sets its own key; this is for the demo on embedded defaults."""
     if not policy.guards.redact_storage or os.environ.get(DATA_KEY_ENV):
         return None
-    where = Path(policy.store.removeprefix("sqlite:///")).parent / ".corral-demo-key"
+    where = demo_key_file(policy)
     if not where.exists():
         where.parent.mkdir(parents=True, exist_ok=True)
         where.write_text(new_data_key())

@@ -134,7 +134,11 @@ def _lowered(
 
 def _wrapped(values: Sequence[str], limit: int) -> int:
     """How wide values wrapped between words at `limit` come out (no wider than it)."""
-    lines = (line for value in values for line in textwrap.wrap(value, limit) or [""])
+    lines = (
+        line
+        for value in values
+        for line in textwrap.wrap(value, limit, break_on_hyphens=False) or [""]
+    )
     return max((len(line) for line in lines), default=0)
 
 

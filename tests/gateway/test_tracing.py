@@ -217,3 +217,50 @@ def test_serve_logs_access_lines_as_json_and_can_turn_them_off(
     configure_logging("text", access_log=True)
     line.log(404, 0.002)
     assert "POST /v1/chat/completions 404 agent=support run=run_1 2.0ms" in capsys.readouterr().err
+
+
+async def test_without_a_tracer_the_clients_trace_is_not_taken_for_ours(serve: Serve) -> None:
+    served = await serve()  # no provider: OpenTelemetry's global one, a no-op
+    async with served.client(traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01") as client:
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "default", "messages": HELLO, "max_tokens": 5}
+        )
+    assert "traceparent" not in answer.headers
+    record = await served.sup.store.get_run(answer.headers["x-corral-run"])
+    assert record is not None and record.trace_id != CLIENT_TRACE and record.trace_span is None
+
+
+async def test_an_outcome_on_a_request_that_failed_does_not_end_the_session(serve: Serve) -> None:
+    served = await serve(edits=FAST_RETRIES)
+    body = {"model": "default", "messages": HELLO, "max_tokens": 5}
+    async with served.client(**{"X-Corral-Session": "t-3"}) as client:
+        first = await client.post("/v1/chat/completions", json=body)
+        for model in ("gpt-4o", "gpt-4o-mini"):
+            served.sim.set_fault(model, Fault(FaultKind.ERROR, status=503))
+        failed = await client.post(
+            "/v1/chat/completions", json=body, headers={"X-Corral-Outcome": "resolved"}
+        )
+        for model in ("gpt-4o", "gpt-4o-mini"):
+            served.sim.set_fault(model, None)
+        again = await client.post("/v1/chat/completions", json=body)
+    assert failed.status_code == 502  # no model on the route answered
+    run_id = first.headers["x-corral-run"]
+    assert again.headers["x-corral-run"] == run_id  # the same run goes on
+    record = await served.sup.store.get_run(run_id)
+    assert record is not None and record.status is RunStatus.RUNNING
+
+
+async def test_a_parent_of_another_team_is_refused_on_a_session_already_open(
+    serve: Serve,
+) -> None:
+    served = await serve()
+    body = {"model": "default", "messages": HELLO, "max_tokens": 5}
+    async with served.client(await served.key("analyzer")) as client:
+        parent = (await client.post("/v1/chat/completions", json=body)).headers["x-corral-run"]
+    async with served.client(**{"X-Corral-Session": "t-4"}) as client:  # support
+        opened = await client.post("/v1/chat/completions", json=body)
+        refused = await client.post(
+            "/v1/chat/completions", json=body, headers={"X-Corral-Parent-Run": parent}
+        )
+    assert opened.status_code == 200 and refused.status_code == 403
+    assert refused.json()["error"]["code"] == "policy.denied"

@@ -126,7 +126,7 @@ class Requests:
             ctx.human_wait_ended(self._clock())
         if decided is not None and decided.decided_at is not None and self._kpis is not None:
             seconds = decided.decided_at - decided.requested_at
-            self._kpis.approval_decided(ctx.record.agent_type, decided.status, seconds)
+            self._kpis.approval_decided(decided.id, ctx.record.agent_type, decided.status, seconds)
         return decided
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
@@ -92,7 +93,9 @@ class ApprovalWaiter:
             future = self._futures[record.id] = asyncio.get_running_loop().create_future()
             self._seen[record.id] = (record.status, record.escalations)
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="corral-approval-poller")
+            self._poller = asyncio.create_task(
+                self._poll(), name="corral-approval-poller", context=contextvars.Context()
+            )
         self._waiters[record.id] = self._waiters.get(record.id, 0) + 1
         try:
             return await asyncio.wait_for(asyncio.shield(future), min(left, CHECK_SECONDS))

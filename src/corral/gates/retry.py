@@ -24,7 +24,7 @@ from corral.policy import Retry
 from corral.providers.base import FailureKind, ProviderError
 from corral.state import Counters
 from corral.telemetry.kpis import Kpis
-from corral.telemetry.tracing import CURRENT, Tracing
+from corral.telemetry.tracing import Tracing, current_span
 
 RETRYABLE = frozenset({FailureKind.RATE_LIMITED, FailureKind.UNAVAILABLE, FailureKind.TIMEOUT})
 
@@ -69,11 +69,13 @@ class RetryGate:
         attempt = 1
         while True:
             call.attempts += 1
+            if attempt > 1 and self._kpis is not None:  # a retry is counted once it is made
+                self._kpis.retry(ctx.record.agent, ctx.record.agent_type)
             begun = time.time_ns()
             try:
                 result = await next(call, ctx)
             except ProviderError as failure:
-                self._attempted(call, begun, attempt, failure.kind.value)
+                self._attempted(call, ctx, begun, attempt, failure.kind.value)
                 if failure.kind not in RETRYABLE or call.delivered:
                     raise
                 if attempt >= settings.max_attempts:
@@ -86,21 +88,21 @@ class RetryGate:
                 retries = await self._counters.add(f"retry:{provider}:retries:{window}", 1, ttl)
                 if retries > max(settings.budget_min, settings.budget * calls):
                     raise
-                if self._kpis is not None:
-                    self._kpis.retry(ctx.record.agent, ctx.record.agent_type)
                 await self._sleep(pause)
                 waited += pause
                 call.retry_wait += pause
                 attempt += 1
             else:
                 if call.attempts > 1:
-                    self._attempted(call, begun, attempt, None)
+                    self._attempted(call, ctx, begun, attempt, None)
                 return result
 
-    def _attempted(self, call: LLMCall, begun: int, attempt: int, error: str | None) -> None:
+    def _attempted(
+        self, call: LLMCall, ctx: RunContext, begun: int, attempt: int, error: str | None
+    ) -> None:
         """A span for an upstream attempt under the call's, once the call has more than
         one or this one failed (a call answered at once needs none: its span says it)."""
-        parent = CURRENT.get()
+        parent = current_span(ctx.run_id)
         if self._tracing is None or parent is None or not parent.is_recording():
             return
         tracing = self._tracing

@@ -6,17 +6,18 @@ It sits just outside the record gate, so a span and a step row are one for one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from corral.calls import ApprovalPending, Call, Halt, LLMResult, Rejected, Result
+from corral.calls import ApprovalPending, Call, Halt, HaltReason, LLMResult, Rejected, Result
 from corral.gates.base import Next, RunContext
 from corral.providers.base import ProviderError
 from corral.telemetry.anomaly import Signals
 from corral.telemetry.kpis import Kpis
-from corral.telemetry.tracing import CURRENT, Tracing, provider_name
+from corral.telemetry.tracing import CURRENT, Tracing, current_span, provider_name
 
 
 class TraceGate:
@@ -39,16 +40,17 @@ class TraceGate:
             attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.name}
             if call.origin is not None:
                 attributes["gen_ai.tool.call.id"] = call.origin
-        attributes["corral.run.id"] = record.id
+        # The run's id is on the run's span (the gateway request's): not again per call.
         if record.session is not None:
             attributes["gen_ai.conversation.id"] = record.session
-        parent = CURRENT.get()
-        # The SDK's run span is the parent; at the gateway, the request's span (current).
+        # The run's span in flight (a call's, for a call made inside it; the request's at
+        # the gateway), else the SDK run's own span.
+        parent = current_span(record.id)
         context = ctx.trace_context if parent is None else tracing.in_span(parent)
         span = tracing.tracer.start_span(name, context, kind, attributes=attributes)
         if tracing.capture_content:
             _content_in(tracing, span, call)
-        token = CURRENT.set(span)
+        token = CURRENT.set((record.id, span))
         started = time.perf_counter()
         result: Result | None = None
         error = ""
@@ -71,24 +73,29 @@ class TraceGate:
         except ProviderError as exc:
             error = exc.kind.value
             raise
+        except asyncio.CancelledError:
+            error = HaltReason.KILLED.value if ctx.kill_requested_at is not None else "cancelled"
+            raise
         except BaseException as exc:
             error = type(exc).__name__
             raise
         finally:
             CURRENT.reset(token)
             seconds = time.perf_counter() - started
-            span.set_attribute("corral.step", ctx.step_seq)
+            # One set_attributes per span: each call takes the span's lock and validates.
+            ended: dict[str, Any] = {"corral.step": ctx.step_seq}
             if error:
-                span.set_attribute("error.type", error)
+                ended["error.type"] = error
                 span.set_status(Status(StatusCode.ERROR, error))
             if call.kind == "llm":
-                self._answered(call, ctx, span, result, seconds, error)
+                self._answered(call, ctx, ended, result, seconds, error)
             else:
                 self._signals.tool_done(ctx, call.name, error)
                 if tracing.capture_content and result is not None:
                     shown = tracing.content(getattr(result, "value", None))
                     if shown is not None:
-                        span.set_attribute("gen_ai.tool.call.result", shown)
+                        ended["gen_ai.tool.call.result"] = shown
+            span.set_attributes(ended)
             span.end()
             self._signals.step(ctx)
 
@@ -96,11 +103,12 @@ class TraceGate:
         self,
         call: Any,
         ctx: RunContext,
-        span: Any,
+        figures: dict[str, Any],
         result: Result | None,
         seconds: float,
         error: str,
     ) -> None:
+        """The model call's figures onto `figures` (the span's), and into the metrics."""
         policy = ctx.policy
         answered = result if isinstance(result, LLMResult) else None
         model = answered.model if answered is not None and answered.model else call.target
@@ -110,7 +118,6 @@ class TraceGate:
             found = policy.models.get(model)
             response_model = found.model if found is not None else model
         usage = answered.usage if answered is not None else None
-        figures: dict[str, Any] = {}
         if provider:
             figures["gen_ai.provider.name"] = provider
         if response_model:
@@ -132,7 +139,6 @@ class TraceGate:
                     figures["gen_ai.output.messages"] = shown
         if call.budget_left_usd is not None:
             figures["corral.budget.remaining_usd"] = call.budget_left_usd
-        span.set_attributes(figures)
         state = ctx.scratch.get("context")
         record = ctx.record
         self._kpis.model_call(

@@ -43,7 +43,7 @@ from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
 from corral.state import AgentKeyRecord, ConstraintError, NotFoundError, StoreError
-from corral.telemetry.tracing import CURRENT, tie, traceparent
+from corral.telemetry.tracing import CURRENT, current_span, tie, traceparent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -436,13 +436,15 @@ class Gateway:
         span = exchange.span = tracing.run_span(
             agent, None, session, kind=SpanKind.SERVER, parent=tracing.request_context(headers)
         )
-        CURRENT.set(span)  # the calls' spans nest under it (this request's task only)
         try:
             run = await self.sessions.enter(agent, session, task, parent, span)
+            if parent is not None and parent != run.context.record.parent_run_id:
+                # A run opened earlier (or by a request without it): still of one team.
+                await self.sup.check_parent(policy, agent, parent)
         except Denied as denied:
             raise Failure(403, "corral_halt", denied.message, code=denied.reason.value) from None
         exchange.run_id = run.id
-        tie(span, run)
+        token = tie(span, run)  # the calls' spans nest under the request's (its task only)
         # The agent runs its own tools: the approval gate acts on the model's answers, and
         # finds an answer held for approval again by the request's fingerprint.
         ctx = run.context
@@ -450,12 +452,20 @@ class Gateway:
         ctx.approval_hold = policy.gateway.approval_hold
         # Only an agent whose tools may need a human can have an answer held: others skip it.
         fingerprint = _fingerprint(agent, raw) if agent in policy.gated_agents else None
+        answered = False
         try:
-            return await self._call(door, request, run, receive, send, started, fingerprint)
+            status = await self._call(door, request, run, receive, send, started, fingerprint)
+            answered = True
+            return status
         except Exception as exc:
             # Whatever failed from here on failed in the run: answered with its id.
             raise self._note(await self._failed(exc, run.id)) from exc
         finally:
+            CURRENT.reset(token)
+            # The outcome a request reports is the run's only if it was answered; a run of
+            # one request that was not is no success.
+            if not answered:
+                outcome = "failed" if session is None else None
             await self.sessions.leave(run, session, outcome)
 
     async def _call(
@@ -587,7 +597,7 @@ class Gateway:
         headers.append((b"x-corral-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()))
         if retry_wait:
             headers.append((b"x-corral-retry-wait-ms", f"{retry_wait * 1000:.3f}".encode()))
-        span = CURRENT.get()
+        span = current_span(run.id)
         if span is not None and (value := traceparent(span)) is not None:
             headers.append((b"traceparent", value))
         return headers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class _Session:
     run: Run
     used_at: float  # monotonic
     busy: int = 0  # requests in flight, which an idle sweep must not cut off
+    outcome: str | None = None  # reported by a request: the run completes once not busy
 
 
 class Sessions:
@@ -53,6 +55,8 @@ class Sessions:
         # Sessions being ended: a request for one waits until its run is saved completed,
         # then opens a new run, rather than resuming the one being completed.
         self._closing: dict[tuple[str, str], asyncio.Future[None]] = {}
+        # Sessions a request reported the outcome of, still serving requests in flight.
+        self._ending: dict[tuple[str, str], _Session] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -94,13 +98,22 @@ class Sessions:
             return
         key = (run.context.record.agent, session)
         entry = self._live.get(key)
-        if entry is not None and entry.run is run:
-            entry.busy -= 1
-            entry.used_at = self._clock()
-            if outcome is not None and run.status is RunStatus.RUNNING:
-                del self._live[key]
-                self._closing[key] = asyncio.get_running_loop().create_future()
-                await self._complete(key, run, outcome)
+        if entry is None or entry.run is not run:
+            entry = self._ending.get(key)
+            if entry is None or entry.run is not run:
+                return
+        entry.busy -= 1
+        entry.used_at = self._clock()
+        if outcome is not None and entry.outcome is None and run.status is RunStatus.RUNNING:
+            # Forgotten now: the session's next request opens a new run, once this one is
+            # saved completed (see _open), which waits for its requests in flight.
+            entry.outcome = outcome
+            del self._live[key]
+            self._ending[key] = entry
+            self._closing[key] = asyncio.get_running_loop().create_future()
+        if entry.outcome is not None and entry.busy == 0 and self._ending.get(key) is entry:
+            del self._ending[key]
+            await self._complete(key, run, entry.outcome)
 
     async def _open(
         self,
@@ -185,7 +198,9 @@ class Sessions:
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep(), name="corral-session-sweeper")
+            self._sweeper = asyncio.create_task(
+                self._sweep(), name="corral-session-sweeper", context=contextvars.Context()
+            )
 
     async def _sweep(self) -> None:
         while self._live:
@@ -220,7 +235,8 @@ class Sessions:
 
     async def _complete(self, key: tuple[str, str], run: Run, outcome: Any = None) -> None:
         try:
-            await run.complete({"ended": "session idle"} if outcome is None else outcome)
+            if run.status is RunStatus.RUNNING:  # a request in flight may have halted it
+                await run.complete({"ended": "session idle"} if outcome is None else outcome)
         finally:
             self._closing.pop(key).set_result(None)
 

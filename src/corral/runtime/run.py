@@ -182,10 +182,12 @@ class Run:
             ctx.record, status=RunStatus.COMPLETED, outcome=outcome, ended_at=now, updated_at=now
         )
         await self._ended()
-        await self._store.save_run(ctx.record)
-        await self._audit.append("run.completed", {"steps": ctx.record.steps}, ctx.run_id)
-        if self._on_ended is not None:
-            self._on_ended(ctx, None, None)
+        try:
+            await self._store.save_run(ctx.record)
+            await self._audit.append("run.completed", {"steps": ctx.record.steps}, ctx.run_id)
+        finally:
+            if self._on_ended is not None:
+                self._on_ended(ctx, None, None)
 
     async def fail(self, exc: BaseException) -> Halted:
         """Halt with `error`: the agent's own code raised."""
@@ -252,6 +254,10 @@ class Run:
         if self._halted is not None:  # a concurrent call got here first: one halt per run
             return self._halted
         ctx = self._ctx
+        if self._finished:
+            # Completed while this call was in flight: the run stays completed (and counted
+            # once); only this call is refused, with the halt's reason.
+            return Halted(halt.reason, halt.message, ctx.run_id, {"reason": halt.reason.value})
         now = self._clock()
         packet = build_packet(ctx, halt, now)
         killed_at = ctx.kill_requested_at if halt.reason is HaltReason.KILLED else None
@@ -269,20 +275,26 @@ class Run:
         )
         self._halted = Halted(halt.reason, halt.message, ctx.run_id, packet)
         await self._ended()
-        dead_letter = await self._store.halt_run(ctx.record, packet)
-        await self._audit.append(
-            "run.halted",
-            {"reason": halt.reason.value, "rule": packet["rule"], "dead_letter": dead_letter.id},
-            ctx.run_id,
-        )
-        if self._on_ended is not None:
-            # Safe once the halt is on the record: from the kill request for a kill, else
-            # from the moment the rule fired.
-            if killed_at is not None:
-                safe = self._clock() - killed_at
-            else:
-                safe = time.perf_counter() - halt.raised_at
-            self._on_ended(ctx, halt, max(safe, 0.0))
+        try:
+            dead_letter = await self._store.halt_run(ctx.record, packet)
+            await self._audit.append(
+                "run.halted",
+                {
+                    "reason": halt.reason.value,
+                    "rule": packet["rule"],
+                    "dead_letter": dead_letter.id,
+                },
+                ctx.run_id,
+            )
+        finally:
+            if self._on_ended is not None:
+                # Safe once the halt is on the record: from the kill request for a kill,
+                # else from the moment the rule fired.
+                if killed_at is not None:
+                    safe = self._clock() - killed_at
+                else:
+                    safe = time.perf_counter() - halt.raised_at
+                self._on_ended(ctx, halt, max(safe, 0.0))
         return self._halted
 
 

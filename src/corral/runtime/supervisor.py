@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -379,7 +380,7 @@ class Supervisor:
             known = ", ".join(sorted(policy.agents)) or "none"
             raise ValueError(f"unknown agent '{agent}' (known: {known})")
         if parent_run is not None:
-            await self._check_parent(policy, agent, parent_run)
+            await self.check_parent(policy, agent, parent_run)
         now = self._clock()
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         span = None
@@ -400,14 +401,19 @@ class Supervisor:
             oneshot=oneshot,
             parent_run_id=parent_run,
         )
-        await self.store.create_run(record)
-        await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
-        ctx = self._context(policy, record, elapsed=0.0, now=now, span=span)
-        await self._seed_counters(ctx, now)
+        try:
+            await self.store.create_run(record)
+            await self.audit.append("run.started", {"agent": agent, "task": task}, run_id)
+            ctx = self._context(policy, record, elapsed=0.0, now=now, span=span)
+            await self._seed_counters(ctx, now)
+        except BaseException as exc:
+            _end_failed(span, exc)
+            raise
         return self._track(Run(ctx, **self._run_parts(), **options))
 
-    async def _check_parent(self, policy: Policy, agent: str, parent_run: str) -> None:
-        """A parent run must exist and be of an agent of the same team (or the agent)."""
+    async def check_parent(self, policy: Policy, agent: str, parent_run: str) -> None:
+        """A parent run must exist and be of an agent of the same team (or the agent):
+        corral.Denied otherwise."""
         parent = await self.store.get_run(parent_run)
         scope = policy.agents[agent].session_scope(agent)
         found = policy.agents.get(parent.agent) if parent is not None else None
@@ -450,6 +456,22 @@ class Supervisor:
             if record.trace_id is not None and record.trace_span is not None:
                 first = (record.trace_id, record.trace_span)
             span = self.tracing.run_span(record.agent, run_id, record.session, first=first)
+        try:
+            return await self._resumed(record, policy, elapsed, now, span, options)
+        except BaseException as exc:
+            _end_failed(span, exc)
+            raise
+
+    async def _resumed(
+        self,
+        record: RunRecord,
+        policy: Policy,
+        elapsed: float,
+        now: float,
+        span: Span | None,
+        options: dict[str, Any],
+    ) -> Run:
+        run_id = record.id
         ctx = self._context(policy, record, elapsed=elapsed, now=now, span=span)
         checkpoint = await self.store.last_checkpoint(run_id)
         ctx.call_seq = checkpoint.step if checkpoint else 0
@@ -600,7 +622,10 @@ class Supervisor:
         session = run.context.session
         self._in_session[session] = self._in_session.get(session, 0) + 1
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch_kills(), name="corral-kill-watcher")
+            # In a context of its own: not the current span of whoever started the first run.
+            self._watcher = asyncio.create_task(
+                self._watch_kills(), name="corral-kill-watcher", context=contextvars.Context()
+            )
         return run
 
     async def _untrack(self, run: Run) -> None:
@@ -662,6 +687,14 @@ class Supervisor:
             kind = AnthropicAdapter if provider.kind == "anthropic" else OpenAIAdapter
             self._adapters[name] = kind(self._http, provider.base_url, key, provider.timeout)
         self._adapters_for = policy
+
+
+def _end_failed(span: Span | None, exc: BaseException) -> None:
+    """A run span whose run could not open: ended, with why."""
+    if span is not None:
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.end()
 
 
 class RunScope:

@@ -39,7 +39,12 @@ class _Loop:
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def start() -> None:
-            task = self.loop.create_task(work, context=context)
+            try:
+                task = self.loop.create_task(work, context=context)
+            except BaseException as exc:  # the caller must not wait for a task never made
+                work.close()
+                done.set_exception(exc)
+                return
             task.add_done_callback(lambda finished: _settle(finished, done))
 
         self.loop.call_soon_threadsafe(start)

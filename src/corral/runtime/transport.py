@@ -8,7 +8,7 @@ from time import perf_counter
 from corral.calls import Call, LLMResult, Result, ToolResult
 from corral.gates.base import RunContext
 from corral.providers.base import Adapter
-from corral.telemetry.tracing import CURRENT, attached
+from corral.telemetry.tracing import attached, current_span
 from corral.tools.registry import Tool
 
 
@@ -27,7 +27,7 @@ class Transport:
             if tool is None:
                 known = ", ".join(sorted(self._tools)) or "none"
                 raise LookupError(f"no tool '{call.name}' is registered (registered: {known})")
-            span = CURRENT.get()
+            span = current_span(ctx.run_id)
             if span is None or not span.is_recording():
                 return ToolResult(await tool.invoke(call.args, call.idempotency_key))
             with attached(span):  # the spans the tool makes nest under its execute_tool

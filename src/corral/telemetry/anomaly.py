@@ -102,6 +102,8 @@ class Signals:
                 self._later(self._audit.append("run.anomaly", detail, record.id))
 
     def tool_done(self, ctx: RunContext, tool: str, error: str) -> None:
+        if tool not in ctx.policy.tools:  # a name a client made up: refused, and not kept
+            return
         now = self._clock()
         window = self._windows.get(tool)
         if window is None or now - window.started >= DRIFT_WINDOW:

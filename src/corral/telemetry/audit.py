@@ -121,7 +121,7 @@ class AuditLog:
     ) -> AuditEntry:
         """Chain an entry; one made during a call is also an event on the call's span."""
         entry = await self._store.append_audit(self.seal(kind, payload, run_id))
-        decision(kind, entry.payload)
+        decision(kind, entry.payload, run_id)
         return entry
 
     def seal(

@@ -11,7 +11,7 @@ outcome reported.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,7 @@ COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+DECIDED_KEPT = 10_000  # approval ids remembered so a decision's wait is observed once
 
 
 @dataclass(slots=True)
@@ -130,6 +131,7 @@ class Kpis(Collector):
         )  # fmt: skip
         self._tallies: defaultdict[str, _Tally] = defaultdict(_Tally)
         self._breakers: dict[tuple[str, str], str] = {}
+        self._decided: OrderedDict[str, None] = OrderedDict()  # approvals observed, newest last
         # Labelled children by metric and label values: labels() locks and builds a tuple.
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -209,7 +211,15 @@ class Kpis(Collector):
         self._tallies[agent_type].escalations += 1
         self._child(self.escalations, agent, agent_type, "approval").inc()
 
-    def approval_decided(self, agent_type: str, decision: str, seconds: float) -> None:
+    def approval_decided(
+        self, approval_id: str, agent_type: str, decision: str, seconds: float
+    ) -> None:
+        """Once per approval, however many calls (a replay, a re-sent request) see it."""
+        if approval_id in self._decided:
+            return
+        self._decided[approval_id] = None
+        if len(self._decided) > DECIDED_KEPT:
+            self._decided.popitem(last=False)
         self._child(self.approval_wait, agent_type, decision).observe(max(seconds, 0.0))
 
     def loop(self, agent_type: str, detector: str, action: str) -> None:

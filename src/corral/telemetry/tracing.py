@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import orjson
@@ -32,8 +32,10 @@ from corral.policy import Policy
 TRACER_NAME = "corral"
 PROPAGATOR = TraceContextTextMapPropagator()
 
-# The call span in flight in this task (a gateway request's own span between calls).
-CURRENT: ContextVar[Span | None] = ContextVar("corral_span", default=None)
+# The span in flight in this task and the run it belongs to: a call's, or a gateway
+# request's between calls. A call of another run (a run a tool opened) does not nest
+# under it: its own run's span is its parent.
+CURRENT: ContextVar[tuple[str, Span] | None] = ContextVar("corral_span", default=None)
 
 # Audit payload keys that name one of Corral's decisions, as the attribute they become.
 _DECISION_KEYS = {
@@ -41,6 +43,19 @@ _DECISION_KEYS = {
     "guard.": ("guard", "corral.guard.rule"),
     "approval.": ("id", "corral.approval.id"),
 }
+# What an audit payload may put on a span as it is: names, ids and figures, never text a
+# person or model wrote (that is content: telemetry.capture_content decides on it).
+_EVENT_KEYS = frozenset({
+    "id", "tool", "rule", "reason", "model", "route", "failure", "guard", "signal", "level",
+    "on_timeout", "instead", "source", "dimension", "limit", "used", "tokens", "window",
+    "utilization", "reserved", "calls", "schema_errors", "value", "p99", "seq", "status",
+})  # fmt: skip
+
+
+def current_span(run_id: str) -> Span | None:
+    """The span in flight in this task if it is of run `run_id`."""
+    found = CURRENT.get()
+    return found[1] if found is not None and found[0] == run_id else None
 
 
 class _HeaderGetter(Getter[Mapping[bytes, bytes]]):
@@ -122,16 +137,19 @@ class Tracing:
         return PROPAGATOR.extract(headers, getter=_GETTER)
 
 
-def tie(span: Span, run: Any) -> None:
+def tie(span: Span, run: Any) -> Token[tuple[str, Span] | None]:
     """A gateway request's span joins its run: `corral.run.id`, and a link to the run's
-    first trace when this request is not that trace."""
+    first trace when this request is not that trace. It is the span in flight until the
+    token returned resets it."""
     record = run.context.record
+    token = CURRENT.set((record.id, span))
     span.set_attribute("corral.run.id", record.id)
     here = ids(span)
     if record.trace_span is not None and here is not None and here[1] != record.trace_span:
         first = linked((record.trace_id or "", record.trace_span))
         if first is not None:
             span.add_link(first, {"corral.link": "run.first_trace"})
+    return token
 
 
 def linked(first: tuple[str, str] | None) -> SpanContext | None:
@@ -147,9 +165,10 @@ def linked(first: tuple[str, str] | None) -> SpanContext | None:
 
 
 def ids(span: Span) -> tuple[str, str] | None:
-    """A recording span's (trace id, span id) as the store keeps them, hex."""
+    """A recording span's (trace id, span id) as the store keeps them, hex (a no-op span
+    carries its parent's context, which is not a span of ours)."""
     context = span.get_span_context()
-    if not context.is_valid:
+    if not context.is_valid or not span.is_recording():
         return None
     return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
 
@@ -167,20 +186,23 @@ def traceparent(span: Span) -> bytes | None:
     ).encode()
 
 
-def decision(kind: str, payload: Mapping[str, Any]) -> None:
-    """An audit entry of the call in flight, as an event on its span (scalars only)."""
-    span = CURRENT.get()
-    if span is None or not span.is_recording():
+def decision(kind: str, payload: Mapping[str, Any], run_id: str | None) -> None:
+    """An audit entry of the run's call in flight, as an event on its span: its names,
+    ids and figures (see _EVENT_KEYS)."""
+    if run_id is None or (span := current_span(run_id)) is None or not span.is_recording():
         return
     attributes = {
         f"corral.{key}": value
         for key, value in payload.items()
-        if isinstance(value, str | int | float | bool)
+        if key in _EVENT_KEYS and isinstance(value, str | int | float | bool)
     }
     for prefix, (key, name) in _DECISION_KEYS.items():
         if kind.startswith(prefix) and isinstance(payload.get(key), str):
-            attributes[name] = payload[key]
-            span.set_attribute(name, payload[key])
+            value = payload[key]
+            if prefix == "guard.":  # the guard's rule, as halts name it: guards.output.pii
+                value = f"guards.{value}"
+            attributes[name] = value
+            span.set_attribute(name, value)
     span.add_event(kind, attributes)
 
 

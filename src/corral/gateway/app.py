@@ -279,6 +279,9 @@ class Gateway:
                 ),
                 [*_failure_headers(failure), *([trace_header] if trace_header else [])],
             )
+        except BaseException:  # cancelled (the server shutting down): its span ends too
+            exchange.ended(499, "cancelled")
+            raise
         exchange.ended(status, error)
         # A fixed set of labels: paths with ids in them (admin) or unknown ones would not be.
         if door is None and path not in _GET_ROUTES:

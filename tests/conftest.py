@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from corral.state.sealed import DATA_KEY_ENV, new_data_key
 
@@ -22,3 +25,17 @@ def data_key() -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(DATA_KEY_ENV, key)
         yield key
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """The spans a test's `provider` finished."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    """A tracer provider that hands each span to `exporter` as it ends."""
+    found = TracerProvider()
+    found.add_span_processor(SimpleSpanProcessor(exporter))
+    return found

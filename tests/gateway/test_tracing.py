@@ -11,7 +11,6 @@ import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -25,18 +24,6 @@ HELLO = [{"role": "user", "content": "hello"}]
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 FAST_RETRIES = {"base_delay: 1s, max_delay: 8s,": "base_delay: 1ms, max_delay: 2ms,"}
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    found = TracerProvider()
-    found.add_span_processor(SimpleSpanProcessor(exporter))
-    return found
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

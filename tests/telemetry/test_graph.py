@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -135,14 +134,6 @@ async def seed_fleet(store: Store, at: float = T) -> None:
     await store.add_steps(
         [replace(s, started_at=s.started_at + shift, ended_at=s.ended_at + shift) for s in STEPS]
     )
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "corral.db")
-    await seed_fleet(store)
-    yield store
-    await store.close()
 
 
 def edge_rows(edges: Sequence[Edge]) -> list[tuple[object, ...]]:

@@ -3,11 +3,8 @@ SQLite file (and through a SealedStore), checked against what was recorded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from corral.calls import HaltReason, RunStatus
 from corral.guards.storage import redact_json
@@ -67,14 +64,6 @@ async def read_report(store: Store) -> Report:
     runs = await store.runs_between(T, UNTIL)
     steps = await store.step_stats(T, UNTIL, by="agent_type")
     return build_report(runs, steps, AGENT_TYPES, since=T, until=UNTIL)
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "corral.db")
-    await seed_fleet(store)
-    yield store
-    await store.close()
 
 
 async def test_the_fleet_report(fleet: SQLiteStore) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -25,18 +24,6 @@ FAST_RETRIES = {
     "base_delay: 1s, max_delay: 8s,": "base_delay: 1ms, max_delay: 2ms,",
     "max_attempts: 5": "max_attempts: 3",
 }
-
-
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    found = TracerProvider()
-    found.add_span_processor(SimpleSpanProcessor(exporter))
-    return found
 
 
 @pytest.fixture

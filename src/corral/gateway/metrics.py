@@ -3,12 +3,11 @@ embedders that build several apps never collide on metric names)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from corral.calls import Usage
+from corral.telemetry.kpis import Children
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Corral's own time is sub-millisecond; the default buckets start at 5 ms and would hide it.
@@ -54,17 +53,7 @@ class Metrics:
         self.sessions = Gauge(
             "corral_gateway_sessions", "Session runs held in memory.", registry=self.registry
         )
-
-        # Labelled children by label values: `labels()` takes a lock and builds a tuple on
-        # every call, which showed per request in the gateway's profile.
-        self._children: dict[tuple[object, ...], Any] = {}
-
-    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
-        key = (id(metric), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+        self._child = Children()
 
     def request(self, route: str, status: int, seconds: float) -> None:
         self._child(self.requests, route, str(status)).inc()

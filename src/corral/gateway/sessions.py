@@ -30,6 +30,15 @@ MIN_SWEEP_SECONDS = 0.05  # a tiny idle limit must not turn the sweeper into a b
 SWEEP_BATCH = 256  # sessions completed at once by a sweep
 
 
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What the request opening a session's run brings to it."""
+
+    task: str | None
+    parent: str | None  # X-Corral-Parent-Run
+    span: Span | None  # the request's, whose trace is the run's first
+
+
 @dataclass(slots=True)
 class _Session:
     run: Run
@@ -83,7 +92,7 @@ class Sessions:
         key = (agent, session)
         entry = self._live.get(key)
         if entry is None or entry.run.status is not RunStatus.RUNNING:
-            entry = await self._open(key, task, entry, parent, span)
+            entry = await self._open(key, _Asked(task, parent, span), entry)
         entry.busy += 1
         entry.used_at = self._clock()
         return entry.run
@@ -115,14 +124,7 @@ class Sessions:
             del self._ending[key]
             await self._complete(key, run, entry.outcome)
 
-    async def _open(
-        self,
-        key: tuple[str, str],
-        task: str | None,
-        stale: _Session | None,
-        parent: str | None,
-        span: Span | None,
-    ) -> _Session:
+    async def _open(self, key: tuple[str, str], asked: _Asked, stale: _Session | None) -> _Session:
         if (closing := self._closing.get(key)) is not None:
             await asyncio.shield(closing)
         while (pending := self._opening.get(key)) is not None:
@@ -135,7 +137,7 @@ class Sessions:
         future: asyncio.Future[_Session] = asyncio.get_running_loop().create_future()
         self._opening[key] = future
         try:
-            entry = await self._find_or_start(key, task, stale, parent, span)
+            entry = await self._find_or_start(key, asked, stale)
             self._live[key] = entry
             future.set_result(entry)
             self._start_sweeper()
@@ -151,12 +153,7 @@ class Sessions:
             del self._opening[key]
 
     async def _find_or_start(
-        self,
-        key: tuple[str, str],
-        task: str | None,
-        stale: _Session | None,
-        parent: str | None,
-        span: Span | None,
+        self, key: tuple[str, str], asked: _Asked, stale: _Session | None
     ) -> _Session:
         """The session's newest run if it is running (resumed after a restart or a DLQ
         retry) or halted (its halt answers); a new run if it has none or it completed."""
@@ -191,8 +188,8 @@ class Sessions:
                     ) from None
         else:
             run = await self._sup.run(
-                agent=agent, task=task, session=session, halt_on_upstream_failure=False,
-                parent_run=parent, request_span=span,
+                agent=agent, task=asked.task, session=session, halt_on_upstream_failure=False,
+                parent_run=asked.parent, request_span=asked.span,
             )  # fmt: skip
         return _Session(run, self._clock())
 

@@ -35,6 +35,21 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 DECIDED_KEPT = 10_000  # approval ids remembered so a decision's wait is observed once
 
 
+class Children:
+    """Labelled children of metrics, by metric and label values: prometheus_client's
+    labels() locks and builds a tuple on every call, which showed in per-request profiles."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[object, ...], Any] = {}
+
+    def __call__(self, metric: Counter | Histogram, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._found.get(key)
+        if child is None:
+            child = self._found[key] = metric.labels(*values)
+        return child
+
+
 @dataclass(slots=True)
 class _Tally:
     """What the ratios of one agent type are worked out from."""
@@ -132,15 +147,7 @@ class Kpis(Collector):
         self._tallies: defaultdict[str, _Tally] = defaultdict(_Tally)
         self._breakers: dict[tuple[str, str], str] = {}
         self._decided: OrderedDict[str, None] = OrderedDict()  # approvals observed, newest last
-        # Labelled children by metric and label values: labels() locks and builds a tuple.
-        self._children: dict[tuple[object, ...], Any] = {}
-
-    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
-        key = (id(metric), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+        self._child = Children()
 
     # --- what the gates and runs tell ---------------------------------------------
 

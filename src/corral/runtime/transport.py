@@ -8,7 +8,7 @@ from time import perf_counter
 from corral.calls import Call, LLMResult, Result, ToolResult
 from corral.gates.base import RunContext
 from corral.providers.base import Adapter
-from corral.telemetry.tracing import attached, current_span
+from corral.telemetry.tracing import attach, current_span, detach
 from corral.tools.registry import Tool
 
 
@@ -30,8 +30,11 @@ class Transport:
             span = current_span(ctx.run_id)
             if span is None or not span.is_recording():
                 return ToolResult(await tool.invoke(call.args, call.idempotency_key))
-            with attached(span):  # the spans the tool makes nest under its execute_tool
+            token = attach(span)  # the spans the tool makes nest under its execute_tool
+            try:
                 return ToolResult(await tool.invoke(call.args, call.idempotency_key))
+            finally:
+                detach(token)
         policy = ctx.policy
         name = call.target or policy.routes.get(call.model, (call.model,))[0]
         model = policy.models[name]

@@ -14,8 +14,7 @@ spans it makes nest under `execute_tool`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -206,14 +205,15 @@ def decision(kind: str, payload: Mapping[str, Any], run_id: str | None) -> None:
     span.add_event(kind, attributes)
 
 
-@contextmanager
-def attached(span: Span) -> Iterator[None]:
-    """`span` as OpenTelemetry's current span, for code of the agent's that runs under it."""
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+def attach(span: Span) -> Token[Context]:
+    """`span` as OpenTelemetry's current span, for code of the agent's that runs under it,
+    until `detach(token)` (a pair, not a context manager: a generator per tool call
+    showed in the pipeline's cost)."""
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+def detach(token: Token[Context]) -> None:
+    otel_context.detach(token)
 
 
 def provider_name(policy: Policy, model: str | None) -> str | None:

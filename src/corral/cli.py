@@ -166,14 +166,16 @@ def serve(
 ) -> None:
     """Run the OpenAI/Anthropic-compatible gateway."""
     # Imported here: the server pulls in uvicorn and the gateway, which no other verb needs.
-    from corral.gateway.exchange import configure_logging
+    from corral.gateway.exchange import configure_logging, flush_logging
     from corral.gateway.server import serve as serve_gateway
 
     configure_logging(log_format.value, access_log, log_level.value)
     try:
         serve_gateway(policy, host, port, log_level.value)
     except ValueError as exc:  # the policy refused, or a store or counters URL it cannot open
+        flush_logging()
         fail(str(exc), 2)
+    flush_logging()
 
 
 def kill_pending(run: Mapping[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from corral.calls import RunStatus
-from corral.gateway.exchange import Exchange, configure_logging
+from corral.gateway.exchange import Exchange, configure_logging, flush_logging
 from corral.providers.sim import Fault, FaultKind
 
 from .conftest import Serve
@@ -177,6 +177,7 @@ def restore_logging() -> Iterator[None]:
         (log, log.handlers[:], log.level, log.propagate) for log in map(logging.getLogger, names)
     ]
     yield
+    flush_logging()
     for log, handlers, level, propagate in saved:
         log.handlers[:], log.propagate = handlers, propagate
         log.setLevel(level)
@@ -189,6 +190,7 @@ def test_serve_logs_access_lines_as_json_and_can_turn_them_off(
     line = Exchange("POST", "/v1/chat/completions", agent="support", run_id="run_1")
     configure_logging("json", access_log=True)
     line.log(200, 0.0123)
+    flush_logging()  # lines are written by a thread of their own
     logged = orjson.loads(capsys.readouterr().err.strip())
     assert logging.getLogger("uvicorn.error").handlers == logging.getLogger("corral").handlers
     assert logged["logger"] == "corral.access" and logged["level"] == "info"
@@ -200,9 +202,11 @@ def test_serve_logs_access_lines_as_json_and_can_turn_them_off(
     line.log(200, 0.0123)
     configure_logging("json", access_log=True, level="warning")  # above info: off too
     line.log(200, 0.0123)
+    flush_logging()
     assert capsys.readouterr().err == ""
     configure_logging("text", access_log=True)
     line.log(404, 0.002)
+    flush_logging()
     assert "POST /v1/chat/completions 404 agent=support run=run_1 2.0ms" in capsys.readouterr().err
 
 

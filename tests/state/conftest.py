@@ -9,6 +9,8 @@ import pytest
 
 from corral.state import Counters, MemoryCounters, SQLiteStore
 
+from . import redis_backend
+
 
 class FakeClock:
     """A clock that moves only when told, so time-based tests never sleep."""
@@ -23,11 +25,12 @@ class FakeClock:
         self.now += seconds
 
 
-# One factory per Counters implementation; the contract tests run against each.
-# An implementation backed by a server adds its factory here (and skips if the
-# server is not reachable).
+# One factory per Counters implementation; the contract tests run against each. An
+# implementation backed by a server brings its factories from a module of its own
+# (tests/state/redis_backend.py).
 COUNTER_FACTORIES: dict[str, Callable[[FakeClock], Counters]] = {
     "memory": lambda clock: MemoryCounters(clock=clock, wall_clock=clock),
+    **redis_backend.COUNTER_FACTORIES,
 }
 
 
@@ -36,7 +39,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=list(COUNTER_FACTORIES))
 async def counters(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Counters]:
     built = COUNTER_FACTORIES[request.param](clock)
     yield built

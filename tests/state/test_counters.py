@@ -221,8 +221,8 @@ async def test_bucket_rejects_what_it_could_never_serve(counters: Counters) -> N
 
 def test_open_counters_builds_memory_and_names_what_it_cannot() -> None:
     assert isinstance(open_counters("memory"), MemoryCounters)
-    with pytest.raises(ValueError, match="'redis://localhost:6379/0'"):
-        open_counters("redis://localhost:6379/0")
+    with pytest.raises(ValueError, match="'memcached://localhost:11211'"):
+        open_counters("memcached://localhost:11211")
 
 
 # --- circuit breakers -------------------------------------------------------------

@@ -4,7 +4,14 @@
 `counters` URLs.
 """
 
-from corral.state.counters import Counters, CounterValue, Hold, Refusal, Reservation
+from corral.state.counters import (
+    Counters,
+    CountersUnavailable,
+    CounterValue,
+    Hold,
+    Refusal,
+    Reservation,
+)
 from corral.state.memory import MemoryCounters
 from corral.state.records import (
     AgentKeyRecord,
@@ -46,6 +53,7 @@ __all__ = [
     "ConstraintError",
     "CounterValue",
     "Counters",
+    "CountersUnavailable",
     "DeadLetterRecord",
     "DeadLetterStatus",
     "Hold",
@@ -92,7 +100,16 @@ def open_store(url: str) -> Store:
 
 
 def open_counters(url: str) -> Counters:
-    """Build the counters a URL names: "memory" keeps them in this process."""
+    """Build the counters a URL names: "memory" keeps them in this process;
+    redis://host:port/db and rediss://host:port/db (TLS) share them through that Redis
+    (nothing is connected until the first operation)."""
     if url == "memory":
         return MemoryCounters()
-    raise ValueError(f"unsupported counters URL {url!r}: use 'memory'")
+    if url.startswith(("redis://", "rediss://")) and len(url.split("://", 1)[1]) > 0:
+        from corral.state.redis import RedisCounters
+
+        return RedisCounters(url)
+    raise ValueError(
+        f"unsupported counters URL {url!r}: use 'memory', redis://host:port/db"
+        " or rediss://host:port/db"
+    )

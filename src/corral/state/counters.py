@@ -159,6 +159,12 @@ class BreakerSnapshot:
         return self.slow / self.calls if self.calls else 0.0
 
 
+class CountersUnavailable(Exception):
+    """The shared counters could not be reached or did not answer: the operation did not
+    happen, or its outcome is unknown. Callers must refuse the call it guarded (fail
+    closed): admitting it would spend uncounted."""
+
+
 class Counters(ABC):
     """Atomic counters; each operation is O(1) per key it touches."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from corral.state import (
     LeaseRecord,
     RunRecord,
     Spending,
-    SQLiteStore,
     StepRecord,
+    Store,
 )
 
 T0 = 1_700_000_000.0
@@ -41,14 +40,7 @@ def step(run_id: str, seq: int, **changes: object) -> StepRecord:
     return StepRecord(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> SQLiteStore:
-    opened = SQLiteStore(tmp_path / "corral.db")
-    yield opened  # type: ignore[misc]
-    await opened.close()
-
-
-async def test_a_step_settles_its_write_ahead_record_exactly_once(store: SQLiteStore) -> None:
+async def test_a_step_settles_its_write_ahead_record_exactly_once(store: Store) -> None:
     await store.create_run(run("r1", owner="a"))
     await store.begin_call(inflight("a/1"))
     assert [r.id for r in await store.inflight("r1")] == ["a/1"]
@@ -60,7 +52,7 @@ async def test_a_step_settles_its_write_ahead_record_exactly_once(store: SQLiteS
     assert [s.seq for s in await store.list_steps("r1")] == [1]
 
 
-async def test_begin_call_refuses_an_unknown_run_and_a_taken_id(store: SQLiteStore) -> None:
+async def test_begin_call_refuses_an_unknown_run_and_a_taken_id(store: Store) -> None:
     with pytest.raises(ConstraintError, match="begin_call 'a/1' of run 'ghost'"):
         await store.begin_call(inflight("a/1", "ghost"))
     await store.create_run(run("r1"))
@@ -69,13 +61,13 @@ async def test_begin_call_refuses_an_unknown_run_and_a_taken_id(store: SQLiteSto
         await store.begin_call(inflight("a/1"))
 
 
-async def test_many_write_ahead_records_at_once_share_commits(store: SQLiteStore) -> None:
+async def test_many_write_ahead_records_at_once_share_commits(store: Store) -> None:
     await store.create_run(run("r1"))
     await asyncio.gather(*(store.begin_call(inflight(f"a/{n}")) for n in range(200)))
     assert len(await store.inflight("r1")) == 200
 
 
-async def test_only_one_of_two_racing_claims_wins(store: SQLiteStore) -> None:
+async def test_only_one_of_two_racing_claims_wins(store: Store) -> None:
     for owner in ("dead", "b", "c", "d"):  # a claimer holds a lease, as a supervisor does
         await store.renew_lease(LeaseRecord(owner, "h", 1, T0, T0))
     await store.create_run(run("r1", owner="dead"))
@@ -88,7 +80,7 @@ async def test_only_one_of_two_racing_claims_wins(store: SQLiteStore) -> None:
     assert await store.claim_run("r1", "d", dead={"dead"}) is None
 
 
-async def test_orphans_are_the_running_runs_of_gone_owners(store: SQLiteStore) -> None:
+async def test_orphans_are_the_running_runs_of_gone_owners(store: Store) -> None:
     await store.renew_lease(LeaseRecord("live", "h", 1, T0, T0))
     await store.renew_lease(LeaseRecord("dead", "h", 2, T0, T0))
     await store.create_run(run("mine", owner="live"))
@@ -106,7 +98,7 @@ async def test_orphans_are_the_running_runs_of_gone_owners(store: SQLiteStore) -
 
 
 async def test_spending_sums_sessions_and_windows_as_the_counters_do(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.create_run(run("a", session="s", cost_usd=0.5, steps=2, input_tokens=7))
     await store.create_run(run("b", session="s", agent="other", cost_usd=0.25, steps=1))

@@ -1,4 +1,4 @@
-"""SQLiteStore.purge: old records go, in chunks and for good; what a running run, an open
+"""Store.purge, on each store: old records go, in chunks and for good; what a running run, an open
 dead letter or a request sent again may still use stays; a dry run only counts."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from corral.state import (
     ArtifactRecord,
     IdempotencyRecord,
     RunRecord,
-    SQLiteStore,
     StepRecord,
+    Store,
+    postgres_observe,
     sqlite_retention,
 )
 from tests.state.conftest import FakeClock
@@ -35,7 +36,7 @@ def step(run_id: str, seq: int, at: float, text: str = "") -> StepRecord:
     return StepRecord(run_id, seq, "tool", "get_customer", {"q": text}, at, at + 1)
 
 
-async def seed(store: SQLiteStore, clock: FakeClock) -> None:
+async def seed(store: Store, clock: FakeClock) -> None:
     """Four runs, each with an old step, checkpoint, idempotent result and artifact:
     done (completed, also a recent step), live (running), held (halted, dead letter open),
     gone (halted, dead letter dropped long ago)."""
@@ -59,7 +60,7 @@ async def seed(store: SQLiteStore, clock: FakeClock) -> None:
 
 
 async def test_old_records_of_ended_runs_go_and_the_rest_stay(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     await seed(store, clock)
     # The checkpoints were written at NOW: only the steps' cutoff far ahead reaches them.
@@ -85,7 +86,7 @@ async def test_old_records_of_ended_runs_go_and_the_rest_stay(
     assert len(await store.list_runs()) == 4  # runs (and their totals) are never purged
 
 
-async def test_checkpoints_go_with_the_steps(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_checkpoints_go_with_the_steps(store: Store, clock: FakeClock) -> None:
     await seed(store, clock)
     counts = await store.purge(
         steps_before=NOW + 1, artifacts_before=None, dead_letters_before=None, dry_run=False
@@ -95,9 +96,7 @@ async def test_checkpoints_go_with_the_steps(store: SQLiteStore, clock: FakeCloc
     assert await store.last_checkpoint("held") is not None
 
 
-async def test_only_settled_dead_letters_past_the_age_go(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+async def test_only_settled_dead_letters_past_the_age_go(store: Store, clock: FakeClock) -> None:
     await seed(store, clock)
     clock.now = RECENT
     await store.create_run(run("fresh"))
@@ -120,7 +119,7 @@ def approval(approval_id: str, request: str, **changes: object) -> ApprovalRecor
 
 
 async def test_held_answers_go_once_every_approval_of_the_request_is_decided(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     await seed(store, clock)
     await store.add_approval(approval("a1", "spent", status="approved", decided_at=OLD))
@@ -146,23 +145,21 @@ async def test_held_answers_go_once_every_approval_of_the_request_is_decided(
     }
 
 
-async def test_a_dry_run_counts_and_removes_nothing(
-    store: SQLiteStore, clock: FakeClock, tmp_path: Path
-) -> None:
+async def test_a_dry_run_counts_and_removes_nothing(store: Store, clock: FakeClock) -> None:
     await seed(store, clock)
     cutoffs = {"steps_before": NOW + 1, "artifacts_before": NOW, "dead_letters_before": NOW}
-    before = (tmp_path / "corral.db").read_bytes()
     counted = await store.purge(**cutoffs, answers_before=NOW, dry_run=True)
-    assert (tmp_path / "corral.db").read_bytes() == before
     assert len(await store.list_steps("done")) == 2
+    assert len(await store.list_dead_letters(status=None)) == 2
     assert await store.purge(**cutoffs, answers_before=NOW, dry_run=False) == counted
     assert counted["steps"] == 3 and counted["dead_letters"] == 1
 
 
 async def test_big_purges_go_in_chunks(
-    store: SQLiteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_retention, "CHUNK", 3)
+    monkeypatch.setattr(postgres_observe, "CHUNK", 3)
     await store.create_run(run("done"))
     await store.add_steps([step("done", seq, OLD) for seq in range(1, 11)])
     counts = await store.purge(
@@ -171,9 +168,20 @@ async def test_big_purges_go_in_chunks(
     assert counts["steps"] == 10 and await store.list_steps("done") == []
 
 
-async def test_what_is_purged_is_gone_from_the_file_and_its_wal(
-    store: SQLiteStore, clock: FakeClock, tmp_path: Path
+async def test_a_dry_run_leaves_the_file_as_it_was(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
 ) -> None:
+    await seed(sqlite_store, clock)
+    cutoffs = {"steps_before": NOW + 1, "artifacts_before": NOW, "dead_letters_before": NOW}
+    before = (tmp_path / "corral.db").read_bytes()
+    await sqlite_store.purge(**cutoffs, answers_before=NOW, dry_run=True)
+    assert (tmp_path / "corral.db").read_bytes() == before
+
+
+async def test_what_is_purged_is_gone_from_the_file_and_its_wal(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    store = sqlite_store
     await store.create_run(run("done"))
     marker = "purge-me-" + "x" * 40
     await store.add_steps([step("done", 1, OLD, marker)])

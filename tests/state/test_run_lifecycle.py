@@ -1,4 +1,4 @@
-"""A run's lifecycle in SQLiteStore: steps with the run, halt to the DLQ, kill, reopen."""
+"""A run's lifecycle in each store: steps with the run, halt to the DLQ, kill, reopen."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from corral.state import (
     RunRecord,
     SQLiteStore,
     StepRecord,
+    Store,
 )
 from corral.state.sqlite import _KILL_REQUESTS
 from corral.state.sqlite_schema import MIGRATIONS, migrate
@@ -43,7 +44,7 @@ def step(seq: int, run_id: str = "run-1") -> StepRecord:
     return StepRecord(run_id, seq, "tool", "get_customer", {"id": seq}, T0 + seq, T0 + seq + 0.5)
 
 
-async def stored(store: SQLiteStore, run_id: str = "run-1") -> RunRecord:
+async def stored(store: Store, run_id: str = "run-1") -> RunRecord:
     found = await store.get_run(run_id)
     assert found is not None
     return found
@@ -52,7 +53,7 @@ async def stored(store: SQLiteStore, run_id: str = "run-1") -> RunRecord:
 # topup column and migration 2
 
 
-async def test_topup_round_trips_and_save_run_writes_it(store: SQLiteStore) -> None:
+async def test_topup_round_trips_and_save_run_writes_it(store: Store) -> None:
     await store.create_run(run(topup={"usd": 0.2, "tokens": 5000}))
     assert (await stored(store)).topup == {"usd": 0.2, "tokens": 5000}
     await store.save_run(run(topup={"usd": 0.5}))
@@ -98,7 +99,7 @@ async def test_a_version_1_file_with_data_migrates_to_the_latest(tmp_path: Path)
 # kill requests
 
 
-async def test_kill_requests_lists_only_running_runs_to_kill(store: SQLiteStore) -> None:
+async def test_kill_requests_lists_only_running_runs_to_kill(store: Store) -> None:
     assert await store.kill_requests() == {}
     await store.create_run(run("calm"))
     await store.create_run(run("doomed"))
@@ -112,8 +113,8 @@ async def test_kill_requests_lists_only_running_runs_to_kill(store: SQLiteStore)
     assert await store.kill_requests() == {"doomed": T0 + 5, "also-doomed": T0 + 6}
 
 
-async def test_kill_requests_reads_only_its_index(store: SQLiteStore) -> None:
-    with sqlite3.connect(store.path) as conn:
+async def test_kill_requests_reads_only_its_index(sqlite_store: Store) -> None:
+    with sqlite3.connect(sqlite_store.path) as conn:
         plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_KILL_REQUESTS}"))
     conn.close()
     assert "COVERING INDEX runs_kill_requested" in plan
@@ -122,7 +123,7 @@ async def test_kill_requests_reads_only_its_index(store: SQLiteStore) -> None:
 # record_step
 
 
-async def test_record_step_saves_the_step_and_the_run(store: SQLiteStore) -> None:
+async def test_record_step_saves_the_step_and_the_run(store: Store) -> None:
     await store.create_run(run())
     assert await store.request_kill("run-1", T0 + 1)
     checkpoint = await store.add_checkpoint("run-1", 1, {"k": 1})
@@ -134,7 +135,7 @@ async def test_record_step_saves_the_step_and_the_run(store: SQLiteStore) -> Non
     assert (saved.kill_requested_at, saved.last_checkpoint_id) == (T0 + 1, checkpoint.id)
 
 
-async def test_record_step_saves_only_the_totals(store: SQLiteStore) -> None:
+async def test_record_step_saves_only_the_totals(store: Store) -> None:
     # A run halted meanwhile stays halted: a step brings figures, not a status.
     await store.create_run(run())
     await store.save_run(run(status=RunStatus.HALTED, halt_reason="killed", updated_at=T0 + 1))
@@ -144,7 +145,7 @@ async def test_record_step_saves_only_the_totals(store: SQLiteStore) -> None:
     assert (saved.steps, saved.input_tokens, saved.updated_at) == (1, 7, T0 + 2)
 
 
-async def test_record_step_with_a_taken_seq_writes_nothing(store: SQLiteStore) -> None:
+async def test_record_step_with_a_taken_seq_writes_nothing(store: Store) -> None:
     await store.create_run(run())
     await store.record_step(run(steps=1), step(1))
     with pytest.raises(ConstraintError, match=r"record_step 1 of run 'run-1'.*UNIQUE"):
@@ -155,7 +156,7 @@ async def test_record_step_with_a_taken_seq_writes_nothing(store: SQLiteStore) -
 
 
 async def test_record_step_carries_its_audit_entry_in_the_same_transaction(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     log = AuditLog(store)
     await store.create_run(run())
@@ -167,7 +168,7 @@ async def test_record_step_carries_its_audit_entry_in_the_same_transaction(
     assert (await log.verify()).ok
 
 
-async def test_steps_recorded_at_once_share_a_commit_and_fail_alone(store: SQLiteStore) -> None:
+async def test_steps_recorded_at_once_share_a_commit_and_fail_alone(store: Store) -> None:
     log = AuditLog(store)
     await store.create_run(run())
     await store.record_step(run(steps=1), step(1), log.seal("step", {"seq": 1}, "run-1"))
@@ -191,7 +192,7 @@ async def test_steps_recorded_at_once_share_a_commit_and_fail_alone(store: SQLit
 
 
 async def test_a_step_recorded_after_another_write_is_written_after_it(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.create_run(run())
     first = asyncio.ensure_future(store.record_step(run(steps=1), step(1)))
@@ -203,7 +204,7 @@ async def test_a_step_recorded_after_another_write_is_written_after_it(
 
 
 async def test_a_queued_step_is_seen_by_the_next_read_and_a_failure_is_logged(
-    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     await store.create_run(run())
     store.queue_step(run(steps=1), step(1))
@@ -215,13 +216,13 @@ async def test_a_queued_step_is_seen_by_the_next_read_and_a_failure_is_logged(
         store.queue_step(run("other"), step(2))
 
 
-async def test_record_step_of_an_unknown_run_writes_nothing(store: SQLiteStore) -> None:
+async def test_record_step_of_an_unknown_run_writes_nothing(store: Store) -> None:
     with pytest.raises(NotFoundError, match="record_step: no run 'ghost'"):
         await store.record_step(run("ghost"), step(1, "ghost"))
     assert await store.list_steps("ghost") == []
 
 
-async def test_record_step_refuses_a_step_of_another_run(store: SQLiteStore) -> None:
+async def test_record_step_refuses_a_step_of_another_run(store: Store) -> None:
     await store.create_run(run())
     await store.create_run(run("other"))
     with pytest.raises(ConstraintError, match="step 1 belongs to run 'other', not 'run-1'"):
@@ -233,9 +234,7 @@ async def test_record_step_refuses_a_step_of_another_run(store: SQLiteStore) -> 
 # halt_run
 
 
-async def test_halt_run_saves_the_run_and_queues_its_packet(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+async def test_halt_run_saves_the_run_and_queues_its_packet(store: Store, clock: FakeClock) -> None:
     await store.create_run(run())
     assert await store.request_kill("run-1", T0 + 1)
     final = halted(reason=HaltReason.KILLED, steps=3, time_to_safe_fail_ms=12.5)
@@ -261,7 +260,7 @@ async def test_halt_run_saves_the_run_and_queues_its_packet(
     ],
 )
 async def test_halt_run_needs_a_halted_run_with_a_reason(
-    store: SQLiteStore, record: RunRecord, problem: str
+    store: Store, record: RunRecord, problem: str
 ) -> None:
     await store.create_run(run())
     with pytest.raises(ConstraintError, match=rf"halt_run 'run-1': .*{problem}"):
@@ -270,14 +269,14 @@ async def test_halt_run_needs_a_halted_run_with_a_reason(
     assert await store.list_dead_letters(status=None) == []
 
 
-async def test_halt_run_of_an_unknown_run_queues_nothing(store: SQLiteStore) -> None:
+async def test_halt_run_of_an_unknown_run_queues_nothing(store: Store) -> None:
     with pytest.raises(NotFoundError, match="halt_run: no run 'ghost'"):
         await store.halt_run(halted("ghost"), PACKET)
     assert await store.list_dead_letters(status=None) == []
 
 
 async def test_halt_run_with_a_packet_orjson_cannot_encode_writes_nothing(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.create_run(run())
     with pytest.raises(TypeError):
@@ -286,7 +285,8 @@ async def test_halt_run_with_a_packet_orjson_cannot_encode_writes_nothing(
     assert await store.list_dead_letters(status=None) == []
 
 
-async def test_halt_run_is_one_transaction(store: SQLiteStore) -> None:
+async def test_halt_run_is_one_transaction(sqlite_store: Store) -> None:
+    store = sqlite_store
     await store.create_run(run())
     # Make the dead-letter insert fail after the run was saved in the same transaction.
     with sqlite3.connect(store.path) as conn:
@@ -303,7 +303,7 @@ async def test_halt_run_is_one_transaction(store: SQLiteStore) -> None:
 # reopen_run
 
 
-async def test_reopen_run_sets_a_halted_run_running_with_its_topup(store: SQLiteStore) -> None:
+async def test_reopen_run_sets_a_halted_run_running_with_its_topup(store: Store) -> None:
     await store.create_run(run())
     checkpoint = await store.add_checkpoint("run-1", 2, {"notes": ["a"]})
     dead = await store.halt_run(halted(steps=2, time_to_safe_fail_ms=30.0), PACKET)
@@ -319,7 +319,7 @@ async def test_reopen_run_sets_a_halted_run_running_with_its_topup(store: SQLite
     )
 
 
-async def test_topups_add_up_over_retries(store: SQLiteStore) -> None:
+async def test_topups_add_up_over_retries(store: Store) -> None:
     await store.create_run(run())
     await store.halt_run(halted(), {"n": 1})
     first = await store.reopen_run("run-1", topup={"usd": 0.25, "tokens": 1000}, at=T0 + 10)
@@ -332,13 +332,13 @@ async def test_topups_add_up_over_retries(store: SQLiteStore) -> None:
     assert [d.status for d in await store.list_dead_letters(status=None)] == ["retried"] * 2
 
 
-async def test_reopen_without_a_topup_keeps_the_budget(store: SQLiteStore) -> None:
+async def test_reopen_without_a_topup_keeps_the_budget(store: Store) -> None:
     await store.create_run(run())
     await store.halt_run(halted(reason=HaltReason.LOOP_REPEAT), PACKET)
     assert (await store.reopen_run("run-1", topup={}, at=T0 + 10)).topup is None
 
 
-async def test_a_killed_run_can_be_retried_and_killed_again(store: SQLiteStore) -> None:
+async def test_a_killed_run_can_be_retried_and_killed_again(store: Store) -> None:
     await store.create_run(run())
     assert await store.request_kill("run-1", T0 + 1)
     await store.halt_run(halted(reason=HaltReason.KILLED, time_to_safe_fail_ms=8.0), PACKET)
@@ -349,20 +349,20 @@ async def test_a_killed_run_can_be_retried_and_killed_again(store: SQLiteStore) 
     assert await store.kill_requests() == {"run-1": T0 + 11}
 
 
-async def test_reopen_run_of_an_unknown_run_is_not_found(store: SQLiteStore) -> None:
+async def test_reopen_run_of_an_unknown_run_is_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError, match="reopen_run: no run 'ghost'"):
         await store.reopen_run("ghost", topup={}, at=T0)
 
 
 @pytest.mark.parametrize("status", [RunStatus.RUNNING, RunStatus.COMPLETED])
-async def test_reopen_run_needs_a_halted_run(store: SQLiteStore, status: RunStatus) -> None:
+async def test_reopen_run_needs_a_halted_run(store: Store, status: RunStatus) -> None:
     await store.create_run(run(status=status))
     with pytest.raises(ConstraintError, match=rf"run 'run-1' is {status}, not halted"):
         await store.reopen_run("run-1", topup={"usd": 1}, at=T0 + 5)
     assert await stored(store) == run(status=status)
 
 
-async def test_a_dropped_run_is_not_reopened(store: SQLiteStore) -> None:
+async def test_a_dropped_run_is_not_reopened(store: Store) -> None:
     await store.create_run(run())
     dead = await store.halt_run(halted(), PACKET)
     assert await store.set_dead_letter_status(dead.id, "dropped")
@@ -383,7 +383,7 @@ async def test_a_dropped_run_is_not_reopened(store: SQLiteStore) -> None:
     ],
 )
 async def test_a_bad_topup_is_refused_before_anything_is_written(
-    store: SQLiteStore, topup: dict[str, Any], message: str
+    store: Store, topup: dict[str, Any], message: str
 ) -> None:
     await store.create_run(run())
     dead = await store.halt_run(halted(), PACKET)
@@ -397,7 +397,7 @@ async def test_a_bad_topup_is_refused_before_anything_is_written(
 # dead letters by run
 
 
-async def test_dead_letter_for_run_is_the_newest_whatever_its_status(store: SQLiteStore) -> None:
+async def test_dead_letter_for_run_is_the_newest_whatever_its_status(store: Store) -> None:
     await store.create_run(run())
     await store.create_run(run("other"))
     assert await store.dead_letter_for_run("run-1") is None
@@ -414,7 +414,7 @@ async def test_dead_letter_for_run_is_the_newest_whatever_its_status(store: SQLi
 
 
 async def test_set_dead_letter_status_only_if_is_check_and_set(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     await store.create_run(run())
     dead = await store.halt_run(halted(), PACKET)

@@ -1,4 +1,5 @@
-"""SQLiteStore on a real file: round trips, atomic check-and-set, migrations, audit appends."""
+"""The Store contract on each store (SQLiteStore on a real file, PostgresStore): round
+trips, atomic check-and-set, audit appends; and SQLiteStore's own file, migrations, opening."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from corral.state import (
     SchemaVersionError,
     SQLiteStore,
     StepRecord,
+    Store,
     StoreError,
     open_store,
 )
@@ -79,7 +81,7 @@ def user_version(path: Path | str) -> int:
 # runs
 
 
-async def test_run_round_trips_every_field(store: SQLiteStore) -> None:
+async def test_run_round_trips_every_field(store: Store) -> None:
     await store.create_run(run("parent"))
     full = run(
         task="ticket-42",
@@ -104,13 +106,13 @@ async def test_run_round_trips_every_field(store: SQLiteStore) -> None:
     assert await store.get_run("missing") is None
 
 
-async def test_create_run_twice_is_a_constraint_error(store: SQLiteStore) -> None:
+async def test_create_run_twice_is_a_constraint_error(store: Store) -> None:
     await store.create_run(run())
     with pytest.raises(ConstraintError, match=r"create_run 'run-1'.*UNIQUE"):
         await store.create_run(run())
 
 
-async def test_list_runs_newest_first_with_filters(store: SQLiteStore) -> None:
+async def test_list_runs_newest_first_with_filters(store: Store) -> None:
     await store.create_run(run("a", created_at=T0 + 1, agent="support"))
     await store.create_run(run("b", created_at=T0 + 3, agent="billing"))
     await store.create_run(run("c", created_at=T0 + 2, agent="support", status=RunStatus.HALTED))
@@ -124,7 +126,7 @@ async def test_list_runs_newest_first_with_filters(store: SQLiteStore) -> None:
     assert [r.id for r in halted_support] == ["c"]
 
 
-async def test_list_runs_by_session(store: SQLiteStore) -> None:
+async def test_list_runs_by_session(store: Store) -> None:
     await store.create_run(run("a", created_at=T0 + 1, session="s1"))
     await store.create_run(run("b", created_at=T0 + 2, session="s2"))
     await store.create_run(run("c", created_at=T0 + 3, session="s1"))
@@ -134,7 +136,7 @@ async def test_list_runs_by_session(store: SQLiteStore) -> None:
     assert await store.list_runs(session="s3") == []
 
 
-async def test_save_run_keeps_a_kill_requested_elsewhere(store: SQLiteStore) -> None:
+async def test_save_run_keeps_a_kill_requested_elsewhere(store: Store) -> None:
     await store.create_run(run())
     assert await store.request_kill("run-1", T0 + 5)
     await store.save_run(run(steps=3, cost_usd=0.5, updated_at=T0 + 6))
@@ -144,7 +146,7 @@ async def test_save_run_keeps_a_kill_requested_elsewhere(store: SQLiteStore) -> 
     assert saved.kill_requested_at == T0 + 5
 
 
-async def test_save_run_never_moves_the_last_checkpoint_back(store: SQLiteStore) -> None:
+async def test_save_run_never_moves_the_last_checkpoint_back(store: Store) -> None:
     await store.create_run(run())
     stale = await store.get_run("run-1")
     assert stale is not None
@@ -154,12 +156,12 @@ async def test_save_run_never_moves_the_last_checkpoint_back(store: SQLiteStore)
     assert saved is not None and saved.last_checkpoint_id == checkpoint.id
 
 
-async def test_save_run_of_an_unknown_run_says_so(store: SQLiteStore) -> None:
+async def test_save_run_of_an_unknown_run_says_so(store: Store) -> None:
     with pytest.raises(NotFoundError, match="no run 'ghost'"):
         await store.save_run(run("ghost"))
 
 
-async def test_request_kill_only_for_a_running_run(store: SQLiteStore) -> None:
+async def test_request_kill_only_for_a_running_run(store: Store) -> None:
     await store.create_run(run("live"))
     await store.create_run(run("done", status=RunStatus.COMPLETED, ended_at=T0 + 1))
     assert await store.request_kill("live", T0 + 5)
@@ -173,7 +175,7 @@ async def test_request_kill_only_for_a_running_run(store: SQLiteStore) -> None:
 # steps
 
 
-async def test_steps_round_trip_in_seq_order(store: SQLiteStore) -> None:
+async def test_steps_round_trip_in_seq_order(store: Store) -> None:
     await store.create_run(run())
     llm = step(
         2,
@@ -194,7 +196,7 @@ async def test_steps_round_trip_in_seq_order(store: SQLiteStore) -> None:
     assert await store.list_steps("other") == []
 
 
-async def test_a_bad_row_fails_the_whole_batch(store: SQLiteStore) -> None:
+async def test_a_bad_row_fails_the_whole_batch(store: Store) -> None:
     await store.create_run(run())
     await store.add_steps([step(1)])
     with pytest.raises(ConstraintError, match=r"add_steps for run 'run-1'.*UNIQUE"):
@@ -202,12 +204,12 @@ async def test_a_bad_row_fails_the_whole_batch(store: SQLiteStore) -> None:
     assert [s.seq for s in await store.list_steps("run-1")] == [1]
 
 
-async def test_steps_of_an_unknown_run_are_refused(store: SQLiteStore) -> None:
+async def test_steps_of_an_unknown_run_are_refused(store: Store) -> None:
     with pytest.raises(ConstraintError, match=r"add_steps for run 'ghost'.*FOREIGN KEY"):
         await store.add_steps([step(1, run_id="ghost")])
 
 
-async def test_an_invalid_status_is_refused(store: SQLiteStore) -> None:
+async def test_an_invalid_status_is_refused(store: Store) -> None:
     await store.create_run(run())
     with pytest.raises(ConstraintError, match="CHECK"):
         await store.add_steps([step(1, status="fine")])
@@ -216,7 +218,7 @@ async def test_an_invalid_status_is_refused(store: SQLiteStore) -> None:
 # checkpoints
 
 
-async def test_checkpoint_becomes_the_runs_last(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_checkpoint_becomes_the_runs_last(store: Store, clock: FakeClock) -> None:
     await store.create_run(run())
     assert await store.last_checkpoint("run-1") is None
     first = await store.add_checkpoint("run-1", 1, {"notes": ["a"]})
@@ -230,7 +232,7 @@ async def test_checkpoint_becomes_the_runs_last(store: SQLiteStore, clock: FakeC
     assert await store.get_checkpoint(999) is None
 
 
-async def test_checkpoint_of_an_unknown_run_is_refused(store: SQLiteStore) -> None:
+async def test_checkpoint_of_an_unknown_run_is_refused(store: Store) -> None:
     with pytest.raises(ConstraintError, match="add_checkpoint for run 'ghost'"):
         await store.add_checkpoint("ghost", 1, {})
 
@@ -238,7 +240,7 @@ async def test_checkpoint_of_an_unknown_run_is_refused(store: SQLiteStore) -> No
 # dead letters
 
 
-async def test_dead_letters_queue_and_settle(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_dead_letters_queue_and_settle(store: Store, clock: FakeClock) -> None:
     await store.create_run(run())
     packet = {"goal": "refund", "steps": [{"tool": "refund", "args": {"amount": 5}}]}
     first = await store.add_dead_letter("run-1", HaltReason.LOOP_REPEAT, packet)
@@ -274,7 +276,7 @@ def approval(approval_id: str, requested_at: float = T0) -> ApprovalRecord:
     )
 
 
-async def test_an_approval_is_decided_exactly_once(store: SQLiteStore) -> None:
+async def test_an_approval_is_decided_exactly_once(store: Store) -> None:
     await store.create_run(run())
     await store.add_approval(approval("ap-1"))
     assert await store.get_approval("ap-1") == approval("ap-1")
@@ -297,7 +299,7 @@ async def test_an_approval_is_decided_exactly_once(store: SQLiteStore) -> None:
         await store.decide_approval("ap-1", "pending", by="alice", at=T0)
 
 
-async def test_list_approvals_by_status(store: SQLiteStore) -> None:
+async def test_list_approvals_by_status(store: Store) -> None:
     await store.create_run(run())
     await store.add_approval(approval("late", T0 + 2))
     await store.add_approval(approval("early", T0 + 1))
@@ -310,7 +312,7 @@ async def test_list_approvals_by_status(store: SQLiteStore) -> None:
 # idempotency, artifacts, keys
 
 
-async def test_idempotency_first_writer_wins(store: SQLiteStore) -> None:
+async def test_idempotency_first_writer_wins(store: Store) -> None:
     await store.create_run(run())
     first = IdempotencyRecord("refund:42", "run-1", {"refund_id": "r1"}, T0)
     later = IdempotencyRecord("refund:42", "run-1", {"refund_id": "r2"}, T0 + 1)
@@ -320,7 +322,7 @@ async def test_idempotency_first_writer_wins(store: SQLiteStore) -> None:
     assert await store.get_idempotent("refund:42") == first
 
 
-async def test_artifacts_keep_their_bytes(store: SQLiteStore) -> None:
+async def test_artifacts_keep_their_bytes(store: Store) -> None:
     await store.create_run(run())
     blob = ArtifactRecord("art-1", "run-1", bytes(range(256)) * 4, "application/pdf", T0)
     await store.put_artifact(blob)
@@ -330,7 +332,7 @@ async def test_artifacts_keep_their_bytes(store: SQLiteStore) -> None:
         await store.put_artifact(blob)
 
 
-async def test_agent_keys_are_found_by_hash_and_revoked_once(store: SQLiteStore) -> None:
+async def test_agent_keys_are_found_by_hash_and_revoked_once(store: Store) -> None:
     agent_key = AgentKeyRecord("k1", "hash-1", "ck_ab12", "support", False, T0, expires_at=T0 + 9)
     admin_key = AgentKeyRecord("k2", "hash-2", "ck_cd34", None, True, T0 + 1)
     await store.add_agent_key(agent_key)
@@ -354,7 +356,7 @@ async def test_agent_keys_are_found_by_hash_and_revoked_once(store: SQLiteStore)
 # audit
 
 
-async def test_audit_appends_link_and_move_the_head(store: SQLiteStore) -> None:
+async def test_audit_appends_link_and_move_the_head(store: Store) -> None:
     assert await store.audit_head() is None
     assert await store.list_audit() == []
     first = await store.append_audit(seal_after({"n": 1}))
@@ -365,7 +367,7 @@ async def test_audit_appends_link_and_move_the_head(store: SQLiteStore) -> None:
     assert await store.audit_head() == (2, second.hash)
 
 
-async def test_a_failing_seal_appends_nothing(store: SQLiteStore) -> None:
+async def test_a_failing_seal_appends_nothing(store: Store) -> None:
     await store.append_audit(seal_after({"n": 1}))
 
     def broken(last: AuditEntry | None) -> AuditEntry:
@@ -391,13 +393,15 @@ async def test_concurrent_appenders_on_one_file_stay_contiguous(tmp_path: Path) 
         assert await two.audit_head() == (100, entries[-1].hash)
 
 
-async def test_list_audit_shows_an_edited_seq_in_stored_order(store: SQLiteStore) -> None:
+async def test_list_audit_shows_an_edited_seq_in_stored_order(
+    sqlite_store: Store,
+) -> None:
     for n in range(3):
-        await store.append_audit(seal_after({"n": n}))
-    with sqlite3.connect(store.path) as conn:
+        await sqlite_store.append_audit(seal_after({"n": n}))
+    with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("UPDATE audit SET seq = 9 WHERE seq = 2")
     conn.close()
-    assert [e.seq for e in await store.list_audit()] == [1, 9, 3]
+    assert [e.seq for e in await sqlite_store.list_audit()] == [1, 9, 3]
 
 
 # migrations and opening
@@ -472,7 +476,7 @@ async def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     finally:
         for opened in (relative, absolute, memory):
             await opened.close()
-    for bad in ("postgresql://user@host/db", "sqlite:///", "corral.db"):
+    for bad in ("sqlite:///", "corral.db", "mysql://user@host/db"):
         with pytest.raises(ValueError, match=rf"unsupported store URL '{bad}'.*sqlite:///"):
             open_store(bad)
 

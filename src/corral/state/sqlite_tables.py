@@ -1,5 +1,6 @@
-"""How the SQLite store maps records to rows, and the statements it shares between its
-operations: one place for each table's columns and encodings."""
+"""How the stores map records to rows, and the statements the SQLite store shares between
+its operations: one place for each table's columns and encodings (PostgresStore uses the
+same columns, encodings and conditions; see postgres_tables.py)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class _Table(Generic[R]):
         decode: Mapping[str, Callable[[Any], Any]],
     ) -> None:
         # R is always a record dataclass, which a TypeVar cannot say to mypy.
+        self.name = name
         self.columns = tuple(f.name for f in fields(record))  # type: ignore[arg-type]
         self._make: Callable[..., R] = record
         self._get = attrgetter(*self.columns)

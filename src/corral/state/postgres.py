@@ -1,0 +1,710 @@
+"""PostgresStore: the Store in a PostgreSQL database, shared by the processes of many nodes.
+
+Connections come from a psycopg 3 AsyncConnectionPool (autocommit; each write is one
+explicit transaction). Construction migrates the database with one blocking connection
+(do it at startup, as for SQLiteStore); the pool opens on first use, in the running loop.
+
+Order within one store object is what SQLiteStore's single worker gives: writes run one
+after another in the order they were called (of two racing deciders the first called
+wins, as in SQLite), a read waits for the writes called before it (so it sees every step
+queued before it), and steps recorded while the writer is busy share a group commit that
+is written after every write called before the first of them. Reads run concurrently on
+the pool. Between processes, PostgreSQL's row locks and the audit lock (postgres_steps)
+decide; every check-and-set is one statement whose WHERE clause holds the state it
+expects, which READ COMMITTED re-checks on the row a concurrent writer committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from corral.calls import RunStatus
+from corral.state.postgres_approvals import PostgresApprovals
+from corral.state.postgres_observe import PostgresObserve
+from corral.state.postgres_schema import migrate
+from corral.state.postgres_steps import (
+    Conn,
+    append_entries,
+    lock_audit,
+    write_batch,
+    write_one,
+)
+from corral.state.postgres_tables import (
+    OWNER_GONE,
+    RUN_BY_ID,
+    SAVE_RUN,
+    insert_sql,
+    named,
+    params,
+    store_error,
+)
+from corral.state.records import (
+    AgentKeyRecord,
+    ArtifactRecord,
+    AuditEntry,
+    CheckpointRecord,
+    DeadLetterRecord,
+    DeadLetterStatus,
+    IdempotencyRecord,
+    InflightRecord,
+    Json,
+    LeaseRecord,
+    RunRecord,
+    StepRecord,
+)
+from corral.state.sqlite_steps import StepWrite, settle
+from corral.state.sqlite_tables import (
+    _AGENT_KEYS,
+    _ARTIFACTS,
+    _AUDIT,
+    _CHECKPOINTS,
+    _DEAD_LETTERS,
+    _IDEMPOTENCY,
+    _INFLIGHT,
+    _KILL_REQUESTS,
+    _LEASES,
+    _RUNS,
+    _STEPS,
+    _TOTALS,
+    _dump,
+    _dump_opt,
+    _load_opt,
+    _Table,
+)
+from corral.state.store import ConstraintError, NotFoundError, Store, StoreError, add_topup
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_POOL_SIZE = 10
+
+
+def describe(url: str) -> str:
+    """The URL without its credentials, for messages."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://?"
+    host, port, dbname = info.get("host", ""), info.get("port", ""), info.get("dbname", "")
+    return f"postgresql://{host}{f':{port}' if port else ''}/{dbname}"
+
+
+def _migrate(url: str, timeout: float) -> None:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=max(2, round(timeout))) as conn:
+            migrate(conn)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot open {describe(url)}: {exc}") from exc
+
+
+async def _insert_dead_letter(conn: Conn, run_id: str, reason: str, packet: str, now: float) -> int:
+    cur = await conn.execute(
+        "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
+        " VALUES (%s, %s, %s, 'open', %s, %s) RETURNING id",
+        (run_id, reason, packet, now, now),
+    )
+    row = await cur.fetchone()
+    assert row is not None  # RETURNING of a successful INSERT
+    dead_letter_id: int = row[0]
+    return dead_letter_id
+
+
+async def _save_run(conn: Conn, row: Mapping[str, Any], what: str) -> None:
+    cur = await conn.execute(SAVE_RUN, row)
+    if cur.rowcount == 0:
+        raise NotFoundError(f"{what}: no run {row['id']!r}")
+
+
+class PostgresStore(PostgresApprovals, PostgresObserve, Store):
+    """A Store in a PostgreSQL database (the first schema of the URL's search_path).
+
+    `pool_size` bounds the connections this process holds; `timeout` is how long an
+    operation waits for one (then StoreError: the database is unreachable or saturated).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        self.url = url
+        self.name = describe(url)
+        self._clock = clock
+        _migrate(url, timeout)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = (
+            AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                timeout=timeout,
+                open=False,
+                kwargs={"autocommit": True, "connect_timeout": max(2, round(timeout))},
+                name=f"corral-store {self.name}",
+            )
+        )
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+        # The completion of the last write called: the next write (or read) waits for it.
+        self._tail: asyncio.Future[None] | None = None
+        # The batch of steps still open to more (see _enqueue).
+        self._open_steps: list[StepWrite] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+
+    # running statements
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.name} is closed")
+
+    async def _connection_pool(self) -> AsyncConnectionPool[Conn]:
+        if not self._opened:
+            async with self._open_lock:
+                if not self._opened:
+                    await self._pool.open(wait=False)
+                    self._opened = True
+        return self._pool
+
+    async def _execute(self, op: Callable[[Conn], Awaitable[T]], what: str, write: bool) -> T:
+        try:
+            pool = await self._connection_pool()
+            async with pool.connection() as conn:
+                if not write:
+                    return await op(conn)
+                async with conn.transaction():
+                    return await op(conn)
+        except psycopg.Error as exc:
+            raise store_error(exc, what) from exc
+
+    def _next_turn(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next place among this store's writes: the write before (None if all are
+        done) and the future to complete once this one is done."""
+        prior, mine = self._tail, asyncio.get_running_loop().create_future()
+        self._tail = mine
+        return (None if prior is None or prior.done() else prior), mine
+
+    @staticmethod
+    def _done(prior: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        # A write cancelled while waiting its turn still releases the next only after the
+        # one before it.
+        if prior is None or prior.done():
+            if not mine.done():
+                mine.set_result(None)
+        else:
+            prior.add_done_callback(lambda _: None if mine.done() else mine.set_result(None))
+
+    async def _write(self, op: Callable[[Conn], Awaitable[T]], what: str = "") -> T:
+        """Run `op` in one transaction, after every write of this store called before it."""
+        self._check_open()
+        # Steps recorded after this write must be written after it: they start a new batch.
+        self._open_steps = None
+        prior, mine = self._next_turn()
+        try:
+            if prior is not None:
+                await asyncio.wait({prior})
+            return await self._execute(op, what, write=True)
+        finally:
+            self._done(prior, mine)
+
+    async def _read(self, op: Callable[[Conn], Awaitable[T]], what: str = "") -> T:
+        """Run `op` once every write of this store called before it is done."""
+        self._check_open()
+        prior = self._tail
+        if prior is not None and not prior.done():
+            await asyncio.wait({prior})
+        return await self._execute(op, what, write=False)
+
+    async def _one(self, table: _Table[R], where: str, *args: Any) -> R | None:
+        async def op(conn: Conn) -> R | None:
+            row = await (await conn.execute(f"{table.select} {where}", args)).fetchone()
+            return None if row is None else table.from_row(row)
+
+        return await self._read(op)
+
+    async def _all(self, table: _Table[R], where: str, *args: Any) -> list[R]:
+        async def op(conn: Conn) -> list[R]:
+            rows = await (await conn.execute(f"{table.select} {where}", args)).fetchall()
+            return [table.from_row(row) for row in rows]
+
+        return await self._read(op)
+
+    async def _insert(self, table: _Table[R], record: R, what: str) -> None:
+        row = params(table, record)
+        sql = insert_sql(table)
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(sql, row)
+
+        await self._write(op, what)
+
+    async def _update(self, sql: str, *args: Any, what: str = "") -> bool:
+        async def op(conn: Conn) -> bool:
+            return (await conn.execute(sql, args)).rowcount > 0
+
+        return await self._write(op, what)
+
+    async def _scalar(self, sql: str, *args: Any) -> Any:
+        async def op(conn: Conn) -> Any:
+            row = await (await conn.execute(sql, args)).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(op)
+
+    # runs
+
+    async def create_run(self, run: RunRecord) -> None:
+        await self._insert(_RUNS, run, f"create_run {run.id!r}")
+
+    async def save_run(self, run: RunRecord) -> None:
+        row = named(_RUNS, run)
+
+        async def op(conn: Conn) -> None:
+            await _save_run(conn, row, "save_run")
+
+        await self._write(op, f"save_run {run.id!r}")
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._one(_RUNS, "WHERE id = %s", run_id)
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+    ) -> list[RunRecord]:
+        if limit < 0:
+            raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
+        filters = {"status": None if status is None else str(status), "agent": agent}
+        filters["session"] = session
+        where = [f"{column} = %s" for column, value in filters.items() if value is not None]
+        args = [value for value in filters.values() if value is not None]
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        return await self._all(
+            _RUNS, f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT %s", *args, limit
+        )
+
+    async def request_kill(self, run_id: str, at: float) -> bool:
+        return await self._update(
+            "UPDATE runs SET kill_requested_at = COALESCE(kill_requested_at, %s)"
+            " WHERE id = %s AND status = 'running'",
+            at,
+            run_id,
+            what=f"request_kill {run_id!r}",
+        )
+
+    async def kill_requests(self) -> dict[str, float]:
+        async def op(conn: Conn) -> dict[str, float]:
+            return {
+                run_id: at for run_id, at in await (await conn.execute(_KILL_REQUESTS)).fetchall()
+            }
+
+        return await self._read(op, "kill_requests")
+
+    async def halt_run(self, run: RunRecord, packet: Json) -> DeadLetterRecord:
+        if run.status != RunStatus.HALTED or run.halt_reason is None:
+            raise ConstraintError(
+                f"halt_run {run.id!r}: the run must be halted with a halt_reason,"
+                f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
+            )
+        row = named(_RUNS, run)
+        reason = str(run.halt_reason)
+        encoded = _dump(packet)
+
+        async def op(conn: Conn) -> DeadLetterRecord:
+            now = self._clock()
+            await _save_run(conn, row, "halt_run")
+            dead_letter_id = await _insert_dead_letter(conn, run.id, reason, encoded, now)
+            return DeadLetterRecord(dead_letter_id, run.id, reason, packet, "open", now, now)
+
+        return await self._write(op, f"halt_run {run.id!r}")
+
+    async def reopen_run(self, run_id: str, *, topup: Mapping[str, float], at: float) -> RunRecord:
+        add_topup(None, topup)  # refuse a bad top-up before touching the database
+
+        async def op(conn: Conn) -> RunRecord:
+            found = await (
+                await conn.execute(
+                    "SELECT status, topup, (SELECT status FROM dead_letters"
+                    " WHERE run_id = runs.id ORDER BY id DESC LIMIT 1)"
+                    " FROM runs WHERE id = %s FOR UPDATE",
+                    (run_id,),
+                )
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"reopen_run: no run {run_id!r}")
+            status, total, newest_dead_letter = found
+            if status != RunStatus.HALTED:
+                raise ConstraintError(f"reopen_run: run {run_id!r} is {status}, not halted")
+            if newest_dead_letter == "dropped":
+                raise ConstraintError(
+                    f"reopen_run: run {run_id!r} was dropped from the dead-letter queue"
+                )
+            await conn.execute(
+                "UPDATE runs SET status = 'running', halt_reason = NULL, ended_at = NULL,"
+                " kill_requested_at = NULL, time_to_safe_fail_ms = NULL, updated_at = %s,"
+                " topup = %s WHERE id = %s",
+                (at, _dump_opt(add_topup(_load_opt(total), topup)), run_id),
+            )
+            await conn.execute(
+                "UPDATE dead_letters SET status = 'retried', updated_at = %s"
+                " WHERE run_id = %s AND status = 'open'",
+                (at, run_id),
+            )
+            row = await (await conn.execute(RUN_BY_ID, (run_id,))).fetchone()
+            assert row is not None  # locked above
+            return _RUNS.from_row(row)
+
+        return await self._write(op, f"reopen_run {run_id!r}")
+
+    async def claim_run(
+        self, run_id: str, owner: str, *, dead: Collection[str], unowned: bool = True
+    ) -> RunRecord | None:
+        free = f"owner = %s OR {OWNER_GONE}" + (" OR owner IS NULL" if unowned else "")
+        args = (owner, run_id, owner, list(dead))
+
+        async def op(conn: Conn) -> RunRecord | None:
+            # One statement: a racing claimer's UPDATE waits for this row, then re-checks
+            # the WHERE clause on the owner this one wrote, which is alive.
+            row = await (
+                await conn.execute(
+                    f"UPDATE runs SET owner = %s WHERE id = %s AND status = 'running'"
+                    f" AND ({free}) RETURNING {', '.join(_RUNS.columns)}",
+                    args,
+                )
+            ).fetchone()
+            return None if row is None else _RUNS.from_row(row)
+
+        return await self._write(op, f"claim_run {run_id!r}")
+
+    async def orphaned_runs(self, dead: Collection[str]) -> list[RunRecord]:
+        return await self._all(
+            _RUNS,
+            f"WHERE status = 'running' AND owner IS NOT NULL AND {OWNER_GONE} ORDER BY rowid",
+            list(dead),
+        )
+
+    # write-ahead records and leases
+
+    async def begin_call(self, record: InflightRecord) -> None:
+        # In the step writes' group commit, as in SQLiteStore.
+        done = asyncio.get_running_loop().create_future()
+        what = f"begin_call {record.id!r} of run {record.run_id!r}"
+        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
+        await done
+
+    async def inflight(self, run_id: str) -> list[InflightRecord]:
+        return await self._all(_INFLIGHT, "WHERE run_id = %s ORDER BY rowid", run_id)
+
+    async def renew_lease(self, lease: LeaseRecord) -> None:
+        row = params(_LEASES, lease)
+        sql = insert_sql(_LEASES) + (
+            " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        )
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(sql, row)
+
+        await self._write(op, f"renew_lease {lease.owner!r}")
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        return await self._all(_LEASES, "ORDER BY started_at, owner")
+
+    async def drop_leases(self, owners: Collection[str]) -> None:
+        await self._update(
+            "DELETE FROM leases WHERE owner = ANY(%s)", list(owners), what="drop_leases"
+        )
+
+    # steps
+
+    async def add_steps(self, steps: Sequence[StepRecord]) -> None:
+        if not steps:
+            return
+        rows = [params(_STEPS, step) for step in steps]
+        sql = insert_sql(_STEPS)
+
+        async def op(conn: Conn) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(sql, rows)
+
+        await self._write(op, f"add_steps for run {steps[0].run_id!r}")
+
+    async def record_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._enqueue_step(run, step, seal, done, settles)
+        await done
+
+    def queue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        self._enqueue_step(run, step, seal, None, settles)
+
+    def _enqueue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None,
+        done: asyncio.Future[None] | None,
+        settles: str | None,
+    ) -> None:
+        if step.run_id != run.id:
+            raise ConstraintError(
+                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
+            )
+        write = StepWrite(
+            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
+            _STEPS.to_row(step),
+            seal,
+            f"record_step {step.seq} of run {run.id!r}",
+            done,
+            settles,
+        )
+        self._enqueue(write)
+
+    def _enqueue(self, write: StepWrite) -> None:
+        """Add the write to the open batch, or open one: it takes its place among the
+        store's writes now, and stays open to more until its turn comes."""
+        self._check_open()
+        batch = self._open_steps
+        if batch is None:
+            batch = self._open_steps = []
+            prior, mine = self._next_turn()
+            task = asyncio.get_running_loop().create_task(self._write_steps(batch, prior, mine))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        batch.append(write)
+
+    async def _write_steps(
+        self,
+        batch: list[StepWrite],
+        prior: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> None:
+        try:
+            if prior is not None:
+                await asyncio.wait({prior})
+            if self._open_steps is batch:
+                self._open_steps = None
+            settle(batch, await self._batch_outcomes(batch))
+        finally:
+            self._done(prior, mine)
+
+    async def _batch_outcomes(self, batch: list[StepWrite]) -> list[BaseException | None]:
+        sealed = any(write.seal is not None for write in batch)
+
+        async def whole(conn: Conn) -> None:
+            if sealed:
+                await lock_audit(conn)
+            await write_batch(conn, batch)
+
+        async def one_by_one(conn: Conn) -> list[BaseException | None]:
+            if sealed:
+                await lock_audit(conn)
+            return [await write_one(conn, write) for write in batch]
+
+        try:
+            await self._execute(whole, "", write=True)
+            return [None] * len(batch)
+        except (ConstraintError, NotFoundError):
+            pass
+        except Exception as exc:
+            return [StoreError(f"{write.what}: {exc}") for write in batch]
+        try:
+            return await self._execute(one_by_one, "", write=True)
+        except Exception as exc:  # the commit failed: none of the batch is stored
+            return [StoreError(f"{write.what}: {exc}") for write in batch]
+
+    async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
+        if last is None:
+            return await self._all(_STEPS, "WHERE run_id = %s ORDER BY seq", run_id)
+        if last < 0:
+            raise ValueError(f"list_steps: last must be >= 0, got {last}")
+        return await self._all(
+            _STEPS,
+            "WHERE run_id = %s AND seq IN"
+            " (SELECT seq FROM steps WHERE run_id = %s ORDER BY seq DESC LIMIT %s) ORDER BY seq",
+            run_id,
+            run_id,
+            last,
+        )
+
+    # checkpoints
+
+    async def add_checkpoint(self, run_id: str, step: int, state: Json) -> CheckpointRecord:
+        encoded = _dump(state)
+
+        async def op(conn: Conn) -> CheckpointRecord:
+            created_at = self._clock()
+            row = await (
+                await conn.execute(
+                    "INSERT INTO checkpoints (run_id, step, state, created_at)"
+                    " VALUES (%s, %s, %s, %s) RETURNING id",
+                    (run_id, step, encoded, created_at),
+                )
+            ).fetchone()
+            assert row is not None  # RETURNING of a successful INSERT
+            checkpoint_id: int = row[0]
+            await conn.execute(
+                "UPDATE runs SET last_checkpoint_id = GREATEST(last_checkpoint_id, %s)"
+                " WHERE id = %s",
+                (checkpoint_id, run_id),
+            )
+            return CheckpointRecord(checkpoint_id, run_id, step, state, created_at)
+
+        return await self._write(op, f"add_checkpoint for run {run_id!r}")
+
+    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
+        return await self._one(_CHECKPOINTS, "WHERE id = %s", checkpoint_id)
+
+    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
+        return await self._one(_CHECKPOINTS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
+
+    # dead letters
+
+    async def add_dead_letter(self, run_id: str, reason: str, packet: Json) -> DeadLetterRecord:
+        encoded = _dump(packet)
+
+        async def op(conn: Conn) -> DeadLetterRecord:
+            now = self._clock()
+            dead_letter_id = await _insert_dead_letter(conn, run_id, reason, encoded, now)
+            return DeadLetterRecord(dead_letter_id, run_id, reason, packet, "open", now, now)
+
+        return await self._write(op, f"add_dead_letter for run {run_id!r}")
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        return await self._one(_DEAD_LETTERS, "WHERE id = %s", dead_letter_id)
+
+    async def list_dead_letters(
+        self, *, status: DeadLetterStatus | None = "open"
+    ) -> list[DeadLetterRecord]:
+        if status is None:
+            return await self._all(_DEAD_LETTERS, "ORDER BY id")
+        return await self._all(_DEAD_LETTERS, "WHERE status = %s ORDER BY id", status)
+
+    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
+        return await self._one(_DEAD_LETTERS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
+
+    async def set_dead_letter_status(
+        self,
+        dead_letter_id: int,
+        status: DeadLetterStatus,
+        *,
+        only_if: DeadLetterStatus | None = None,
+    ) -> bool:
+        # The status test in the WHERE clause makes check-and-set one statement.
+        expected, args = ("", ()) if only_if is None else (" AND status = %s", (only_if,))
+        return await self._update(
+            f"UPDATE dead_letters SET status = %s, updated_at = %s WHERE id = %s{expected}",
+            status,
+            self._clock(),
+            dead_letter_id,
+            *args,
+            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
+        )
+
+    # idempotency
+
+    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
+        return await self._one(_IDEMPOTENCY, "WHERE key = %s", key)
+
+    async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        row = params(_IDEMPOTENCY, record)
+        sql = insert_sql(_IDEMPOTENCY) + " ON CONFLICT (key) DO NOTHING"
+
+        async def op(conn: Conn) -> IdempotencyRecord:
+            if (await conn.execute(sql, row)).rowcount:
+                return record
+            # Records are never updated, so the winner read here (committed before this
+            # statement began: the INSERT waited for it) is final.
+            stored = await (
+                await conn.execute(f"{_IDEMPOTENCY.select} WHERE key = %s", (record.key,))
+            ).fetchone()
+            assert stored is not None  # the conflicting row
+            return _IDEMPOTENCY.from_row(stored)
+
+        return await self._write(op, f"put_idempotent {record.key!r}")
+
+    # artifacts
+
+    async def put_artifact(self, artifact: ArtifactRecord) -> None:
+        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
+
+    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
+        return await self._one(_ARTIFACTS, "WHERE handle = %s", handle)
+
+    # agent keys
+
+    async def add_agent_key(self, key: AgentKeyRecord) -> None:
+        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
+
+    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
+        return await self._one(_AGENT_KEYS, "WHERE key_hash = %s", key_hash)
+
+    async def list_agent_keys(self) -> list[AgentKeyRecord]:
+        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
+
+    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
+        return await self._update(
+            "UPDATE agent_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+            at,
+            key_id,
+            what=f"revoke_agent_key {key_id!r}",
+        )
+
+    # audit
+
+    async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
+        async def op(conn: Conn) -> AuditEntry:
+            await lock_audit(conn)
+            (entry,) = await append_entries(conn, [seal])
+            return entry
+
+        return await self._write(op, "append_audit")
+
+    async def list_audit(self) -> list[AuditEntry]:
+        return await self._all(_AUDIT, "ORDER BY pos")
+
+    async def audit_head(self) -> tuple[int, str] | None:
+        async def op(conn: Conn) -> tuple[int, str] | None:
+            cur = await conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
+            row = await cur.fetchone()
+            return None if row is None else (row[0], row[1])
+
+        return await self._read(op)
+
+    # lifecycle
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Writes called before the close (queued steps too) finish first.
+        if self._tail is not None and not self._tail.done():
+            await asyncio.wait({self._tail})
+        if self._opened:
+            await self._pool.close()

@@ -28,13 +28,11 @@ from psycopg_pool import AsyncConnectionPool
 from corral.calls import RunStatus
 from corral.state.postgres_approvals import PostgresApprovals
 from corral.state.postgres_observe import PostgresObserve
+from corral.state.postgres_records import PostgresRecords, insert_dead_letter
 from corral.state.postgres_schema import migrate
 from corral.state.postgres_steps import (
     Conn,
-    append_entries,
-    lock_audit,
-    write_batch,
-    write_one,
+    PostgresGroupCommit,
 )
 from corral.state.postgres_tables import (
     OWNER_GONE,
@@ -46,33 +44,20 @@ from corral.state.postgres_tables import (
     store_error,
 )
 from corral.state.records import (
-    AgentKeyRecord,
-    ArtifactRecord,
-    AuditEntry,
-    CheckpointRecord,
     DeadLetterRecord,
-    DeadLetterStatus,
-    IdempotencyRecord,
     InflightRecord,
     Json,
     LeaseRecord,
     RunRecord,
     StepRecord,
 )
-from corral.state.sqlite_steps import StepWrite, settle
+from corral.state.sqlite_steps import StepWrite
 from corral.state.sqlite_tables import (
-    _AGENT_KEYS,
-    _ARTIFACTS,
-    _AUDIT,
-    _CHECKPOINTS,
-    _DEAD_LETTERS,
-    _IDEMPOTENCY,
     _INFLIGHT,
     _KILL_REQUESTS,
     _LEASES,
     _RUNS,
     _STEPS,
-    _TOTALS,
     _dump,
     _dump_opt,
     _load_opt,
@@ -104,25 +89,15 @@ def _migrate(url: str, timeout: float) -> None:
         raise StoreError(f"cannot open {describe(url)}: {exc}") from exc
 
 
-async def _insert_dead_letter(conn: Conn, run_id: str, reason: str, packet: str, now: float) -> int:
-    cur = await conn.execute(
-        "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
-        " VALUES (%s, %s, %s, 'open', %s, %s) RETURNING id",
-        (run_id, reason, packet, now, now),
-    )
-    row = await cur.fetchone()
-    assert row is not None  # RETURNING of a successful INSERT
-    dead_letter_id: int = row[0]
-    return dead_letter_id
-
-
 async def _save_run(conn: Conn, row: Mapping[str, Any], what: str) -> None:
     cur = await conn.execute(SAVE_RUN, row)
     if cur.rowcount == 0:
         raise NotFoundError(f"{what}: no run {row['id']!r}")
 
 
-class PostgresStore(PostgresApprovals, PostgresObserve, Store):
+class PostgresStore(
+    PostgresGroupCommit, PostgresRecords, PostgresApprovals, PostgresObserve, Store
+):
     """A Store in a PostgreSQL database (the first schema of the URL's search_path).
 
     `pool_size` bounds the connections this process holds; `timeout` is how long an
@@ -327,7 +302,7 @@ class PostgresStore(PostgresApprovals, PostgresObserve, Store):
         async def op(conn: Conn) -> DeadLetterRecord:
             now = self._clock()
             await _save_run(conn, row, "halt_run")
-            dead_letter_id = await _insert_dead_letter(conn, run.id, reason, encoded, now)
+            dead_letter_id = await insert_dead_letter(conn, run.id, reason, encoded, now)
             return DeadLetterRecord(dead_letter_id, run.id, reason, packet, "open", now, now)
 
         return await self._write(op, f"halt_run {run.id!r}")
@@ -399,13 +374,6 @@ class PostgresStore(PostgresApprovals, PostgresObserve, Store):
 
     # write-ahead records and leases
 
-    async def begin_call(self, record: InflightRecord) -> None:
-        # In the step writes' group commit, as in SQLiteStore.
-        done = asyncio.get_running_loop().create_future()
-        what = f"begin_call {record.id!r} of run {record.run_id!r}"
-        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
-        await done
-
     async def inflight(self, run_id: str) -> list[InflightRecord]:
         return await self._all(_INFLIGHT, "WHERE run_id = %s ORDER BY rowid", run_id)
 
@@ -442,103 +410,6 @@ class PostgresStore(PostgresApprovals, PostgresObserve, Store):
 
         await self._write(op, f"add_steps for run {steps[0].run_id!r}")
 
-    async def record_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._enqueue_step(run, step, seal, done, settles)
-        await done
-
-    def queue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        self._enqueue_step(run, step, seal, None, settles)
-
-    def _enqueue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None,
-        done: asyncio.Future[None] | None,
-        settles: str | None,
-    ) -> None:
-        if step.run_id != run.id:
-            raise ConstraintError(
-                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
-            )
-        write = StepWrite(
-            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
-            _STEPS.to_row(step),
-            seal,
-            f"record_step {step.seq} of run {run.id!r}",
-            done,
-            settles,
-        )
-        self._enqueue(write)
-
-    def _enqueue(self, write: StepWrite) -> None:
-        """Add the write to the open batch, or open one: it takes its place among the
-        store's writes now, and stays open to more until its turn comes."""
-        self._check_open()
-        batch = self._open_steps
-        if batch is None:
-            batch = self._open_steps = []
-            prior, mine = self._next_turn()
-            task = asyncio.get_running_loop().create_task(self._write_steps(batch, prior, mine))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-        batch.append(write)
-
-    async def _write_steps(
-        self,
-        batch: list[StepWrite],
-        prior: asyncio.Future[None] | None,
-        mine: asyncio.Future[None],
-    ) -> None:
-        try:
-            if prior is not None:
-                await asyncio.wait({prior})
-            if self._open_steps is batch:
-                self._open_steps = None
-            settle(batch, await self._batch_outcomes(batch))
-        finally:
-            self._done(prior, mine)
-
-    async def _batch_outcomes(self, batch: list[StepWrite]) -> list[BaseException | None]:
-        sealed = any(write.seal is not None for write in batch)
-
-        async def whole(conn: Conn) -> None:
-            if sealed:
-                await lock_audit(conn)
-            await write_batch(conn, batch)
-
-        async def one_by_one(conn: Conn) -> list[BaseException | None]:
-            if sealed:
-                await lock_audit(conn)
-            return [await write_one(conn, write) for write in batch]
-
-        try:
-            await self._execute(whole, "", write=True)
-            return [None] * len(batch)
-        except (ConstraintError, NotFoundError):
-            pass
-        except Exception as exc:
-            return [StoreError(f"{write.what}: {exc}") for write in batch]
-        try:
-            return await self._execute(one_by_one, "", write=True)
-        except Exception as exc:  # the commit failed: none of the batch is stored
-            return [StoreError(f"{write.what}: {exc}") for write in batch]
-
     async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
         if last is None:
             return await self._all(_STEPS, "WHERE run_id = %s ORDER BY seq", run_id)
@@ -552,150 +423,6 @@ class PostgresStore(PostgresApprovals, PostgresObserve, Store):
             run_id,
             last,
         )
-
-    # checkpoints
-
-    async def add_checkpoint(self, run_id: str, step: int, state: Json) -> CheckpointRecord:
-        encoded = _dump(state)
-
-        async def op(conn: Conn) -> CheckpointRecord:
-            created_at = self._clock()
-            row = await (
-                await conn.execute(
-                    "INSERT INTO checkpoints (run_id, step, state, created_at)"
-                    " VALUES (%s, %s, %s, %s) RETURNING id",
-                    (run_id, step, encoded, created_at),
-                )
-            ).fetchone()
-            assert row is not None  # RETURNING of a successful INSERT
-            checkpoint_id: int = row[0]
-            await conn.execute(
-                "UPDATE runs SET last_checkpoint_id = GREATEST(last_checkpoint_id, %s)"
-                " WHERE id = %s",
-                (checkpoint_id, run_id),
-            )
-            return CheckpointRecord(checkpoint_id, run_id, step, state, created_at)
-
-        return await self._write(op, f"add_checkpoint for run {run_id!r}")
-
-    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE id = %s", checkpoint_id)
-
-    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
-
-    # dead letters
-
-    async def add_dead_letter(self, run_id: str, reason: str, packet: Json) -> DeadLetterRecord:
-        encoded = _dump(packet)
-
-        async def op(conn: Conn) -> DeadLetterRecord:
-            now = self._clock()
-            dead_letter_id = await _insert_dead_letter(conn, run_id, reason, encoded, now)
-            return DeadLetterRecord(dead_letter_id, run_id, reason, packet, "open", now, now)
-
-        return await self._write(op, f"add_dead_letter for run {run_id!r}")
-
-    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE id = %s", dead_letter_id)
-
-    async def list_dead_letters(
-        self, *, status: DeadLetterStatus | None = "open"
-    ) -> list[DeadLetterRecord]:
-        if status is None:
-            return await self._all(_DEAD_LETTERS, "ORDER BY id")
-        return await self._all(_DEAD_LETTERS, "WHERE status = %s ORDER BY id", status)
-
-    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
-
-    async def set_dead_letter_status(
-        self,
-        dead_letter_id: int,
-        status: DeadLetterStatus,
-        *,
-        only_if: DeadLetterStatus | None = None,
-    ) -> bool:
-        # The status test in the WHERE clause makes check-and-set one statement.
-        expected, args = ("", ()) if only_if is None else (" AND status = %s", (only_if,))
-        return await self._update(
-            f"UPDATE dead_letters SET status = %s, updated_at = %s WHERE id = %s{expected}",
-            status,
-            self._clock(),
-            dead_letter_id,
-            *args,
-            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
-        )
-
-    # idempotency
-
-    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
-        return await self._one(_IDEMPOTENCY, "WHERE key = %s", key)
-
-    async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
-        row = params(_IDEMPOTENCY, record)
-        sql = insert_sql(_IDEMPOTENCY) + " ON CONFLICT (key) DO NOTHING"
-
-        async def op(conn: Conn) -> IdempotencyRecord:
-            if (await conn.execute(sql, row)).rowcount:
-                return record
-            # Records are never updated, so the winner read here (committed before this
-            # statement began: the INSERT waited for it) is final.
-            stored = await (
-                await conn.execute(f"{_IDEMPOTENCY.select} WHERE key = %s", (record.key,))
-            ).fetchone()
-            assert stored is not None  # the conflicting row
-            return _IDEMPOTENCY.from_row(stored)
-
-        return await self._write(op, f"put_idempotent {record.key!r}")
-
-    # artifacts
-
-    async def put_artifact(self, artifact: ArtifactRecord) -> None:
-        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
-
-    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
-        return await self._one(_ARTIFACTS, "WHERE handle = %s", handle)
-
-    # agent keys
-
-    async def add_agent_key(self, key: AgentKeyRecord) -> None:
-        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
-
-    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
-        return await self._one(_AGENT_KEYS, "WHERE key_hash = %s", key_hash)
-
-    async def list_agent_keys(self) -> list[AgentKeyRecord]:
-        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
-
-    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
-        return await self._update(
-            "UPDATE agent_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
-            at,
-            key_id,
-            what=f"revoke_agent_key {key_id!r}",
-        )
-
-    # audit
-
-    async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
-        async def op(conn: Conn) -> AuditEntry:
-            await lock_audit(conn)
-            (entry,) = await append_entries(conn, [seal])
-            return entry
-
-        return await self._write(op, "append_audit")
-
-    async def list_audit(self) -> list[AuditEntry]:
-        return await self._all(_AUDIT, "ORDER BY pos")
-
-    async def audit_head(self) -> tuple[int, str] | None:
-        async def op(conn: Conn) -> tuple[int, str] | None:
-            cur = await conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
-            row = await cur.fetchone()
-            return None if row is None else (row[0], row[1])
-
-        return await self._read(op)
 
     # lifecycle
 

@@ -16,8 +16,9 @@ could need.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -33,10 +34,12 @@ from corral.state.postgres_tables import (
     plain,
     store_error,
 )
-from corral.state.records import AuditEntry
-from corral.state.sqlite_steps import StepWrite
-from corral.state.sqlite_tables import _AUDIT, _INFLIGHT, _STEPS
-from corral.state.store import ConstraintError, NotFoundError
+from corral.state.records import AuditEntry, InflightRecord, RunRecord, StepRecord
+from corral.state.sqlite_steps import StepWrite, settle
+from corral.state.sqlite_tables import _AUDIT, _INFLIGHT, _STEPS, _TOTALS
+from corral.state.store import ConstraintError, NotFoundError, StoreError
+
+T = TypeVar("T")
 
 Conn = AsyncConnection[tuple[Any, ...]]
 Seal = Callable[[AuditEntry | None], AuditEntry]
@@ -124,3 +127,124 @@ async def write_one(conn: Conn, write: StepWrite) -> BaseException | None:
     except Exception as exc:  # a refused write, or its seal failing: it fails alone
         return exc
     return None
+
+
+class PostgresGroupCommit:
+    """Mixed into PostgresStore: record_step, queue_step and begin_call share group
+    commits, each batch taking its place among the store's writes when it opens."""
+
+    if TYPE_CHECKING:  # what PostgresStore provides
+        _open_steps: list[StepWrite] | None
+        _batches: set[asyncio.Task[None]]
+
+        def _check_open(self) -> None: ...
+        def _next_turn(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]: ...
+        @staticmethod
+        def _done(prior: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None: ...
+        async def _execute(
+            self, op: Callable[[Conn], Awaitable[T]], what: str, write: bool
+        ) -> T: ...
+
+    async def begin_call(self, record: InflightRecord) -> None:
+        # In the step writes' group commit, as in SQLiteStore.
+        done = asyncio.get_running_loop().create_future()
+        what = f"begin_call {record.id!r} of run {record.run_id!r}"
+        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
+        await done
+
+    async def record_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._enqueue_step(run, step, seal, done, settles)
+        await done
+
+    def queue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        self._enqueue_step(run, step, seal, None, settles)
+
+    def _enqueue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Callable[[AuditEntry | None], AuditEntry] | None,
+        done: asyncio.Future[None] | None,
+        settles: str | None,
+    ) -> None:
+        if step.run_id != run.id:
+            raise ConstraintError(
+                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
+            )
+        write = StepWrite(
+            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
+            _STEPS.to_row(step),
+            seal,
+            f"record_step {step.seq} of run {run.id!r}",
+            done,
+            settles,
+        )
+        self._enqueue(write)
+
+    def _enqueue(self, write: StepWrite) -> None:
+        """Add the write to the open batch, or open one: it takes its place among the
+        store's writes now, and stays open to more until its turn comes."""
+        self._check_open()
+        batch = self._open_steps
+        if batch is None:
+            batch = self._open_steps = []
+            prior, mine = self._next_turn()
+            task = asyncio.get_running_loop().create_task(self._write_steps(batch, prior, mine))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        batch.append(write)
+
+    async def _write_steps(
+        self,
+        batch: list[StepWrite],
+        prior: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> None:
+        try:
+            if prior is not None:
+                await asyncio.wait({prior})
+            if self._open_steps is batch:
+                self._open_steps = None
+            settle(batch, await self._batch_outcomes(batch))
+        finally:
+            self._done(prior, mine)
+
+    async def _batch_outcomes(self, batch: list[StepWrite]) -> list[BaseException | None]:
+        sealed = any(write.seal is not None for write in batch)
+
+        async def whole(conn: Conn) -> None:
+            if sealed:
+                await lock_audit(conn)
+            await write_batch(conn, batch)
+
+        async def one_by_one(conn: Conn) -> list[BaseException | None]:
+            if sealed:
+                await lock_audit(conn)
+            return [await write_one(conn, write) for write in batch]
+
+        try:
+            await self._execute(whole, "", write=True)
+            return [None] * len(batch)
+        except (ConstraintError, NotFoundError):
+            pass
+        except Exception as exc:
+            return [StoreError(f"{write.what}: {exc}") for write in batch]
+        try:
+            return await self._execute(one_by_one, "", write=True)
+        except Exception as exc:  # the commit failed: none of the batch is stored
+            return [StoreError(f"{write.what}: {exc}") for write in batch]

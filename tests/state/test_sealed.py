@@ -1,5 +1,6 @@
 """SealedStore: every Store method delegated; what is used again encrypted and read back
-exact; what is kept for people redacted; the raw values nowhere in the file or its WAL."""
+exact; what is kept for people redacted; the raw values nowhere in the database (SQLite's
+file and WAL, PostgreSQL's tables), on each store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from corral.calls import HaltReason, RunStatus
@@ -25,6 +27,7 @@ from corral.state import (
     StepRecord,
     Store,
 )
+from corral.state.postgres import PostgresStore
 from corral.state.sealed import (
     DATA_KEY_ENV,
     PREFIX,
@@ -34,7 +37,6 @@ from corral.state.sealed import (
     new_data_key,
 )
 from corral.telemetry.audit import AuditLog
-from tests.state.conftest import FakeClock
 
 T0 = 1_700_000_000.0
 EMAIL, CARD, SSN = "ada@example.com", "4111 1111 1111 1111", "536-22-1234"
@@ -73,23 +75,45 @@ class Recording:
         return getattr(self.inner, name)
 
 
-def raw_bytes(path: Path) -> bytes:
-    wal = path.with_name(path.name + "-wal")
-    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+def raw_bytes(store: Store) -> bytes:
+    """Everything the store's database holds: SQLite's file and WAL, or every value of
+    every table of the PostgreSQL store's schema (bytea as its bytes)."""
+    if isinstance(store, SQLiteStore):
+        path = Path(store.path)
+        wal = path.with_name(path.name + "-wal")
+        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert isinstance(store, PostgresStore)
+    found = b""
+    with psycopg.connect(store.url) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+        for (table,) in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                for value in row:
+                    found += value if isinstance(value, bytes) else str(value).encode()
+    return found
 
 
-def assert_no_raw(path: Path) -> None:
-    found = raw_bytes(path)
+def assert_no_raw(store: Store) -> None:
+    found = raw_bytes(store)
     for value in RAW:
         assert value.encode() not in found, value
 
 
+def reopened(store: Store) -> Store:
+    """Another store object on the same database, as another process opens it."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    assert isinstance(store, PostgresStore)
+    return PostgresStore(store.url)
+
+
 @pytest.fixture
-async def sealed(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SealedStore]:
-    inner = SQLiteStore(tmp_path / "corral.db", clock=clock)
-    store = SealedStore(inner, new_data_key().encode(), redact_json)
-    yield store
-    await store.close()
+async def sealed(store: Store) -> AsyncIterator[SealedStore]:
+    sealing = SealedStore(store, new_data_key().encode(), redact_json)
+    yield sealing
+    await sealing.close()
 
 
 def test_every_store_method_is_its_own() -> None:
@@ -99,9 +123,10 @@ def test_every_store_method_is_its_own() -> None:
     assert missing == []
 
 
-async def test_every_store_method_reaches_the_inner_store(tmp_path: Path) -> None:
-    recording = Recording(SQLiteStore(tmp_path / "corral.db"))
-    store = SealedStore(recording, new_data_key().encode(), redact_json)  # type: ignore[arg-type]
+async def test_every_store_method_reaches_the_inner_store(store: Store) -> None:
+    recording = Recording(store)
+    sealing = SealedStore(recording, new_data_key().encode(), redact_json)  # type: ignore[arg-type]
+    store = sealing
     lease = LeaseRecord("me", "host", 1, T0, T0)
     await store.renew_lease(lease)
     await store.create_run(replace(RUN, owner="me"))
@@ -165,7 +190,7 @@ async def test_every_store_method_reaches_the_inner_store(tmp_path: Path) -> Non
     assert Store.__abstractmethods__ - recording.used == set()
 
 
-async def test_what_is_used_again_reads_back_exact(sealed: SealedStore, tmp_path: Path) -> None:
+async def test_what_is_used_again_reads_back_exact(sealed: SealedStore) -> None:
     await sealed.create_run(RUN)
     await sealed.add_approval(APPROVAL)
     assert await sealed.get_approval("apr_1") == APPROVAL
@@ -186,12 +211,12 @@ async def test_what_is_used_again_reads_back_exact(sealed: SealedStore, tmp_path
     proposal = ProposalRecord("p1", "r1", "support", "sql_write", SECRET, "write", T0, result=SSN)
     await sealed.add_proposal(proposal)
     assert await sealed.list_proposals() == [proposal]
-    assert_no_raw(tmp_path / "corral.db")
+    assert_no_raw(sealed.inner)
     await sealed.close()
-    assert_no_raw(tmp_path / "corral.db")
+    assert_no_raw(sealed.inner)
 
 
-async def test_what_is_kept_for_people_is_redacted(sealed: SealedStore, tmp_path: Path) -> None:
+async def test_what_is_kept_for_people_is_redacted(sealed: SealedStore) -> None:
     run = replace(RUN, task=f"refund {EMAIL}")
     await sealed.create_run(run)
     await sealed.add_steps([STEP])
@@ -213,11 +238,11 @@ async def test_what_is_kept_for_people_is_redacted(sealed: SealedStore, tmp_path
     entry = await AuditLog(sealed).append("approval.approved", {"args": SECRET}, "r1")
     assert entry.payload["args"]["card"] == "[CREDIT_CARD]"
     assert (await AuditLog(sealed).verify()).ok
-    assert_no_raw(tmp_path / "corral.db")
+    assert_no_raw(sealed.inner)
 
 
-async def test_values_written_before_sealing_read_back_as_they_were(tmp_path: Path) -> None:
-    plain = SQLiteStore(tmp_path / "corral.db")
+async def test_values_written_before_sealing_read_back_as_they_were(store: Store) -> None:
+    plain = store
     await plain.create_run(RUN)
     await plain.put_idempotent(IdempotencyRecord("k", "r1", SECRET, T0))
     await plain.put_artifact(ArtifactRecord("h", "r1", b"raw", "text/plain", T0))
@@ -227,12 +252,12 @@ async def test_values_written_before_sealing_read_back_as_they_were(tmp_path: Pa
     await sealed.close()
 
 
-async def test_another_key_does_not_open_the_values(tmp_path: Path) -> None:
-    first = SealedStore(SQLiteStore(tmp_path / "corral.db"), new_data_key().encode())
+async def test_another_key_does_not_open_the_values(store: Store) -> None:
+    first = SealedStore(store, new_data_key().encode())
     await first.create_run(RUN)
     await first.put_idempotent(IdempotencyRecord("k", "r1", SECRET, T0))
     await first.close()
-    other = SealedStore(SQLiteStore(tmp_path / "corral.db"), new_data_key().encode())
+    other = SealedStore(reopened(store), new_data_key().encode())
     with pytest.raises(DataKeyError, match=f"does not open with {DATA_KEY_ENV}"):
         await other.get_idempotent("k")
     raw = await other.inner.get_idempotent("k")

@@ -1,0 +1,336 @@
+"""What only shared counters must do: exact caps across OS processes, leases that charge a
+dead or cut-off holder its worst case (and never twice), failing closed without Redis.
+
+Real Redis at redis_backend.REDIS_URL, no mocks; a partition is a TCP proxy in front of
+it that the test cuts and heals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from corral.state import CountersUnavailable, CounterValue, Hold, Reservation, open_counters
+from corral.state.counters import BreakerSettings
+from corral.state.redis import RedisCounters
+from tests.state.conftest import FakeClock
+
+from .redis_backend import REDIS_URL, fresh_prefix, purge, redis_counters, require_redis
+
+SPAWN = multiprocessing.get_context("spawn")
+SHORT_LEASE = 0.5
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    require_redis()
+    name = fresh_prefix()
+    yield name
+    await purge(name)
+
+
+async def eventually(check: Any, what: str, within: float = 10.0) -> None:
+    """Poll an async check until it holds (leases run on the server's real clock)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+# --- exact caps across processes --------------------------------------------------
+
+
+def _reserve_in_process(prefix: str, attempts: int, start: Barrier, out: Any) -> None:
+    async def attempt_all() -> int:
+        counters = RedisCounters(REDIS_URL, prefix=prefix)
+        try:
+            await counters.get("fleet")  # connected before the start, so all race at once
+            start.wait()
+            task = f"task:{os.getpid()}"
+            outcomes = await asyncio.gather(
+                *(
+                    counters.reserve(
+                        [Hold(task, 1, 1000), Hold("session", 1, 1000), Hold("fleet", 1, 100)]
+                    )
+                    for _ in range(attempts)
+                )
+            )
+            return sum(isinstance(o, Reservation) for o in outcomes)
+        finally:
+            await counters.close()
+
+    out.put((os.getpid(), asyncio.run(attempt_all())))
+
+
+async def test_reservations_from_several_processes_admit_exactly_the_cap(prefix: str) -> None:
+    processes, per_process = 4, 250  # 1,000 reservations against a fleet cap of 100
+    start, out = SPAWN.Barrier(processes), SPAWN.Queue()
+    workers = [
+        SPAWN.Process(target=_reserve_in_process, args=(prefix, per_process, start, out))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    admitted = dict(await asyncio.to_thread(lambda: [out.get(timeout=120) for _ in workers]))
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 30)
+        assert worker.exitcode == 0
+    assert sum(admitted.values()) == 100
+    counters = redis_counters(FakeClock(time.time()), prefix=prefix)
+    try:
+        assert await counters.get("fleet") == CounterValue(0, 100)
+        # All or none: every admitted reservation holds at every level, no refused one does.
+        assert await counters.get("session") == CounterValue(0, 100)
+        tasks = await counters.get_many([f"task:{pid}" for pid in admitted])
+        assert [value.held for value in tasks] == list(admitted.values())
+    finally:
+        await counters.close()
+
+
+# --- leases -----------------------------------------------------------------------
+
+
+def _hold_and_die(prefix: str, out: Any) -> None:
+    async def hold() -> str:
+        counters = RedisCounters(REDIS_URL, prefix=prefix, lease=SHORT_LEASE)
+        got = await counters.reserve([Hold("k", 7, 100), Hold("day", 7, 100, ttl=3600)])
+        assert isinstance(got, Reservation)
+        return got.id
+
+    out.send(asyncio.run(hold()))  # a pipe's send is written before it returns
+    os.kill(os.getpid(), signal.SIGKILL)  # no settle, no close: a crash
+
+
+async def test_a_dead_holder_is_charged_its_worst_case_when_its_lease_runs_out(
+    prefix: str,
+) -> None:
+    receiver, sender = SPAWN.Pipe(duplex=False)
+    holder = SPAWN.Process(target=_hold_and_die, args=(prefix, sender))
+    holder.start()
+    assert await asyncio.to_thread(receiver.poll, 60), "the holder never reserved"
+    reservation_id = receiver.recv()
+    await asyncio.to_thread(holder.join, 30)
+    assert holder.exitcode == -signal.SIGKILL
+    counters = redis_counters(FakeClock(time.time()), prefix=prefix)
+    try:
+        # Held or charged, the 7 always take room: 94 more never fit under 100.
+        assert not isinstance(await counters.reserve([Hold("k", 94, 100)]), Reservation)
+
+        async def charged() -> bool:
+            return await counters.get_many(["k", "day"]) == [(7, 0), (7, 0)]
+
+        await eventually(charged, "the dead holder's 7 charged as used")
+        # Never refunded: settling the dead holder's reservation afterwards changes nothing.
+        dead = Reservation(reservation_id, (("k", 7), ("day", 7)))
+        await counters.release(dead)
+        await counters.commit(dead, [0, 0])
+        assert await counters.get_many(["k", "day"]) == [(7, 0), (7, 0)]
+        assert not isinstance(await counters.reserve([Hold("k", 94, 100)]), Reservation)
+        assert isinstance(await counters.reserve([Hold("k", 93, 100)]), Reservation)
+    finally:
+        await counters.close()
+
+
+async def test_a_live_holder_keeps_its_lease_past_the_lease_time(prefix: str) -> None:
+    holder = redis_counters(time.time, prefix=prefix, lease=SHORT_LEASE)
+    other = RedisCounters(REDIS_URL, prefix=prefix)
+    try:
+        got = await holder.reserve([Hold("k", 5, 100)])
+        assert isinstance(got, Reservation)
+        await asyncio.sleep(4 * SHORT_LEASE)  # renewed every third of the lease meanwhile
+        assert await other.get("k") == CounterValue(0, 5)
+        await holder.commit(got, [3])
+        assert await other.get("k") == CounterValue(3, 0)
+    finally:
+        await other.close()
+        await holder.close()
+
+
+class Proxy:
+    """A TCP proxy in front of Redis: `cut` is a network partition, `heal` its end."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def heal(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+        self.writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    require_redis()
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    made = Proxy((host, int(port)))
+    await made.heal()
+    yield made
+    if made.server is not None and made.server.is_serving():
+        await made.cut()
+
+
+async def test_a_holder_cut_off_past_its_lease_is_charged_once(prefix: str, proxy: Proxy) -> None:
+    holder = RedisCounters(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, lease=SHORT_LEASE)
+    counters = redis_counters(time.time, prefix=prefix)
+    try:
+        less = await holder.reserve([Hold("k", 10, 100)])
+        more = await holder.reserve([Hold("k", 10, 100)])
+        assert isinstance(less, Reservation) and isinstance(more, Reservation)
+        await proxy.cut()
+        # Cut off, the node refuses every call: nothing is admitted uncounted.
+        with pytest.raises(CountersUnavailable, match=f"127.0.0.1:{proxy.port}"):
+            await holder.reserve([Hold("k", 1, 100)])
+
+        async def charged() -> bool:
+            return await counters.get("k") == CounterValue(20, 0)
+
+        await eventually(charged, "both holds charged at their worst case")
+        await proxy.heal()
+        # The calls ended after all: a commit below the hold adds nothing (never refunded),
+        # one past it adds only what the hold did not cover; settling again, nothing.
+        await holder.commit(less, [4])
+        assert await counters.get("k") == CounterValue(20, 0)
+        await holder.commit(more, [15])
+        assert await counters.get("k") == CounterValue(25, 0)
+        await holder.commit(more, [15])
+        await holder.release(less)
+        assert await counters.get("k") == CounterValue(25, 0)
+        # Healed, the node admits again.
+        assert isinstance(await holder.reserve([Hold("k", 75, 100)]), Reservation)
+    finally:
+        await counters.close()
+        await holder.close()
+
+
+# --- failing closed -----------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_redis_raises_counters_unavailable_from_every_operation() -> None:
+    port = closed_port()
+    counters = RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=1.0)
+    settings = BreakerSettings(4, 2, 0.5, 1.0, 30.0, 1, 60.0)
+    stranger = Reservation("not-issued", (("k", 1),))
+    operations = [
+        counters.reserve([Hold("k", 1, 10)]),
+        counters.commit(stranger, [1]),
+        counters.release(stranger),
+        counters.add("k", 1),
+        counters.drop(["k"]),
+        counters.get("k"),
+        counters.get_many(["k", "j"]),
+        counters.take("bucket", 1, rate=1, capacity=1),
+        counters.give("bucket", 1, capacity=1),
+        counters.breaker_admit("b", time.time(), settings),
+        counters.breaker_snapshots(),
+    ]
+    try:
+        for operation in operations:
+            with pytest.raises(CountersUnavailable, match=f"redis://127.0.0.1:{port}/0"):
+                await operation
+    finally:
+        await counters.close()
+
+
+async def test_redis_stopped_mid_run_fails_closed_and_recovers(prefix: str, proxy: Proxy) -> None:
+    counters = RedisCounters(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix)
+    try:
+        assert isinstance(await counters.reserve([Hold("k", 1, 10)]), Reservation)
+        await proxy.cut()
+        with pytest.raises(CountersUnavailable):
+            await counters.reserve([Hold("k", 1, 10)])
+        with pytest.raises(CountersUnavailable):
+            await counters.get("k")
+        await proxy.heal()
+        assert await counters.get("k") == CounterValue(0, 1)
+    finally:
+        await counters.close()
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+async def test_every_key_hashes_to_one_slot_and_windows_expire_in_redis(prefix: str) -> None:
+    clock = FakeClock()
+    counters = redis_counters(clock, prefix=prefix)
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    settings = BreakerSettings(4, 1, 0.5, 1.0, 30.0, 1, 60.0)
+    try:
+        held = await counters.reserve([Hold("task:1", 5, 10), Hold("day", 5, 10, ttl=60)])
+        assert isinstance(held, Reservation)
+        await counters.take("rpm", 1, rate=1, capacity=10)
+        admission = await counters.breaker_admit("p:m", clock(), settings)
+        await counters.breaker_record(
+            "p:m", admission, failed=True, slow=False, now=clock(), settings=settings
+        )
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}:*")]
+        assert len(keys) >= 7  # two counters, a reservation, leases, a bucket, a breaker
+        assert len({key_slot(key.encode()) for key in keys}) == 1
+        assert await client.pttl(f"{{{prefix}}}:c:task:1") == -1  # endless until dropped
+        assert 0 < await client.pttl(f"{{{prefix}}}:c:day") <= (2 * 60 + 3600) * 1000
+        await counters.commit(held, [1, 1])
+        assert not await client.exists(f"{{{prefix}}}:r:{held.id}")
+    finally:
+        await client.aclose()
+        await counters.close()
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(prefix: str) -> None:
+    counters = redis_counters(FakeClock(), prefix=prefix)
+    client = Redis.from_url(REDIS_URL)
+    try:
+        assert await counters.add("k", 2) == 2
+        await client.script_flush()
+        assert await counters.add("k", 3) == 5
+    finally:
+        await client.aclose()
+        await counters.close()
+
+
+async def test_open_counters_builds_redis_counters_from_redis_urls() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://redis.internal:6380/2"):
+        built = open_counters(url)
+        assert isinstance(built, RedisCounters) and built.shared
+        await built.close()
+    with pytest.raises(ValueError, match="redis://host:port/db"):
+        open_counters("redis://")

@@ -42,7 +42,13 @@ from corral.providers.base import FailureKind, ProviderError
 from corral.runtime.retention import purge_periodically
 from corral.runtime.run import ChatStream, Run
 from corral.runtime.supervisor import Supervisor
-from corral.state import AgentKeyRecord, ConstraintError, NotFoundError, StoreError
+from corral.state import (
+    AgentKeyRecord,
+    ConstraintError,
+    CountersUnavailable,
+    NotFoundError,
+    StoreError,
+)
 from corral.telemetry.tracing import CURRENT, current_span, tie, traceparent
 
 Scope = MutableMapping[str, Any]
@@ -160,7 +166,18 @@ def failure_of(exc: Exception, run_id: str | None) -> Failure:
     # worth a retry later. Its refusals of a write (constraint, not found) are bugs: 500.
     if isinstance(exc, StoreError) and not isinstance(exc, ConstraintError | NotFoundError):
         log.error("gateway request failed on the store: %s", exc)
-        return Failure(503, "store_unavailable", f"the store failed: {exc}", run_id=run_id)
+        return Failure(
+            503, "store_unavailable", f"the store failed: {exc}",
+            code="store_unavailable", run_id=run_id, retry_after=1,
+        )  # fmt: skip
+    # Shared counters out of reach: no cap can be checked, so nothing is admitted (the
+    # call never went upstream). Worth a retry once they are back.
+    if isinstance(exc, CountersUnavailable):
+        log.error("gateway request refused, the counters are unavailable: %s", exc)
+        return Failure(
+            503, "counters_unavailable", f"the counters failed, nothing was sent: {exc}",
+            code="counters_unavailable", run_id=run_id, retry_after=1,
+        )  # fmt: skip
     # A fault of the gateway: Gateway._failed logs and audits it under a request id.
     return Failure(500, "internal_error", f"{type(exc).__name__}: {exc}", run_id=run_id)
 

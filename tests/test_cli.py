@@ -125,6 +125,20 @@ def test_doctor_reports_each_check_with_the_reason(policy: Path) -> None:
     assert "✗ provider sim: http://127.0.0.1:9/v1/models unreachable" in result.output
 
 
+def test_doctor_reads_the_shared_counters_it_names(policy: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    text = policy.read_text()
+    for url, shown in (
+        (f"redis://127.0.0.1:{closed}/0", f"✗ counters: redis://127.0.0.1:{closed}/0"),
+        ("redis://127.0.0.1:6379/0", "✓ counters: redis://127.0.0.1:6379/0 answers"),
+    ):
+        policy.write_text(text.replace("counters: memory", f"counters: {url}", 1))
+        result = runner.invoke(app, ["doctor", "--policy", str(policy)])
+        assert shown in " ".join(result.output.split()), result.output
+
+
 def test_doctor_names_a_missing_key(policy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIM_API_KEY")
     result = runner.invoke(app, ["doctor", "--policy", str(policy)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ async def run_checks(path: Path, *, probe_timeout: float = 3.0) -> list[Check]:
             Check(
                 "policy",
                 True,
-                f"{path}: {len(policy.agents)} agents, {len(policy.models)} models, "
-                f"{len(policy.routes)} routes",
+                f"{path}: {_count(policy.agents, 'agent')}, {_count(policy.models, 'model')}, "
+                f"{_count(policy.routes, 'route')}",
             )
         )
     except PolicyError as exc:
@@ -46,22 +47,37 @@ async def run_checks(path: Path, *, probe_timeout: float = 3.0) -> list[Check]:
     return checks
 
 
+def _count(items: Sized, noun: str) -> str:
+    n = len(items)
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 async def _check_store(policy: Policy) -> Check:
+    """The store opens, is migrated and answers a read (a server's store connects late)."""
     try:
         store = open_store(policy.store)
     except Exception as exc:  # any failure to open is the finding itself
         return Check("store", False, f"{policy.store}: {exc}")
-    await store.close()
-    return Check("store", True, f"{policy.store} opens and is migrated")
+    try:
+        await store.list_runs(limit=1)
+    except Exception as exc:  # unreachable, refused, unmigrated: the finding itself
+        return Check("store", False, f"{policy.store}: {exc}")
+    finally:
+        await store.close()
+    return Check("store", True, f"{policy.store} opens, is migrated and answers")
 
 
 async def _check_counters(policy: Policy) -> Check:
+    """The counters answer a read (shared counters connect at their first operation)."""
     try:
         counters = open_counters(policy.counters)
+        try:
+            await counters.get_many(["doctor:probe"])
+        finally:
+            await counters.close()
     except Exception as exc:  # any failure to connect is the finding itself
         return Check("counters", False, f"{policy.counters}: {exc}")
-    await counters.close()
-    return Check("counters", True, f"{policy.counters} ready")
+    return Check("counters", True, f"{policy.counters} answers")
 
 
 async def _check_provider(client: httpx.AsyncClient, name: str, provider: Provider) -> Check:

@@ -88,15 +88,12 @@ local function create(k, ttl, now, used, held)
 end
 -- Settle one hold: held -= held_amount, used += used_amount, in the window current now.
 local function settle(k, held_amount, used_amount, ttl, now)
-  local u = load(k, now)
+  local u, h = load(k, now)
   if u == nil then
     if used_amount > 0 then create(k, ttl, now, used_amount, 0) end
     return
   end
-  if held_amount > 0 and redis.call('HINCRBY', k, 'h', ints(-held_amount)) < 0 then
-    redis.call('HSET', k, 'h', 0)
-  end
-  if used_amount > 0 then redis.call('HINCRBY', k, 'u', ints(used_amount)) end
+  redis.call('HSET', k, 'u', ints(u + used_amount), 'h', ints(math.max(0, h - held_amount)))
 end
 -- A lease ran out: charge every hold at its worst case and keep a tombstone.
 local function expire_lease(P, leases, rid, rec, now)
@@ -132,19 +129,20 @@ if redis.call('EXISTS', rkey) == 1 then return {0} end  -- a retried reserve, ad
 local now, lease, rid = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local clock = server_now()
 sweep(prefix(leases), leases, clock, now)
-local n = #KEYS - 2
+local n, found = #KEYS - 2, {}
 for i = 1, n do
   local u, h = load(KEYS[2 + i], now)
+  found[i] = u ~= nil
   if u == nil then u, h = 0, 0 end
   if u + h + tonumber(ARGV[1 + 3 * i]) > tonumber(ARGV[2 + 3 * i]) then return {i, u, h} end
 end
 local rec = {k = {}, a = {}, t = {}}
 for i = 1, n do
   local k, a, t = KEYS[2 + i], ARGV[1 + 3 * i], ARGV[3 + 3 * i]
-  if redis.call('EXISTS', k) == 1 then
-    if a ~= '0' then redis.call('HINCRBY', k, 'h', a) end
-  else
+  if not found[i] then
     create(k, tonumber(t), now, 0, tonumber(a))
+  elseif a ~= '0' then
+    redis.call('HINCRBY', k, 'h', a)
   end
   rec.k[i], rec.a[i], rec.t[i] = k, a, t
 end

@@ -13,6 +13,7 @@ from corral.state.counters import (
     Reservation,
 )
 from corral.state.memory import MemoryCounters
+from corral.state.postgres import PostgresStore
 from corral.state.records import (
     AgentKeyRecord,
     ApprovalRecord,
@@ -63,6 +64,7 @@ __all__ = [
     "LeaseRecord",
     "MemoryCounters",
     "NotFoundError",
+    "PostgresStore",
     "ProposalRecord",
     "Refusal",
     "Reservation",
@@ -81,21 +83,26 @@ __all__ = [
 ]
 
 _SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_store(url: str) -> Store:
     """Open the store a URL names, creating and migrating it if needed.
 
     sqlite:///relative/path.db, sqlite:////absolute/path.db, or sqlite://:memory:
-    (one connection, gone on close: for tests and throwaway runs).
+    (one connection, gone on close: for tests and throwaway runs); or a PostgreSQL URL,
+    postgresql://user:password@host:port/dbname (postgres:// too; libpq's parameters, and
+    pool_size, the connections this process holds: see PostgresStore.from_url).
     """
     if url == "sqlite://:memory:":
         return SQLiteStore(":memory:")
     if url.startswith(_SQLITE_PREFIX) and len(url) > len(_SQLITE_PREFIX):
         return SQLiteStore(url.removeprefix(_SQLITE_PREFIX))
+    if url.startswith(_POSTGRES_SCHEMES):
+        return PostgresStore.from_url(url)
     raise ValueError(
         f"unsupported store URL {url!r}: use sqlite:///relative/path.db,"
-        " sqlite:////absolute/path.db or sqlite://:memory:"
+        " sqlite:////absolute/path.db, sqlite://:memory: or postgresql://host/dbname"
     )
 
 

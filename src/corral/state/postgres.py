@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -137,6 +138,23 @@ class PostgresStore(
         # The batch of steps still open to more (see _enqueue).
         self._open_steps: list[StepWrite] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """The store a postgresql:// (or postgres://) URL names. Its query may hold
+        pool_size (DEFAULT_POOL_SIZE if not) besides libpq's own parameters
+        (sslmode, options, application_name, ...), which are passed on."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        sizes = [value for key, value in query if key == "pool_size"]
+        try:
+            pool_size = int(sizes[-1]) if sizes else DEFAULT_POOL_SIZE
+        except ValueError:
+            raise ValueError(
+                f"store URL {describe(url)}: pool_size must be a number, got {sizes[-1]!r}"
+            ) from None
+        rest = urlencode([(key, value) for key, value in query if key != "pool_size"])
+        return cls(urlunsplit(parts._replace(query=rest)), pool_size=pool_size)
 
     # running statements
 

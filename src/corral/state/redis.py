@@ -278,7 +278,8 @@ class RedisCounters(Counters):
     async def renew(self) -> None:
         """Extend the lease of every reservation this instance holds (the background task
         does it every third of the lease); forget those Redis settled already."""
-        held = list(self._held)
+        with self._lock:  # other threads' loops reserve and settle meanwhile
+            held = list(self._held)
         for start in range(0, len(held), _RENEW_BATCH):
             ids = held[start : start + _RENEW_BATCH]
             keys = [self._leases, *(self._rkey(i) for i in ids)]

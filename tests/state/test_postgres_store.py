@@ -486,7 +486,8 @@ async def test_open_store_opens_postgresql_urls(postgres_url: str) -> None:
             await store.close()
     async with PostgresStore(postgres_url) as store:
         assert {r.id for r in await store.list_runs()} == {"run-postgresql", "run-postgres"}
-    sized = open_store(f"postgresql://{where}/{info['dbname']}?pool_size=3&options={options}")
+    spaced = options.replace("-csearch_path", "-c%20search_path")  # libpq's %20, not "+"
+    sized = open_store(f"postgresql://{where}/{info['dbname']}?pool_size=3&options={spaced}")
     try:
         assert isinstance(sized, PostgresStore) and sized._pool.max_size == 3
         assert await sized.get_run("run-postgres") is not None  # libpq's options passed on

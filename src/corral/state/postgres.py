@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -147,13 +147,16 @@ class PostgresStore(
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         sizes = [value for key, value in query if key == "pool_size"]
+        if not sizes:
+            return cls(url)
         try:
-            pool_size = int(sizes[-1]) if sizes else DEFAULT_POOL_SIZE
+            pool_size = int(sizes[-1])
         except ValueError:
             raise ValueError(
                 f"store URL {describe(url)}: pool_size must be a number, got {sizes[-1]!r}"
             ) from None
-        rest = urlencode([(key, value) for key, value in query if key != "pool_size"])
+        # quote, not quote_plus: libpq does not read "+" as a space.
+        rest = urlencode([(k, v) for k, v in query if k != "pool_size"], quote_via=quote)
         return cls(urlunsplit(parts._replace(query=rest)), pool_size=pool_size)
 
     # running statements

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import time
@@ -22,8 +23,16 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from corral.state import CountersUnavailable, CounterValue, Hold, Reservation, open_counters
-from corral.state.counters import BreakerSettings
+from corral.state import (
+    Counters,
+    CountersUnavailable,
+    CounterValue,
+    Hold,
+    MemoryCounters,
+    Reservation,
+    open_counters,
+)
+from corral.state.counters import Admission, BreakerSettings
 from corral.state.redis import RedisCounters
 from tests.state.conftest import FakeClock
 
@@ -334,3 +343,108 @@ async def test_open_counters_builds_redis_counters_from_redis_urls() -> None:
         await built.close()
     with pytest.raises(ValueError, match="redis://host:port/db"):
         open_counters("redis://")
+
+
+# --- the same answers as MemoryCounters -------------------------------------------
+
+
+async def test_redis_answers_as_memory_does_op_for_op(prefix: str) -> None:
+    """A seeded random run of every operation on both, the clock moving between them:
+    every answer the same (reservation ids aside), floats to the bit."""
+    rng = random.Random(20261206)
+    clock = FakeClock()
+    memory = MemoryCounters(clock=clock, wall_clock=clock)
+    redis = redis_counters(clock, prefix=prefix)
+    both: tuple[Counters, Counters] = (memory, redis)
+    keys = ["task", "session", "fleet", "day"]
+    ttls = {"day": 30.0, "fleet": 7.5}
+    open_pairs: list[tuple[Reservation, Reservation]] = []
+    admissions: list[tuple[str, Admission, Admission]] = []
+    settings = [
+        BreakerSettings(4, 2, 0.5, 0.75, 5.0, 2, 10.0),
+        BreakerSettings(6, 3, 0.3, 0.5, 3.0, 1, 4.0),
+    ]
+    try:
+        for step in range(1500):
+            op = rng.randrange(10)
+            if op == 0:
+                clock.advance(rng.choice([0.1, 0.5, 2.0, 7.5, 31.0]))
+            elif op in (1, 2):
+                chosen = rng.sample(keys, rng.randint(1, 3))
+                # Holds of at least 1: MemoryCounters loses the usage of a hold of 0 whose
+                # key was dropped or expired while it was open (it pins nothing).
+                holds = [
+                    Hold(k, rng.randint(1, 6), rng.randint(5, 40), ttl=ttls.get(k)) for k in chosen
+                ]
+                got = [await c.reserve(holds) for c in both]
+                if isinstance(got[0], Reservation):
+                    assert isinstance(got[1], Reservation), (step, got)
+                    assert got[0].holds == got[1].holds
+                    open_pairs.append((got[0], got[1]))
+                else:
+                    assert got[0] == got[1], step
+            elif op == 3 and open_pairs:
+                pair = open_pairs.pop(rng.randrange(len(open_pairs)))
+                actual = [rng.randint(0, 8) for _ in pair[0].holds]
+                commit = rng.random() < 0.5
+                for counters, reservation in zip(both, pair, strict=True):
+                    if commit:
+                        await counters.commit(reservation, actual)
+                    else:
+                        await counters.release(reservation)
+                    # Settling again changes nothing on either.
+                    await counters.commit(reservation, actual)
+            elif op == 4:
+                key, amount = rng.choice(keys), rng.randint(0, 5)
+                added = [await c.add(key, amount, ttls.get(key)) for c in both]
+                assert added[0] == added[1], step
+            elif op == 5:
+                if rng.random() < 0.2:
+                    dropped = rng.choice(keys)
+                    for counters in both:
+                        await counters.drop([dropped])
+                read = [await c.get_many(keys) for c in both]
+                assert read[0] == read[1], (step, read)
+            elif op == 6:
+                key = rng.choice(["rpm", "tpm"])
+                amount, rate, capacity = rng.choice([0.5, 1.0, 3.0]), 0.7, 5.0
+                if rng.random() < 0.3:
+                    for counters in both:
+                        await counters.give(key, amount, capacity)
+                waits = [await c.take(key, amount, rate, capacity) for c in both]
+                assert waits[0] == waits[1], (step, waits)
+            else:
+                key = rng.choice(["breaker:a", "breaker:b"])
+                chosen_settings = settings[key == "breaker:b"]
+                if op == 7 or not admissions:
+                    got_admissions = [
+                        await c.breaker_admit(key, clock(), chosen_settings) for c in both
+                    ]
+                    assert got_admissions[0] == got_admissions[1], (step, got_admissions)
+                    admissions.append((key, got_admissions[0], got_admissions[1]))
+                else:
+                    key, *pair_admissions = admissions.pop(rng.randrange(len(admissions)))
+                    chosen_settings = settings[key == "breaker:b"]
+                    failed, slow = rng.random() < 0.5, rng.random() < 0.3
+                    release = op == 9 and rng.random() < 0.5
+                    answers = []
+                    for counters, admission in zip(both, pair_admissions, strict=True):
+                        if release:
+                            await counters.breaker_release(key, admission)
+                            continue
+                        answers.append(
+                            await counters.breaker_record(
+                                key,
+                                admission,
+                                failed=failed,
+                                slow=slow,
+                                now=clock(),
+                                settings=chosen_settings,
+                            )
+                        )
+                    if answers:
+                        assert answers[0] == answers[1], (step, answers)
+            assert await memory.breaker_snapshots() == await redis.breaker_snapshots(), step
+    finally:
+        await redis.close()
+        await memory.close()

@@ -88,6 +88,11 @@ local function create(k, ttl, now, used, held)
 end
 -- Settle one hold: held -= held_amount, used += used_amount, in the window current now.
 local function settle(k, held_amount, used_amount, ttl, now)
+  if used_amount == nil then  -- a release: no usage, so no window to roll
+    local h = redis.call('HGET', k, 'h')
+    if h then redis.call('HSET', k, 'h', ints(math.max(0, tonumber(h) - held_amount))) end
+    return
+  end
   local u, h = load(k, now)
   if u == nil then
     if used_amount > 0 then create(k, ttl, now, used_amount, 0) end
@@ -171,9 +176,9 @@ if not rec.x then
 end
 for j, k in ipairs(rec.k) do
   local held, ttl = tonumber(rec.a[j]), tonumber(rec.t[j])
-  local actual = commit and tonumber(ARGV[3 + j] or '0') or 0
+  local actual = commit and tonumber(ARGV[3 + j] or '0') or nil
   if rec.x then
-    if actual > held then settle(k, 0, actual - held, ttl, now) end
+    if actual and actual > held then settle(k, 0, actual - held, ttl, now) end
   else
     settle(k, held, actual, ttl, now)
   end

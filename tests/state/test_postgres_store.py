@@ -78,6 +78,28 @@ PostgresStore(sys.argv[1])
 """
 
 
+# Writes batches of BATCH steps until it is killed; says "writing" after the first commit.
+BATCH = 500
+BATCH_WRITER = """
+import asyncio, itertools, sys
+from corral.state import RunRecord, StepRecord
+from corral.state.postgres import PostgresStore
+
+async def main(url, batch):
+    store = PostgresStore(url)
+    await store.create_run(RunRecord("crash", "crash", "crash", 0.0, 0.0))
+    for n in itertools.count():
+        await store.add_steps([
+            StepRecord("crash", n * batch + i + 1, "tool", "echo", {"text": "x" * 1200}, 0.0, 0.0)
+            for i in range(batch)
+        ])
+        if n == 0:
+            print("writing", flush=True)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
 def child_env() -> dict[str, str]:
     # The child imports corral from wherever this process found it (installed or src/).
     source = str(Path(corral.__file__).resolve().parents[1])
@@ -256,6 +278,34 @@ async def test_kills_and_leases_are_seen_by_every_node(nodes: list[PostgresStore
     assert [lease.owner for lease in await one.list_leases()] == ["node-2"]
 
 
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4])
+async def test_a_writer_killed_mid_batch_leaves_each_batch_whole_or_absent(
+    postgres_url: str, delay: float
+) -> None:
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        BATCH_WRITER,
+        postgres_url,
+        str(BATCH),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+    try:
+        assert writer.stdout is not None
+        started = await asyncio.wait_for(writer.stdout.readline(), 60)
+        await asyncio.sleep(delay)
+    finally:
+        writer.kill()  # SIGKILL: no handler runs, as in an OOM kill or a crash
+        _, errors = await writer.communicate()
+    assert started == b"writing\n", errors.decode()
+    async with PostgresStore(postgres_url) as store:
+        steps = await store.list_steps("crash")
+    assert len(steps) >= BATCH and len(steps) % BATCH == 0
+    assert [s.seq for s in steps] == list(range(1, len(steps) + 1))
+
+
 # migrations
 
 
@@ -278,6 +328,37 @@ async def test_processes_opening_a_new_database_at_once_migrate_it_once(
     async with PostgresStore(fresh_database) as store:  # and it opens as any database does
         await store.create_run(RUN)
         assert await store.get_run("run-1") == RUN
+
+
+async def test_a_version_1_database_with_data_migrates_to_the_latest(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert migrate(conn, MIGRATIONS[:1]) == 1
+        # Rows as Corral 1 wrote them: no topup, owner, oneshot, waiting_s or trace_span yet.
+        conn.execute(
+            "INSERT INTO runs (id, agent, agent_type, created_at, updated_at, status,"
+            " halt_reason, ended_at, input_tokens, output_tokens, cost_usd, steps, tool_calls,"
+            " outcome) VALUES ('old', 'support', 'triage', %s, %s, 'halted', 'timeout', %s,"
+            " 10, 5, 0.01, 2, 1, '{\"answer\": 42}')",
+            (T0, T0 + 1, T0 + 2),
+        )
+        conn.execute(
+            "INSERT INTO dead_letters (run_id, reason, packet, status, created_at, updated_at)"
+            " VALUES ('old', 'timeout', '{\"goal\": \"g\"}', 'open', %s, %s)",
+            (T0 + 2, T0 + 2),
+        )
+    async with PostgresStore(postgres_url) as store:
+        assert await store.get_run("old") == RunRecord(
+            id="old", agent="support", agent_type="triage", created_at=T0, updated_at=T0 + 1,
+            status=RunStatus.HALTED, halt_reason="timeout", ended_at=T0 + 2, input_tokens=10,
+            output_tokens=5, cost_usd=0.01, steps=2, tool_calls=1, outcome={"answer": 42},
+        )  # fmt: skip
+        reopened = await store.reopen_run("old", topup={"wall_clock": 60}, at=T0 + 3)
+        assert reopened.topup == {"wall_clock": 60}
+        # Migration 3's status: a step of a call whose process died.
+        await store.add_steps([StepRecord("old", 3, "llm", "m", {}, T0, T0, status="interrupted")])
+        assert [s.status for s in await store.list_steps("old")] == ["interrupted"]
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (5,)
 
 
 def test_a_database_of_a_newer_corral_is_refused(postgres_url: str) -> None:

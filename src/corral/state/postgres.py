@@ -251,13 +251,6 @@ class PostgresStore(
 
         return await self._write(op, what)
 
-    async def _scalar(self, sql: str, *args: Any) -> Any:
-        async def op(conn: Conn) -> Any:
-            row = await (await conn.execute(sql, args)).fetchone()
-            return None if row is None else row[0]
-
-        return await self._read(op)
-
     # runs
 
     async def create_run(self, run: RunRecord) -> None:

@@ -29,6 +29,7 @@ from corral.state import (
     CounterValue,
     Hold,
     MemoryCounters,
+    Refusal,
     Reservation,
     open_counters,
 )
@@ -165,6 +166,25 @@ async def test_a_live_holder_keeps_its_lease_past_the_lease_time(prefix: str) ->
     finally:
         await other.close()
         await holder.close()
+
+
+async def test_expired_leases_are_settled_a_bounded_batch_a_call_and_admit_alike(
+    prefix: str,
+) -> None:
+    holder = RedisCounters(REDIS_URL, prefix=prefix, lease=SHORT_LEASE)
+    for _ in range(40):
+        assert isinstance(await holder.reserve([Hold("k", 1, 100)]), Reservation)
+    await holder.close()  # no renewal from here: 40 leases run out together
+    await asyncio.sleep(3 * SHORT_LEASE)
+    counters = redis_counters(FakeClock(time.time()), prefix=prefix)
+    try:
+        # Each read settles at most SWEEP (16) of them; held or charged, 40 take room.
+        assert await counters.get("k") == CounterValue(16, 24)
+        assert await counters.reserve([Hold("k", 61, 100)]) == Refusal("k", 100, 32, 8, 61)
+        assert await counters.get("k") == CounterValue(40, 0)
+        assert isinstance(await counters.reserve([Hold("k", 60, 100)]), Reservation)
+    finally:
+        await counters.close()
 
 
 class Proxy:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from corral.policy import load_policy
 from corral.providers.sim import Fault, FaultKind, SimProvider
 from corral.runtime.sealing import open_policy_store
 from tests.reliability.harness import GatewayProcess, write_policy
+from tests.state.conftest import postgres_admin
 
 REDIS_DB = 13  # this suite's own database on the machine's Redis, emptied per test
 COUNTERS = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -43,15 +45,34 @@ async def fresh_redis() -> AsyncIterator[None]:
     await client.aclose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """One SQLite file both gateways open, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/corral.db"
+        return
+    name = f"corral_two_gateways_{uuid.uuid4().hex}"
+    with postgres_admin() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with postgres_admin() as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def policy(
-    tmp_path: Path, sim: SimProvider, fresh_redis: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    sim: SimProvider,
+    fresh_redis: None,
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Path:
     monkeypatch.setenv("SIM_API_KEY", "sim")  # the gateway processes inherit it
     return write_policy(
         tmp_path,
         sim,
         edits={
+            f"store: sqlite:///{tmp_path}/corral.db": f"store: {store_url}",
             "counters: memory": f"counters: {COUNTERS}",
             "fleet:   {usd: 200, per: day}": f"fleet:   {{usd: {FLEET_USD}, per: day}}",
             # one request of its own each: the fleet's cap is what binds

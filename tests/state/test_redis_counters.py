@@ -301,6 +301,18 @@ async def test_unreachable_redis_raises_counters_unavailable_from_every_operatio
         await counters.close()
 
 
+async def test_an_error_never_shows_the_password_of_the_url() -> None:
+    port = closed_port()
+    counters = RedisCounters(f"redis://:hunter2@127.0.0.1:{port}/0", timeout=1.0)
+    try:
+        with pytest.raises(CountersUnavailable) as raised:
+            await counters.reserve([Hold("k", 1, 10)])
+        assert f"redis://:***@127.0.0.1:{port}/0" in str(raised.value)
+        assert "hunter2" not in str(raised.value) + repr(counters)
+    finally:
+        await counters.close()
+
+
 async def test_redis_stopped_mid_run_fails_closed_and_recovers(prefix: str, proxy: Proxy) -> None:
     counters = RedisCounters(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix)
     try:

@@ -47,6 +47,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -118,6 +119,7 @@ class RedisCounters(Counters):
         if not lease > 0:
             raise ValueError(f"counters lease must be > 0 seconds, got {lease!r}")
         self._url = url
+        self._shown = _without_password(url)
         self._timeout = timeout
         self._clock = clock
         self._wall_clock = wall_clock
@@ -136,7 +138,7 @@ class RedisCounters(Counters):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"RedisCounters({self._url!r}, prefix={self._p!r})"
+        return f"RedisCounters({self._shown!r}, prefix={self._p!r})"
 
     # --- the connection ---------------------------------------------------------------
 
@@ -184,9 +186,9 @@ class RedisCounters(Counters):
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if again and attempt == 0:
                     continue
-                raise CountersUnavailable(f"counters at {self._url}: {exc}") from exc
+                raise CountersUnavailable(f"counters at {self._shown}: {exc}") from exc
             except RedisError as exc:
-                raise CountersUnavailable(f"counters at {self._url}: {exc}") from exc
+                raise CountersUnavailable(f"counters at {self._shown}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _key(self, key: str) -> str:
@@ -382,6 +384,17 @@ class RedisCounters(Counters):
                 await asyncio.wrap_future(future)
             else:
                 aclose.close()  # that loop is gone, and its shutdown closed the client
+
+
+def _without_password(url: str) -> str:
+    """The URL to show in errors and logs: a password in it is replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def _snapshot(got: Sequence[Any]) -> BreakerSnapshot:

@@ -30,10 +30,11 @@ from corral.cli_common import (
 from corral.cli_observe import graph, report
 from corral.cli_purge import data_key, purge
 from corral.cli_review import approvals_app, shadow_app
+from corral.cli_store import migrate
 from corral.gateway.keys import check_lifetime, issue, key_status
 from corral.policy import PolicyError, parse_duration
 from corral.runtime import operations
-from corral.state import AgentKeyRecord, Store
+from corral.state import AgentKeyRecord, CountersUnavailable, Store, StoreError
 from corral.tables import listing
 from corral.telemetry.audit import AuditLog
 
@@ -66,6 +67,7 @@ app.add_typer(shadow_app, name="shadow")
 app.command()(graph)
 app.command()(report)
 app.command()(purge)
+app.command()(migrate)
 keys_app.command("data-key")(data_key)
 
 RunId = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id.", show_default=False)]
@@ -172,8 +174,8 @@ def serve(
     configure_logging(log_format.value, access_log, log_level.value)
     try:
         serve_gateway(policy, host, port, log_level.value)
-    except ValueError as exc:  # the policy refused, or a store or counters URL it cannot open
-        flush_logging()
+    except (ValueError, StoreError) as exc:  # the policy refused, a URL it cannot open, a
+        flush_logging()  # store that is not migrated or not there
         fail(str(exc), 2)
     flush_logging()
 
@@ -668,7 +670,7 @@ def breakers(policy: PolicyPath = Path("corral.yaml"), as_json: AsJson = False) 
 
     try:
         rows = asyncio.run(report())
-    except ValueError as exc:  # a counters URL this Corral cannot open
+    except (ValueError, CountersUnavailable) as exc:  # a URL it cannot open, a Redis not there
         fail(str(exc), 2)
     if as_json:
         print_json(rows)

@@ -22,7 +22,7 @@ from rich.console import Console
 from corral.policy import Policy, PolicyError, load_policy
 from corral.runtime.operations import NotFound, StateConflict, UnknownRun
 from corral.runtime.sealing import open_policy_store
-from corral.state import Store
+from corral.state import Store, StoreError
 from corral.state.sealed import DATA_KEY_ENV, DataKeyError
 
 T = TypeVar("T")
@@ -77,6 +77,8 @@ def with_store(path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
     except DataKeyError as exc:
         fail(f"{exc}{demo_key_hint(policy)}", 2)
     except ValueError as exc:  # a bad argument, a bad store URL or a store from a newer Corral
+        fail(str(exc), 2)
+    except StoreError as exc:  # a store server out of reach
         fail(str(exc), 2)
 
 

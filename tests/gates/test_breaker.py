@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -502,11 +503,14 @@ def test_cli_lists_shared_breakers(tmp_path: Path, shared: MemoryCounters) -> No
         assert text in table.output
 
 
-def test_cli_names_counters_it_cannot_open(tmp_path: Path) -> None:
-    path = policy_file(tmp_path, "redis://127.0.0.1:6379/0")
+def test_cli_names_counters_it_cannot_reach(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    path = policy_file(tmp_path, f"redis://127.0.0.1:{closed}/0")
     result = runner.invoke(app, ["breakers", "--policy", str(path)])
     assert result.exit_code == 2
-    assert "unsupported counters URL" in result.output
+    assert f"counters at redis://127.0.0.1:{closed}/0" in " ".join(result.output.split())
 
 
 def test_cli_with_no_breakers_yet_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

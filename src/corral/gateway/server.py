@@ -18,6 +18,8 @@ import uvicorn
 from corral.aio import loop_factory
 from corral.gateway.app import Gateway
 from corral.gateway.connection import LimitedHttpToolsProtocol
+from corral.policy import load_policy
+from corral.runtime.sealing import open_policy_store
 from corral.runtime.supervisor import Supervisor
 
 GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700 allocations
@@ -49,7 +51,10 @@ def serve(
     """Serve until Ctrl-C or SIGTERM; the store and connections close on the way out."""
 
     async def main() -> None:
-        sup = Supervisor.from_policy(policy_path)
+        # A shared PostgreSQL schema is migrated on purpose (`corral migrate`), not by
+        # whichever gateway starts first.
+        store = open_policy_store(load_policy(policy_path), migrate=False)
+        sup = Supervisor.from_policy(policy_path, store=store)
         app = Gateway(sup)
         # What start-up built lives as long as the process: out of the collector's sight
         # it is never scanned again, and young collections run less often, since each

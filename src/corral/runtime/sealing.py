@@ -28,12 +28,15 @@ def sealed(store: Store, policy: Policy, env: Mapping[str, str] | None = None) -
     return SealedStore(store, _key(env), redact_json)
 
 
-def open_policy_store(policy: Policy, env: Mapping[str, str] | None = None) -> Store:
-    """The policy's store, opened as `sealed` says; the key is checked first."""
+def open_policy_store(
+    policy: Policy, env: Mapping[str, str] | None = None, *, migrate: bool = True
+) -> Store:
+    """The policy's store, opened as `sealed` says; the key is checked first. `migrate`:
+    as open_store."""
     if policy.guards.redact_storage:
         key = _key(env)
-        return SealedStore(open_store(policy.store), key, redact_json)
-    return open_store(policy.store)
+        return SealedStore(open_store(policy.store, migrate=migrate), key, redact_json)
+    return open_store(policy.store, migrate=migrate)
 
 
 def _key(env: Mapping[str, str] | None) -> bytes:

@@ -86,8 +86,10 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names, creating and migrating it if needed.
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open the store a URL names, creating and migrating it if needed (with
+    `migrate=False` a PostgreSQL schema that is behind is refused instead: a database
+    several nodes share is migrated on purpose, by `corral migrate`).
 
     sqlite:///relative/path.db, sqlite:////absolute/path.db, or sqlite://:memory:
     (one connection, gone on close: for tests and throwaway runs); or a PostgreSQL URL,
@@ -99,7 +101,7 @@ def open_store(url: str) -> Store:
     if url.startswith(_SQLITE_PREFIX) and len(url) > len(_SQLITE_PREFIX):
         return SQLiteStore(url.removeprefix(_SQLITE_PREFIX))
     if url.startswith(_POSTGRES_SCHEMES):
-        return PostgresStore.from_url(url)
+        return PostgresStore.from_url(url, migrate=migrate)
     raise ValueError(
         f"unsupported store URL {url!r}: use sqlite:///relative/path.db,"
         " sqlite:////absolute/path.db, sqlite://:memory: or postgresql://host/dbname"

@@ -30,7 +30,7 @@ from corral.calls import RunStatus
 from corral.state.postgres_approvals import PostgresApprovals
 from corral.state.postgres_observe import PostgresObserve
 from corral.state.postgres_records import PostgresRecords, insert_dead_letter
-from corral.state.postgres_schema import migrate
+from corral.state.postgres_schema import check_migrated, migrate
 from corral.state.postgres_steps import (
     Conn,
     PostgresGroupCommit,
@@ -82,10 +82,13 @@ def describe(url: str) -> str:
     return f"postgresql://{host}{f':{port}' if port else ''}/{dbname}"
 
 
-def _migrate(url: str, timeout: float) -> None:
+def _migrate(url: str, timeout: float, *, apply: bool) -> None:
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=max(2, round(timeout))) as conn:
-            migrate(conn)
+            if apply:
+                migrate(conn)
+            else:
+                check_migrated(conn)
     except psycopg.Error as exc:
         raise StoreError(f"cannot open {describe(url)}: {exc}") from exc
 
@@ -112,13 +115,16 @@ class PostgresStore(
         pool_size: int = DEFAULT_POOL_SIZE,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        migrate: bool = True,
     ) -> None:
+        """`migrate=False`: refuse (SchemaVersionError) a schema that is not the latest
+        rather than migrate it (`corral serve` leaves that to `corral migrate`)."""
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         self.url = url
         self.name = describe(url)
         self._clock = clock
-        _migrate(url, timeout)
+        _migrate(url, timeout, apply=migrate)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = (
             AsyncConnectionPool(
                 url,
@@ -140,7 +146,7 @@ class PostgresStore(
         self._batches: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, migrate: bool = True) -> PostgresStore:
         """The store a postgresql:// (or postgres://) URL names. Its query may hold
         pool_size (DEFAULT_POOL_SIZE if not) besides libpq's own parameters
         (sslmode, options, application_name, ...), which are passed on."""
@@ -148,7 +154,7 @@ class PostgresStore(
         query = parse_qsl(parts.query, keep_blank_values=True)
         sizes = [value for key, value in query if key == "pool_size"]
         if not sizes:
-            return cls(url)
+            return cls(url, migrate=migrate)
         try:
             pool_size = int(sizes[-1])
         except ValueError:
@@ -157,7 +163,7 @@ class PostgresStore(
             ) from None
         # quote, not quote_plus: libpq does not read "+" as a space.
         rest = urlencode([(k, v) for k, v in query if k != "pool_size"], quote_via=quote)
-        return cls(urlunsplit(parts._replace(query=rest)), pool_size=pool_size)
+        return cls(urlunsplit(parts._replace(query=rest)), pool_size=pool_size, migrate=migrate)
 
     # running statements
 

@@ -283,6 +283,25 @@ def migrate(
     return latest
 
 
+def check_migrated(
+    conn: psycopg.Connection[tuple[object, ...]], migrations: Sequence[str] = MIGRATIONS
+) -> int:
+    """The schema's version if it is the latest; SchemaVersionError naming `corral migrate`
+    if it is behind (or empty), or if it is newer than this Corral."""
+    latest = len(migrations)
+    found = conn.execute("SELECT to_regclass('schema_version')").fetchone()
+    current = _version(conn) if found is not None and found[0] is not None else 0
+    _check_not_newer(conn, current, latest)
+    if current < latest:
+        info = conn.info
+        raise SchemaVersionError(
+            f"postgresql://{info.host}:{info.port}/{info.dbname} has schema version {current},"
+            f" this Corral needs {latest}: run `corral migrate` (with the same --policy)"
+            " first; serve does not change a shared database's schema on its own"
+        )
+    return current
+
+
 def _version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     row = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
     assert row is not None  # inserted with the table

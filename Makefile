@@ -32,6 +32,7 @@ bench: install-dev
 	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/loops.py
 	$(BIN)/python bench/http_client.py
+	$(BIN)/python bench/counters.py
 	$(BIN)/python bench/gateway/run.py
 
 clean:

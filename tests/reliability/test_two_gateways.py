@@ -190,3 +190,47 @@ async def _admin_key(policy: Path) -> str:
     async with open_policy_store(load_policy(policy, require_keys=False)) as store:
         key, _ = await issue(store, agent=None, admin=True, expires_in=None, now=time.time())
     return key
+
+
+async def test_a_rate_limit_share_holds_across_both_gateways(
+    tmp_path: Path, sim: SimProvider, fresh_redis: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIM_API_KEY", "sim")
+    rpm = 30  # a burst of 30 requests, then one every 2 s
+    policy = write_policy(
+        tmp_path,
+        sim,
+        edits={
+            "counters: memory": f"counters: {COUNTERS}",
+            "rate_limit: {requests_per_minute: 6000000, tokens_per_minute: 1000000000, "
+            "priority: high}": f"rate_limit: {{requests_per_minute: {rpm}, priority: high, "
+            "max_wait: 0s}",
+        },
+    )
+    nodes = [await GatewayProcess(policy).started(), await GatewayProcess(policy).started()]
+    try:
+        key = await key_for(policy)
+        clients = [
+            httpx.AsyncClient(
+                base_url=node.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            )
+            for node in nodes
+        ]
+        body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 5}  # fmt: skip
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(clients[n % 2].post("/v1/chat/completions", json=body) for n in range(80))
+        )
+        took = time.monotonic() - started
+        for client in clients:
+            await client.aclose()
+    finally:
+        for node in nodes:
+            node.stop()
+    admitted = sum(answer.status_code == 200 for answer in answers)
+    refused = [a for a in answers if a.status_code == 429]
+    assert admitted + len(refused) == 80
+    # One bucket for both: the burst, plus what refilled while the requests ran.
+    assert rpm <= admitted <= rpm + int(took * rpm / 60) + 1
+    assert refused and refused[0].json()["error"]["code"] == "rate_limited"

@@ -49,3 +49,43 @@ def corral(policy: Path, *args: str) -> Result:
 def flat(output: str) -> str:
     """The output on one line, without the box Typer draws around usage errors."""
     return " ".join(output.replace("│", " ").split())
+
+
+class TcpProxy:
+    """A TCP proxy on loopback in front of a server: `stop` is the server going away or a
+    network partition (connections cut, new ones refused), `start` (again, on the same
+    port) its coming back."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self._transports: list[asyncio.WriteTransport] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._transports += [writer.transport, up_writer.transport]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

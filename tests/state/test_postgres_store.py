@@ -36,6 +36,7 @@ from corral.state.postgres import PostgresStore
 from corral.state.postgres_schema import MIGRATIONS, migrate
 from corral.telemetry.audit import AuditLog
 from tests.state.conftest import POSTGRES_URL, postgres_admin
+from tests.support import TcpProxy
 
 T0 = 1_700_000_000.0
 RUN = RunRecord(id="run-1", agent="support", agent_type="triage", created_at=T0, updated_at=T0)
@@ -416,46 +417,6 @@ async def test_terminated_connections_fail_with_store_error_then_the_pool_recove
         await store.close()
 
 
-class Proxy:
-    """A TCP proxy in front of the PostgreSQL server: stopping it is the server going
-    away (connections cut, new ones refused); starting it again, the server coming back."""
-
-    def __init__(self) -> None:
-        info = conninfo_to_dict(POSTGRES_URL)
-        self.upstream = (str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432))
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._transports: list[asyncio.WriteTransport] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for transport in self._transports:
-            transport.abort()
-        self._transports.clear()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        self._transports += [writer.transport, up_writer.transport]
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 async def eventually(read: Any, within: float = 30.0) -> Any:
     """What `read()` returns once it stops raising StoreError (the pool reconnects with
     a backoff), failing after `within` seconds."""
@@ -472,7 +433,8 @@ async def eventually(read: Any, within: float = 30.0) -> Any:
 async def test_the_server_going_away_is_a_store_error_and_its_return_heals_the_store(
     postgres_url: str,
 ) -> None:
-    proxy = Proxy()
+    info = conninfo_to_dict(POSTGRES_URL)
+    proxy = TcpProxy((str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)))
     await proxy.start()
     # Opened in a thread: construction migrates over a blocking connection, and the proxy
     # serves it from this loop.

@@ -8,7 +8,6 @@ it that the test cuts and heals.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import random
@@ -36,6 +35,7 @@ from corral.state import (
 from corral.state.counters import Admission, BreakerSettings
 from corral.state.redis import RedisCounters
 from tests.state.conftest import FakeClock
+from tests.support import TcpProxy
 
 from .redis_backend import REDIS_URL, fresh_prefix, purge, redis_counters, require_redis
 
@@ -189,60 +189,27 @@ async def test_expired_leases_are_settled_a_bounded_batch_a_call_and_admit_alike
         await counters.close()
 
 
-class Proxy:
-    """A TCP proxy in front of Redis: `cut` is a network partition, `heal` its end."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def heal(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.close()
-        await self.server.wait_closed()
-        self.writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
+async def proxy() -> AsyncIterator[TcpProxy]:
     require_redis()
     host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
-    made = Proxy((host, int(port)))
-    await made.heal()
+    made = TcpProxy((host, int(port)))
+    await made.start()
     yield made
     if made.server is not None and made.server.is_serving():
-        await made.cut()
+        await made.stop()
 
 
-async def test_a_holder_cut_off_past_its_lease_is_charged_once(prefix: str, proxy: Proxy) -> None:
+async def test_a_holder_cut_off_past_its_lease_is_charged_once(
+    prefix: str, proxy: TcpProxy
+) -> None:
     holder = RedisCounters(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, lease=SHORT_LEASE)
     counters = redis_counters(time.time, prefix=prefix)
     try:
         less = await holder.reserve([Hold("k", 10, 100)])
         more = await holder.reserve([Hold("k", 10, 100)])
         assert isinstance(less, Reservation) and isinstance(more, Reservation)
-        await proxy.cut()
+        await proxy.stop()
         # Cut off, the node refuses every call: nothing is admitted uncounted.
         with pytest.raises(CountersUnavailable, match=f"127.0.0.1:{proxy.port}"):
             await holder.reserve([Hold("k", 1, 100)])
@@ -251,7 +218,7 @@ async def test_a_holder_cut_off_past_its_lease_is_charged_once(prefix: str, prox
             return await counters.get("k") == CounterValue(20, 0)
 
         await eventually(charged, "both holds charged at their worst case")
-        await proxy.heal()
+        await proxy.start()
         # The calls ended after all: a commit below the hold adds nothing (never refunded),
         # one past it adds only what the hold did not cover; settling again, nothing.
         await holder.commit(less, [4])
@@ -315,16 +282,18 @@ async def test_an_error_never_shows_the_password_of_the_url() -> None:
         await counters.close()
 
 
-async def test_redis_stopped_mid_run_fails_closed_and_recovers(prefix: str, proxy: Proxy) -> None:
+async def test_redis_stopped_mid_run_fails_closed_and_recovers(
+    prefix: str, proxy: TcpProxy
+) -> None:
     counters = RedisCounters(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix)
     try:
         assert isinstance(await counters.reserve([Hold("k", 1, 10)]), Reservation)
-        await proxy.cut()
+        await proxy.stop()
         with pytest.raises(CountersUnavailable):
             await counters.reserve([Hold("k", 1, 10)])
         with pytest.raises(CountersUnavailable):
             await counters.get("k")
-        await proxy.heal()
+        await proxy.start()
         assert await counters.get("k") == CounterValue(0, 1)
     finally:
         await counters.close()

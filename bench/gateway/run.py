@@ -16,6 +16,11 @@ from the same fast fake upstream, and is loaded by wrk alone, one target at a ti
                tracing on, run by traced_serve.py beside this file: its Supervisor gets a
                TracerProvider with SimpleSpanProcessor(InMemorySpanExporter) (the spans
                held bounded); (d) traces to OpenTelemetry's global provider, a no-op
+  (g) corral-shared  only when named in --targets: the same `corral serve` and policy with
+               the state several nodes share: `store:` a PostgreSQL database made for the
+               run (CREATE DATABASE corral_bench_<random> from the postgres database, then
+               `corral migrate`; dropped afterwards) and `counters:` a Redis database the
+               bench owns (db 14, flushed before and after)
 
 At one connection it reports p50 and p99 latency (and the p50 each target adds over direct);
 at 32 connections, requests/s, p99, and throughput as a multiple of LiteLLM's. Every process
@@ -23,7 +28,9 @@ shares the machine's cores with wrk and with each other, so the figures compare 
 measured in the same run, on the same machine, rather than stand alone. With --before it also
 prints the current corral's throughput and added p50 as multiples of corral@REF's; with
 corral-traced, what tracing adds to corral's p50 at one connection and takes from its
-requests/s at 32 (e.g. --targets direct,corral,corral-traced).
+requests/s at 32 (e.g. --targets direct,corral,corral-traced); with corral-shared, both
+corrals' added p50 at one connection and requests/s at 32, and shared/local ratios of each
+(e.g. --targets direct,corral,corral-shared).
 
 Any non-2xx answer or socket error fails the run (exit 1) and is printed instead of numbers.
 
@@ -31,6 +38,9 @@ Run: .venv/bin/python bench/gateway/run.py  [--quick] [--json] [--targets direct
                                              [--before REF]
 Installs what is missing: wrk and nginx with apt-get (as root), LiteLLM into its own virtualenv
 under ~/.cache/corral-bench/litellm-venv (CORRAL_BENCH_LITELLM_VENV overrides), reused after.
+corral-shared needs PostgreSQL at CORRAL_BENCH_POSTGRES_URL (a user who may CREATE DATABASE;
+postgresql://postgres@127.0.0.1:5432/postgres by default) and Redis at
+CORRAL_BENCH_SHARED_REDIS_URL (redis://127.0.0.1:6379/14 by default: a database FLUSHDB empties).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -50,6 +61,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -62,14 +74,17 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/v1/chat/completions"
 TRACED = "corral-traced"
-TARGETS = ("direct", "nginx", "litellm", "corral", TRACED)
-DEFAULT_TARGETS = ("direct", "nginx", "litellm", "corral")  # corral-traced when named
+SHARED = "corral-shared"
+TARGETS = ("direct", "nginx", "litellm", "corral", TRACED, SHARED)
+DEFAULT_TARGETS = ("direct", "nginx", "litellm", "corral")  # corral-traced/-shared when named
+CORRALS = ("corral", TRACED, SHARED)  # the targets that run this tree's `corral`
 LABELS = {
     "direct": "(a) direct",
     "nginx": "(b) nginx",
     "litellm": "(c) litellm",
     "corral": "(d) corral",
     TRACED: "(f) corral-traced",
+    SHARED: "(g) corral-shared",
 }
 TRACED_SERVE = Path(__file__).resolve().parent / "traced_serve.py"
 BEFORE_PREFIX = "corral@"  # the --before target is named corral@REF
@@ -79,6 +94,13 @@ ADDED_P50_TARGET_MS = 0.5
 THROUGHPUT_TARGET = 30.0
 UPSTREAM_KEY_ENV = "CORRAL_BENCH_UPSTREAM_KEY"
 SESSION = "bench"
+# corral-shared: the PostgreSQL database it connects to in order to create (and drop) one of
+# its own per run, and the Redis database it owns (emptied before and after).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CORRAL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SHARED_REDIS_URL = os.environ.get("CORRAL_BENCH_SHARED_REDIS_URL", "redis://127.0.0.1:6379/14")
+DATABASE_PREFIX = "corral_bench_"
 LITELLM_VENV = Path(
     os.environ.get(
         "CORRAL_BENCH_LITELLM_VENV", Path.home() / ".cache" / "corral-bench" / "litellm-venv"
@@ -481,10 +503,15 @@ def start_litellm(processes: Processes, scratch: Path, upstream_port: int) -> Ta
     return Target("litellm", f"http://127.0.0.1:{port}{PATH}", {}, process, log, ready)
 
 
-def corral_policy(scratch: Path, upstream_port: int) -> str:
+def corral_policy(
+    scratch: Path, upstream_port: int, store: str | None = None, counters: str = "memory"
+) -> str:
+    """Every corral's policy; only corral-shared passes a store and counters of its own."""
+    if store is None:
+        store = f"sqlite:///{scratch / 'corral.db'}"
     return f"""version: 1
-store: sqlite:///{scratch / "corral.db"}
-counters: memory
+store: {store}
+counters: {counters}
 
 providers:
   upstream:
@@ -550,17 +577,36 @@ def start_corral(
     name: str = "corral",
     base_env: Mapping[str, str] | None = None,
     traced: bool | None = None,
+    shared: SharedState | None = None,
 ) -> Target:
     """`corral` is the command line that runs the CLI; `base_env` (os.environ by default) is
-    where corral@REF's PYTHONPATH comes in, so its key is made by the same code that serves."""
+    where corral@REF's PYTHONPATH comes in, so its key is made by the same code that serves.
+    With `shared` (corral-shared) the policy names its PostgreSQL store and Redis counters,
+    and `corral migrate` runs first: serve refuses a PostgreSQL schema that is behind."""
     scratch.mkdir(parents=True, exist_ok=True)
     policy = scratch / "corral.yaml"
-    policy.write_text(corral_policy(scratch, upstream_port))
+    if shared is None:
+        policy.write_text(corral_policy(scratch, upstream_port))
+    else:
+        policy.write_text(corral_policy(scratch, upstream_port, shared.store, shared.counters))
     env = {**(os.environ if base_env is None else base_env), UPSTREAM_KEY_ENV: "x"}
     # The policy redacts what the store keeps, which needs a data key (older refs ignore it).
     env.setdefault("CORRAL_DATA_KEY", Fernet.generate_key().decode())
     for variable in ("CORRAL_POLICY", "CORRAL_ADMIN_KEY"):
         env.pop(variable, None)
+    if shared is not None:
+        migrated = subprocess.run(
+            [*corral, "migrate", "--policy", str(policy)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=scratch,
+        )
+        if migrated.returncode != 0:
+            raise BenchError(
+                f"`corral migrate` on {shared.shown_store} exited with {migrated.returncode}:\n"
+                f"{migrated.stdout}{migrated.stderr}"
+            )
     created = subprocess.run(
         [*corral, "keys", "create", "--agent", "bench", "--policy", str(policy)],
         capture_output=True,
@@ -584,6 +630,122 @@ def start_corral(
     ready = wait_ready(process, f"http://127.0.0.1:{port}/healthz", f"{name} serve", log, 60)
     headers = {"Authorization": f"Bearer {key}", "X-Corral-Session": SESSION}
     return Target(name, f"http://127.0.0.1:{port}{PATH}", headers, process, log, ready, traced)
+
+
+# --- corral-shared: a PostgreSQL database and a Redis database of the bench's own --------
+
+
+def shown_url(url: str) -> str:
+    """`url` with any password as ***, fit to print."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def with_database(url: str, database: str) -> str:
+    """The postgresql:// URL `url` with its database replaced by `database`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise BenchError(f"CORRAL_BENCH_POSTGRES_URL must be a postgresql:// URL, not {url!r}")
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """corral-shared's store and counters, made for the run and removed after it."""
+
+    database: str
+    store: str
+    counters: str
+    postgres_version: str
+    redis_version: str
+
+    @property
+    def shown_store(self) -> str:
+        return shown_url(self.store)
+
+    @property
+    def shown_counters(self) -> str:
+        return shown_url(self.counters)
+
+
+@contextlib.contextmanager
+def shared_state() -> Iterator[SharedState]:
+    """A fresh PostgreSQL database (created from POSTGRES_ADMIN_URL's, dropped on the way out)
+    and the Redis database at SHARED_REDIS_URL, flushed before and after."""
+    # Imported here: only corral-shared needs them (both are the project's dependencies).
+    import psycopg
+    import redis
+    from psycopg import sql
+
+    admin = shown_url(POSTGRES_ADMIN_URL)
+    database = f"{DATABASE_PREFIX}{secrets.token_hex(6)}"
+    store = with_database(POSTGRES_ADMIN_URL, database)
+    name = sql.Identifier(database)
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+            shown = conn.execute("SHOW server_version").fetchone()
+            postgres_version = "?" if shown is None else str(shown[0])
+    except psycopg.Error as exc:
+        raise BenchError(f"could not create database {database} at {admin}: {exc}") from None
+    try:
+        client = redis.Redis.from_url(SHARED_REDIS_URL, socket_timeout=10)
+        try:
+            client.flushdb()
+            redis_version = str(client.info("server").get("redis_version", "?"))
+        except redis.RedisError as exc:
+            raise BenchError(
+                f"Redis at {shown_url(SHARED_REDIS_URL)} did not answer: {exc}"
+            ) from None
+        try:
+            yield SharedState(database, store, SHARED_REDIS_URL, postgres_version, redis_version)
+        finally:
+            try:
+                client.flushdb()
+            except redis.RedisError as exc:
+                note(f"warning: FLUSHDB on {shown_url(SHARED_REDIS_URL)} failed: {exc}")
+            client.close()
+    finally:
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=10) as conn:
+                # FORCE: a connection serve left open must not keep the database alive.
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        except psycopg.Error as exc:
+            note(f"warning: could not drop database {database} at {admin}: {exc}")
+
+
+def shared_usage(shared: SharedState) -> str:
+    """What corral-shared left in its store and counters, as proof that it used them: it
+    fails the row if either is empty (a policy whose store or counters were not read)."""
+    import psycopg
+    import redis
+
+    try:
+        with psycopg.connect(shared.store, connect_timeout=10) as conn:
+            found = conn.execute(
+                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps)"
+            ).fetchone()
+            runs, steps = (0, 0) if found is None else (int(found[0]), int(found[1]))
+    except psycopg.Error as exc:
+        raise BenchError(f"{SHARED}: could not read {shared.shown_store}: {exc}") from None
+    try:
+        with redis.Redis.from_url(shared.counters, socket_timeout=10) as client:
+            keys = int(client.dbsize())
+    except redis.RedisError as exc:
+        raise BenchError(f"{SHARED}: could not read {shared.shown_counters}: {exc}") from None
+    if not steps or not keys:
+        raise BenchError(
+            f"{SHARED}: after its load {shared.shown_store} holds {steps} steps and "
+            f"{shared.shown_counters} {keys} keys: it did not use them"
+        )
+    return (
+        f"store {shared.shown_store} (migrated; {runs} runs, {steps} steps after the load), "
+        f"counters {shared.shown_counters} ({keys} keys after the load)"
+    )
 
 
 # --- corral@REF: the code of an earlier commit ------------------------------------------
@@ -846,14 +1008,14 @@ def run(
     nginx = ensure_tools()
     corral: Path | None = None
     rows: dict[str, Row] = {}
-    if "corral" in targets or TRACED in targets:
+    if any(name in targets for name in CORRALS):
         try:
             corral = corral_command()
             why = corral_serve_available([str(corral)])
         except BenchError as exc:
             why = str(exc)
         if why is not None:
-            for name in ("corral", TRACED):
+            for name in CORRALS:
                 if name in targets:
                     rows[name] = Row(name, error=f"corral serve is not available: {why}")
                     note(f"{label(name)}: {rows[name].error}")
@@ -895,6 +1057,10 @@ def run(
                 place = scratch / slug(name)
                 place.mkdir()
                 target: Target | None = None
+                # What a target owns beyond its process (corral-shared's databases), removed
+                # once the process is stopped.
+                owned = contextlib.ExitStack()
+                shared: SharedState | None = None
                 try:
                     if name == "direct":
                         target = Target(name, f"http://127.0.0.1:{upstream_port}{PATH}")
@@ -907,12 +1073,22 @@ def run(
                         )
                     elif name == "litellm":
                         target = start_litellm(processes, place, upstream_port)
-                    elif name == "corral":
+                    elif name in ("corral", SHARED):
                         assert corral is not None
                         # Beside corral-traced it must not trace (no OTEL_* collector).
                         traced = False if TRACED in targets else None
+                        if name == SHARED:
+                            shared = owned.enter_context(shared_state())
+                            found["postgresql"] = shared.postgres_version
+                            found["redis"] = shared.redis_version
                         target = start_corral(
-                            processes, [str(corral)], place, upstream_port, traced=traced
+                            processes,
+                            [str(corral)],
+                            place,
+                            upstream_port,
+                            name=name,
+                            traced=traced,
+                            shared=shared,
                         )
                     elif name == TRACED:
                         command = [str(venv_python()), str(TRACED_SERVE)]
@@ -930,12 +1106,15 @@ def run(
                             base_env=before.env,
                         )
                     rows[name] = measure(target, place, args.duration, args.warmup)
+                    if shared is not None:
+                        sources[name] = shared_usage(shared)
                 except BenchError as exc:
                     rows[name] = Row(name, error=str(exc))
                     note(f"{label(name)} FAILED: {str(exc).splitlines()[0]}")
                 finally:
                     if target is not None and target.process is not None:
                         processes.stop(target.process)
+                    owned.close()
     finally:
         processes.stop_all()
         for sig, handler in previous.items():
@@ -978,6 +1157,38 @@ def figures(rows: dict[str, Row]) -> dict[str, Any]:
         out["corral_vs_before"] = versus_before(out["targets"], before_name)
     if "corral" in rows and TRACED in rows:
         out["corral_tracing"] = tracing_cost(out["targets"])
+    if "corral" in rows and SHARED in rows:
+        out["corral_shared_state"] = shared_cost(out["targets"])
+    return out
+
+
+def shared_cost(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """corral-shared (PostgreSQL store, Redis counters) against corral (SQLite, memory): the
+    p50 each adds over direct at c=1, requests/s at c=32, and shared/local ratios of both."""
+    local, shared = entries.get("corral", {}), entries.get(SHARED, {})
+    rps = f"c{CONNECTIONS}_requests_per_s"
+    out: dict[str, Any] = {
+        "added_p50_ms_local": local.get("added_p50_ms"),
+        "added_p50_ms_shared": shared.get("added_p50_ms"),
+        "c1_p50_ms_local": local.get("c1_p50_ms"),
+        "c1_p50_ms_shared": shared.get("c1_p50_ms"),
+        "p50_ms_shared_adds": None,
+        "added_p50_ratio_shared_local": None,
+        f"{rps}_local": local.get(rps),
+        f"{rps}_shared": shared.get(rps),
+        f"{rps}_difference": None,
+        "throughput_ratio_shared_local": None,
+    }
+    if local.get("c1_p50_ms") is not None and shared.get("c1_p50_ms") is not None:
+        out["p50_ms_shared_adds"] = round(shared["c1_p50_ms"] - local["c1_p50_ms"], 3)
+    # A ratio to an added p50 of zero or less (noise beside direct's) would mean nothing.
+    if shared.get("added_p50_ms") is not None and (local.get("added_p50_ms") or 0) > 0:
+        out["added_p50_ratio_shared_local"] = round(
+            shared["added_p50_ms"] / local["added_p50_ms"], 2
+        )
+    if local.get(rps) and shared.get(rps):
+        out[f"{rps}_difference"] = round(shared[rps] - local[rps], 1)
+        out["throughput_ratio_shared_local"] = round(shared[rps] / local[rps], 3)
     return out
 
 
@@ -1079,6 +1290,37 @@ def report(
         report_versus_before(data["corral_vs_before"])
     if "corral_tracing" in data:
         report_tracing(data["corral_tracing"])
+    if "corral_shared_state" in data:
+        report_shared(data["corral_shared_state"])
+
+
+def report_shared(cost: dict[str, Any]) -> None:
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f} ms"
+
+    def times(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}x"
+
+    c = CONNECTIONS
+    rps = f"c{c}_requests_per_s"
+    print(
+        f"shared (PostgreSQL store, Redis counters) vs local (SQLite, memory), added p50 at "
+        f"c=1: shared {ms(cost['added_p50_ms_shared'])}, local {ms(cost['added_p50_ms_local'])}"
+        f", shared/local {times(cost['added_p50_ratio_shared_local'], 2)} (p50 "
+        f"{ms(cost['p50_ms_shared_adds'])} more)"
+    )
+    shared, local, difference = (
+        cost[f"{rps}_shared"],
+        cost[f"{rps}_local"],
+        cost[f"{rps}_difference"],
+    )
+    if shared is None or local is None or difference is None:
+        print(f"shared vs local, req/s at c={c}: n/a")
+        return
+    print(
+        f"shared vs local, req/s at c={c}: shared {shared:.0f}, local {local:.0f}, difference "
+        f"{difference:+.0f} (shared/local {times(cost['throughput_ratio_shared_local'], 2)})"
+    )
 
 
 def report_tracing(cost: dict[str, Any]) -> None:
@@ -1129,7 +1371,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_TARGETS),
         help=f"comma-separated subset of {','.join(TARGETS)} (default: "
         f"{','.join(DEFAULT_TARGETS)}; {TRACED}: corral with tracing on, to an in-memory "
-        "exporter, compared with corral when both are named)",
+        f"exporter; {SHARED}: corral with a PostgreSQL store and Redis counters; each "
+        "compared with corral when both are named)",
     )
     parser.add_argument(
         "--before",

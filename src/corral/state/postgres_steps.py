@@ -34,10 +34,11 @@ from corral.state.postgres_tables import (
     plain,
     store_error,
 )
-from corral.state.records import AuditEntry, InflightRecord, RunRecord, StepRecord
+from corral.state.records import AuditEntry
 from corral.state.sqlite_steps import StepWrite, settle
-from corral.state.sqlite_tables import _AUDIT, _INFLIGHT, _STEPS, _TOTALS
+from corral.state.sqlite_tables import _AUDIT, _INFLIGHT, _STEPS
 from corral.state.store import ConstraintError, NotFoundError, StoreError
+from corral.state.store_common import StepQueue
 
 T = TypeVar("T")
 
@@ -129,9 +130,10 @@ async def write_one(conn: Conn, write: StepWrite) -> BaseException | None:
     return None
 
 
-class PostgresGroupCommit:
-    """Mixed into PostgresStore: record_step, queue_step and begin_call share group
-    commits, each batch taking its place among the store's writes when it opens."""
+class PostgresGroupCommit(StepQueue):
+    """Mixed into PostgresStore: the group commit behind record_step, queue_step and
+    begin_call (store_common.StepQueue), each batch taking its place among the store's
+    writes when it opens."""
 
     if TYPE_CHECKING:  # what PostgresStore provides
         _open_steps: list[StepWrite] | None
@@ -144,57 +146,6 @@ class PostgresGroupCommit:
         async def _execute(
             self, op: Callable[[Conn], Awaitable[T]], what: str, write: bool
         ) -> T: ...
-
-    async def begin_call(self, record: InflightRecord) -> None:
-        # In the step writes' group commit, as in SQLiteStore.
-        done = asyncio.get_running_loop().create_future()
-        what = f"begin_call {record.id!r} of run {record.run_id!r}"
-        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
-        await done
-
-    async def record_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._enqueue_step(run, step, seal, done, settles)
-        await done
-
-    def queue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        self._enqueue_step(run, step, seal, None, settles)
-
-    def _enqueue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None,
-        done: asyncio.Future[None] | None,
-        settles: str | None,
-    ) -> None:
-        if step.run_id != run.id:
-            raise ConstraintError(
-                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
-            )
-        write = StepWrite(
-            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
-            _STEPS.to_row(step),
-            seal,
-            f"record_step {step.seq} of run {run.id!r}",
-            done,
-            settles,
-        )
-        self._enqueue(write)
 
     def _enqueue(self, write: StepWrite) -> None:
         """Add the write to the open batch, or open one: it takes its place among the

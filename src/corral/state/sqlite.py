@@ -56,7 +56,6 @@ from corral.state.sqlite_tables import (
     _RUNS,
     _SAVE_RUN,
     _STEPS,
-    _TOTALS,
     _dump,
     _dump_opt,
     _load_opt,
@@ -69,6 +68,7 @@ from corral.state.store import (
     StoreError,
     add_topup,
 )
+from corral.state.store_common import StepQueue
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -136,7 +136,7 @@ def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, wh
         raise ConstraintError(f"{what}: {exc}") from exc
 
 
-class SQLiteStore(SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
+class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
     """A Store in one SQLite file (or ":memory:").
 
     Construction opens and migrates the file and waits for it: do it at startup,
@@ -384,14 +384,6 @@ class SQLiteStore(SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
 
     # write-ahead records and leases
 
-    async def begin_call(self, record: InflightRecord) -> None:
-        # In the step writes' group commit: under load one transaction holds the records
-        # of many calls going out and the steps of many coming back.
-        done = asyncio.get_running_loop().create_future()
-        what = f"begin_call {record.id!r} of run {record.run_id!r}"
-        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
-        await done
-
     async def inflight(self, run_id: str) -> list[InflightRecord]:
         return await self._all(_INFLIGHT, "WHERE run_id = ? ORDER BY rowid", run_id)
 
@@ -429,50 +421,6 @@ class SQLiteStore(SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
                 conn.executemany(_STEPS.insert, rows)
 
         await self._run(op, f"add_steps for run {steps[0].run_id!r}")
-
-    async def record_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._enqueue_step(run, step, seal, done, settles)
-        await done
-
-    def queue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None = None,
-        *,
-        settles: str | None = None,
-    ) -> None:
-        self._enqueue_step(run, step, seal, None, settles)
-
-    def _enqueue_step(
-        self,
-        run: RunRecord,
-        step: StepRecord,
-        seal: Callable[[AuditEntry | None], AuditEntry] | None,
-        done: asyncio.Future[None] | None,
-        settles: str | None,
-    ) -> None:
-        if step.run_id != run.id:
-            raise ConstraintError(
-                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
-            )
-        write = StepWrite(
-            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
-            _STEPS.to_row(step),
-            seal,
-            f"record_step {step.seq} of run {run.id!r}",
-            done,
-            settles,
-        )
-        self._enqueue(write)
 
     def _enqueue(self, write: StepWrite) -> None:
         conn = self._conn

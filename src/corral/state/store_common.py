@@ -1,0 +1,81 @@
+"""What SQLiteStore and PostgresStore share above their SQL: mixins whose methods are the
+same in both stores, each leaving to the store what differs (its statements and how it
+runs them: SQLite's worker thread, psycopg's pool).
+
+- StepQueue: record_step, queue_step and begin_call, which turn a step or a write-ahead
+  record into a StepWrite (sqlite_steps) for the store's group commit (`_enqueue`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from corral.state.records import AuditEntry, InflightRecord, RunRecord, StepRecord
+from corral.state.sqlite_steps import StepWrite
+from corral.state.sqlite_tables import _INFLIGHT, _STEPS, _TOTALS
+from corral.state.store import ConstraintError
+
+Seal = Callable[[AuditEntry | None], AuditEntry]
+
+
+class StepQueue:
+    """Mixed into both stores: the writes that share group commits, as StepWrites handed
+    to the store's `_enqueue`, which batches and writes them."""
+
+    if TYPE_CHECKING:  # what each store provides
+
+        def _enqueue(self, write: StepWrite) -> None: ...
+
+    async def begin_call(self, record: InflightRecord) -> None:
+        # In the step writes' group commit: under load one transaction holds the records
+        # of many calls going out and the steps of many coming back.
+        done = asyncio.get_running_loop().create_future()
+        what = f"begin_call {record.id!r} of run {record.run_id!r}"
+        self._enqueue(StepWrite(None, None, None, what, done, begins=_INFLIGHT.to_row(record)))
+        await done
+
+    async def record_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Seal | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._enqueue_step(run, step, seal, done, settles)
+        await done
+
+    def queue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Seal | None = None,
+        *,
+        settles: str | None = None,
+    ) -> None:
+        self._enqueue_step(run, step, seal, None, settles)
+
+    def _enqueue_step(
+        self,
+        run: RunRecord,
+        step: StepRecord,
+        seal: Seal | None,
+        done: asyncio.Future[None] | None,
+        settles: str | None,
+    ) -> None:
+        if step.run_id != run.id:
+            raise ConstraintError(
+                f"record_step: step {step.seq} belongs to run {step.run_id!r}, not {run.id!r}"
+            )
+        write = StepWrite(
+            {"id": run.id, **{c: getattr(run, c) for c in _TOTALS}},
+            _STEPS.to_row(step),
+            seal,
+            f"record_step {step.seq} of run {run.id!r}",
+            done,
+            settles,
+        )
+        self._enqueue(write)

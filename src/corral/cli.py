@@ -30,7 +30,7 @@ from corral.cli_common import (
 from corral.cli_observe import graph, report
 from corral.cli_purge import data_key, purge
 from corral.cli_review import approvals_app, shadow_app
-from corral.cli_store import migrate
+from corral.cli_store import migrate, store_app
 from corral.gateway.keys import check_lifetime, issue, key_status
 from corral.policy import PolicyError, parse_duration
 from corral.runtime import operations
@@ -64,6 +64,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(shadow_app, name="shadow")
+app.add_typer(store_app, name="store")
 app.command()(graph)
 app.command()(report)
 app.command()(purge)

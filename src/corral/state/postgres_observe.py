@@ -25,6 +25,7 @@ from corral.state.sqlite_observe import _FAILED, _GROUP_COLUMNS, _HOP, _window
 from corral.state.sqlite_retention import _DELETED, _SPENT_ANSWERS
 from corral.state.sqlite_tables import _COUNTED, _RUNS, _Table
 from corral.state.store import STEP_PERCENTILE, RunOrigin, StatsGroup, StepStats
+from corral.state.store_common import Purge
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -63,7 +64,7 @@ ORDER BY r.created_at, r.rowid
 """
 
 
-class PostgresObserve:
+class PostgresObserve(Purge):
     """Mixed into PostgresStore, whose statement helpers it uses."""
 
     if TYPE_CHECKING:  # the helpers PostgresStore provides
@@ -157,53 +158,17 @@ class PostgresObserve:
 
         return await self._read(op, "step_stats")
 
-    # retention
+    # retention (the rest of it is store_common.Purge)
 
-    async def purge(
-        self,
-        *,
-        steps_before: float | None,
-        artifacts_before: float | None,
-        dead_letters_before: float | None,
-        answers_before: float | None = None,
-        dry_run: bool,
-    ) -> dict[str, int]:
-        cutoffs = {
-            "steps": steps_before,
-            "checkpoints": steps_before,
-            "idempotency": steps_before,
-            "artifacts": artifacts_before,
-            "dead_letters": dead_letters_before,
-        }
-        counts: dict[str, int] = {}
-        for table, cutoff in cutoffs.items():
-            where = _PG_DELETED[table]
-            if cutoff is None:
-                counts[table] = 0
-            elif dry_run:
-                counts[table] = await self._count(table, where, cutoff)
-            else:
-                counts[table] = await self._chunked(
-                    f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                    f"SELECT ctid FROM {table} WHERE {where} LIMIT {CHUNK} FOR UPDATE))",
-                    cutoff,
-                    f"purge {table}",
-                )
-        if answers_before is None:
-            counts["approval_answers"] = 0
-        elif dry_run:
-            counts["approval_answers"] = await self._count(
-                "approvals", _PG_SPENT_ANSWERS, answers_before
-            )
-        else:
-            counts["approval_answers"] = await self._chunked(
-                "UPDATE approvals SET answer = NULL WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM approvals WHERE {_PG_SPENT_ANSWERS} LIMIT {CHUNK}"
-                " FOR UPDATE))",
-                answers_before,
-                "purge approval answers",
-            )
-        return counts
+    _deleted = _PG_DELETED
+    _spent_answers = _PG_SPENT_ANSWERS
+
+    @staticmethod
+    def _chunk_of(change: str, table: str, where: str) -> str:
+        return (
+            f"{change} WHERE ctid = ANY(ARRAY("
+            f"SELECT ctid FROM {table} WHERE {where} LIMIT {CHUNK} FOR UPDATE))"
+        )
 
     async def _count(self, table: str, where: str, cutoff: float) -> int:
         async def op(conn: Conn) -> int:

@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from corral.state.store_common import Purge
+
 T = TypeVar("T")
 
 # Rows per transaction: small enough that a chunk takes milliseconds, large enough that
@@ -49,63 +51,29 @@ _SPENT_ANSWERS = (
 )
 
 
-class SQLiteRetention:
-    """Mixed into SQLiteStore, whose statement runner it uses."""
+class SQLiteRetention(Purge):
+    """Mixed into SQLiteStore, whose statement runner it uses: the SQL of Store.purge
+    (store_common.Purge)."""
 
     if TYPE_CHECKING:  # the helper SQLiteStore provides
 
         async def _run(self, op: Callable[[sqlite3.Connection], T], what: str = "") -> T: ...
 
-    async def purge(
-        self,
-        *,
-        steps_before: float | None,
-        artifacts_before: float | None,
-        dead_letters_before: float | None,
-        answers_before: float | None = None,
-        dry_run: bool,
-    ) -> dict[str, int]:
-        cutoffs = {
-            "steps": steps_before,
-            "checkpoints": steps_before,
-            "idempotency": steps_before,
-            "artifacts": artifacts_before,
-            "dead_letters": dead_letters_before,
-        }
-        counts: dict[str, int] = {}
-        for table, cutoff in cutoffs.items():
-            where = _DELETED[table]
-            if cutoff is None:
-                counts[table] = 0
-            elif dry_run:
-                counts[table] = await self._count(f"SELECT COUNT(*) FROM {table}", where, cutoff)
-            else:
-                counts[table] = await self._chunked(
-                    f"DELETE FROM {table} WHERE rowid IN"
-                    f" (SELECT rowid FROM {table} WHERE {where} LIMIT {CHUNK})",
-                    cutoff,
-                    f"purge {table}",
-                )
-        if answers_before is None:
-            counts["approval_answers"] = 0
-        elif dry_run:
-            counts["approval_answers"] = await self._count(
-                "SELECT COUNT(*) FROM approvals", _SPENT_ANSWERS, answers_before
-            )
-        else:
-            counts["approval_answers"] = await self._chunked(
-                "UPDATE approvals SET answer = NULL WHERE rowid IN"
-                f" (SELECT rowid FROM approvals WHERE {_SPENT_ANSWERS} LIMIT {CHUNK})",
-                answers_before,
-                "purge approval answers",
-            )
-        if not dry_run and any(counts.values()):
-            await self._run(_truncate_wal, "purge: checkpoint the WAL")
-        return counts
+    _deleted = _DELETED
+    _spent_answers = _SPENT_ANSWERS
 
-    async def _count(self, select: str, where: str, cutoff: float) -> int:
+    @staticmethod
+    def _chunk_of(change: str, table: str, where: str) -> str:
+        return f"{change} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT {CHUNK})"
+
+    async def _purged(self) -> None:
+        await self._run(_truncate_wal, "purge: checkpoint the WAL")
+
+    async def _count(self, table: str, where: str, cutoff: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            found: int = conn.execute(f"{select} WHERE {where}", (cutoff,)).fetchone()[0]
+            found: int = conn.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE {where}", (cutoff,)
+            ).fetchone()[0]
             return found
 
         return await self._run(op)

@@ -9,7 +9,7 @@ runs them: SQLite's worker thread, psycopg's pool).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from corral.state.records import AuditEntry, InflightRecord, RunRecord, StepRecord
@@ -79,3 +79,71 @@ class StepQueue:
             settles,
         )
         self._enqueue(write)
+
+
+class Purge:
+    """Mixed into both stores: Store.purge. The store gives its conditions (`_deleted`,
+    table to condition; `_spent_answers`; both taking the cutoff as their one parameter),
+    `_chunk_of` (a statement changing at most a chunk of a table's rows), `_count` and
+    `_chunked` (which runs a chunk's statement until it changes nothing)."""
+
+    if TYPE_CHECKING:  # what each store provides
+        _deleted: Mapping[str, str]
+        _spent_answers: str
+
+        @staticmethod
+        def _chunk_of(change: str, table: str, where: str) -> str: ...
+        async def _count(self, table: str, where: str, cutoff: float) -> int: ...
+        async def _chunked(self, statement: str, cutoff: float, what: str) -> int: ...
+
+    async def purge(
+        self,
+        *,
+        steps_before: float | None,
+        artifacts_before: float | None,
+        dead_letters_before: float | None,
+        answers_before: float | None = None,
+        dry_run: bool,
+    ) -> dict[str, int]:
+        cutoffs = {
+            "steps": steps_before,
+            "checkpoints": steps_before,
+            "idempotency": steps_before,
+            "artifacts": artifacts_before,
+            "dead_letters": dead_letters_before,
+        }
+        counts: dict[str, int] = {}
+        for table, cutoff in cutoffs.items():
+            counts[table] = await self._purge_rows(
+                table, f"DELETE FROM {table}", self._deleted[table], cutoff, dry_run
+            )
+        counts["approval_answers"] = await self._purge_rows(
+            "approvals",
+            "UPDATE approvals SET answer = NULL",
+            self._spent_answers,
+            answers_before,
+            dry_run,
+            "purge approval answers",
+        )
+        if not dry_run and any(counts.values()):
+            await self._purged()
+        return counts
+
+    async def _purge_rows(
+        self,
+        table: str,
+        change: str,
+        where: str,
+        cutoff: float | None,
+        dry_run: bool,
+        what: str | None = None,
+    ) -> int:
+        if cutoff is None:
+            return 0
+        if dry_run:
+            return await self._count(table, where, cutoff)
+        statement = self._chunk_of(change, table, where)
+        return await self._chunked(statement, cutoff, what or f"purge {table}")
+
+    async def _purged(self) -> None:
+        """After a purge that removed something (a store's clean-up: none by default)."""

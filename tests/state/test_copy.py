@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,7 +31,7 @@ from corral.state import (
     Store,
     StoreError,
 )
-from corral.state.copy import TABLES, CopyRefused, copy_store
+from corral.state.copy import BATCH, TABLES, CopyRefused, copy_store
 from corral.state.sealed import SealedStore, new_data_key
 from corral.state.sqlite_schema import MIGRATIONS
 from corral.telemetry.audit import AuditLog
@@ -42,16 +42,28 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A store URL (as a policy names one) of a fresh schema, dropped after the test."""
-    schema = f"corral_copy_{uuid.uuid4().hex}"
+def new_schema() -> Iterator[Callable[[], str]]:
+    """Makes store URLs (as a policy names one) of fresh schemas, dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"corral_copy_{uuid.uuid4().hex}"
+        with postgres_admin() as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        made.append(schema)
+        parts = urlsplit(POSTGRES_URL)
+        query = urlencode([*parse_qsl(parts.query), ("options", f"-csearch_path={schema}")])
+        return urlunsplit(parts._replace(query=query))
+
+    yield make
     with postgres_admin() as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(POSTGRES_URL)
-    query = urlencode([*parse_qsl(parts.query), ("options", f"-csearch_path={schema}")])
-    yield urlunsplit(parts._replace(query=query))
-    with postgres_admin() as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        for schema in made:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_url(new_schema: Callable[[], str]) -> str:
+    return new_schema()
 
 
 async def populate(store: Store, clock: FakeClock) -> None:
@@ -228,6 +240,26 @@ async def test_a_failure_mid_copy_leaves_the_destination_empty(
         assert row == (1,)
 
 
+async def test_a_constraint_of_the_destination_failing_leaves_it_empty(
+    source: tuple[str, dict[str, Any]], postgres_url: str, new_schema: Callable[[], str]
+) -> None:
+    # PostgreSQL to PostgreSQL, into a destination whose audit table refuses one kind of
+    # entry: the last table but one fails after every other table was written.
+    first = copy_store(source[0], postgres_url)
+    target = new_schema()
+    await PostgresStore(target).close()  # migrated
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE audit ADD CONSTRAINT no_halts CHECK (kind <> 'run.halted')")
+    with pytest.raises(
+        StoreError,
+        match=r'copying audit from .* failed: new row for relation "audit" violates check'
+        r' constraint "no_halts".*nothing was copied',
+    ):
+        copy_store(postgres_url, target)
+    assert set(counts(target).values()) == {0}
+    assert counts(postgres_url) == first.copied  # the source is only read
+
+
 async def test_sealed_values_are_copied_as_stored(
     tmp_path: Path, postgres_url: str, clock: FakeClock
 ) -> None:
@@ -326,3 +358,24 @@ async def test_stores_out_of_reach_are_named(tmp_path: Path, clock: FakeClock) -
     await SQLiteStore(tmp_path / "corral.db", clock=clock).close()
     with pytest.raises(StoreError, match=r"cannot open postgresql://127\.0\.0\.1:9/nowhere"):
         copy_store(f"sqlite:///{tmp_path}/corral.db", "postgresql://postgres@127.0.0.1:9/nowhere")
+
+
+async def test_tables_larger_than_a_batch_arrive_whole(
+    tmp_path: Path, postgres_url: str, clock: FakeClock
+) -> None:
+    store = SQLiteStore(tmp_path / "corral.db", clock=clock)
+    await store.create_run(RunRecord("run-a", "support", "chat", T0, T0))
+    steps = [
+        StepRecord("run-a", seq, "tool", "lookup", {"n": seq}, T0 + seq, T0 + seq, output=seq)
+        for seq in range(1, 2 * BATCH + 8)
+    ]
+    await store.add_steps(steps)
+    await store.close()
+
+    report = copy_store(f"sqlite:///{tmp_path / 'corral.db'}", postgres_url)
+    assert report.copied["steps"] == report.counted["steps"] == 2 * BATCH + 7
+    dest = PostgresStore(postgres_url, clock=clock, migrate=False)
+    try:
+        assert await dest.list_steps("run-a") == steps
+    finally:
+        await dest.close()

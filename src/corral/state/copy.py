@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ class _End(ABC):
         """Open the read transaction every read of the copy shares (one snapshot)."""
 
     @abstractmethod
-    def rows(self, table: Copied) -> Iterator[Sequence[Any]]:
+    def rows(self, table: Copied) -> Generator[Sequence[Any], None, None]:
         """The table's rows, as stored, in its insertion order."""
 
     @abstractmethod
@@ -198,7 +198,7 @@ class _SQLiteEnd(_End):
         self.conn.execute("BEGIN")
         self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot
 
-    def rows(self, table: Copied) -> Iterator[Sequence[Any]]:
+    def rows(self, table: Copied) -> Generator[Sequence[Any], None, None]:
         cur = self.conn.execute(
             f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order}"
         )
@@ -298,6 +298,9 @@ class _PostgresEnd(_End):
         try:
             if create:
                 postgres_schema.migrate(self.conn)
+            found = self.conn.execute("SELECT current_schema()").fetchone()
+            if found is not None and found[0] not in (None, "public"):
+                self.where += f" (schema {found[0]})"
             self._booleans: dict[str, set[str]] = {}
             for table, column in self.conn.execute(_BOOLEANS):
                 self._booleans.setdefault(table, set()).add(column)
@@ -318,7 +321,7 @@ class _PostgresEnd(_End):
     def begin_read(self) -> None:
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot
 
-    def rows(self, table: Copied) -> Iterator[Sequence[Any]]:
+    def rows(self, table: Copied) -> Generator[Sequence[Any], None, None]:
         with self.conn.cursor(name=f"corral_copy_{table.name}") as cur:
             cur.execute(
                 f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order}"
@@ -393,6 +396,12 @@ class _PostgresEnd(_End):
         self.conn.close()
 
 
+def _first_line(exc: Exception) -> str:
+    """A driver's error without its DETAIL lines, which quote the row (a run's values)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _as_bool(row: Sequence[Any], flags: list[int]) -> list[Any]:
     values = list(row)
     for i in flags:
@@ -461,17 +470,29 @@ def copy_store(from_url: str, to_url: str) -> CopyReport:
     """
     source = _open(from_url, create=False)
     try:
-        _check_source_version(source)
+        try:
+            _check_source_version(source)
+        except (sqlite3.Error, psycopg.Error) as exc:
+            raise StoreError(f"cannot read {source.where}: {_first_line(exc)}") from exc
         destination = _open(to_url, create=True)
         try:
-            return _copy(source, destination)
+            copied, sequences = _copy(source, destination)
+            try:
+                counted = {t.name: destination.count(t.name) for t in TABLES}
+            except (sqlite3.Error, psycopg.Error) as exc:
+                raise StoreError(
+                    f"the copy to {destination.where} was committed, but counting its rows"
+                    f" afterwards failed: {_first_line(exc)}"
+                ) from exc
+            return CopyReport(source.where, destination.where, copied, counted, sequences)
         finally:
             destination.close()
     finally:
         source.close()
 
 
-def _copy(source: _End, destination: _End) -> CopyReport:
+def _copy(source: _End, destination: _End) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows copied per table, and the next id of each sequence; committed, or nothing."""
     copied: dict[str, int] = {}
     try:
         source.begin_read()
@@ -486,19 +507,21 @@ def _copy(source: _End, destination: _End) -> CopyReport:
             copied[table.name] = 0
             batch: list[Sequence[Any]] = []
             try:
-                for row in source.rows(table):
-                    batch.append(row)
-                    if len(batch) == BATCH:
-                        destination.insert(table, batch)
-                        copied[table.name] += len(batch)
-                        batch = []
+                # closing: a failed write ends the read (a server-side cursor) at once.
+                with contextlib.closing(source.rows(table)) as rows:
+                    for row in rows:
+                        batch.append(row)
+                        if len(batch) == BATCH:
+                            destination.insert(table, batch)
+                            copied[table.name] += len(batch)
+                            batch = []
                 if batch:
                     destination.insert(table, batch)
                     copied[table.name] += len(batch)
             except (sqlite3.Error, psycopg.Error) as exc:
                 raise StoreError(
                     f"copying {table.name} from {source.where} to {destination.where} failed:"
-                    f" {str(exc).strip()}; nothing was copied"
+                    f" {_first_line(exc)}; nothing was copied"
                 ) from exc
         sequences = destination.set_sequences(source.high_water())
         in_transaction = {t.name: destination.count(t.name) for t in TABLES}
@@ -510,11 +533,13 @@ def _copy(source: _End, destination: _End) -> CopyReport:
         destination.commit()
     except (sqlite3.Error, psycopg.Error) as exc:
         destination.rollback()
-        raise StoreError(f"copy to {destination.where} failed: {exc}; nothing was copied") from exc
+        raise StoreError(
+            f"copy to {destination.where} failed: {_first_line(exc)}; nothing was copied"
+        ) from exc
     except BaseException:
         destination.rollback()
         raise
     finally:
-        source.rollback()
-    counted = {t.name: destination.count(t.name) for t in TABLES}
-    return CopyReport(source.where, destination.where, copied, counted, sequences)
+        with contextlib.suppress(sqlite3.Error, psycopg.Error):  # only a read to end
+            source.rollback()
+    return copied, sequences

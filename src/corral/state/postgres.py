@@ -39,6 +39,7 @@ from corral.state.postgres_tables import (
     OWNER_GONE,
     RUN_BY_ID,
     SAVE_RUN,
+    dialect,
     insert_sql,
     named,
     params,
@@ -166,6 +167,10 @@ class PostgresStore(
         return cls(urlunsplit(parts._replace(query=rest)), pool_size=pool_size, migrate=migrate)
 
     # running statements
+
+    @staticmethod
+    def _dialect(sql: str) -> str:
+        return dialect(sql)
 
     def _check_open(self) -> None:
         if self._closed:

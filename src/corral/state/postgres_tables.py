@@ -5,6 +5,7 @@ psycopg's placeholders; and how a driver error becomes a StoreError."""
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,12 @@ from corral.state.sqlite_tables import (
     _Table,
 )
 from corral.state.store import ConstraintError, StoreError
+
+
+@functools.lru_cache(maxsize=256)
+def dialect(sql: str) -> str:
+    """A statement written with SQLite's ? placeholders (store_common's), in psycopg's."""
+    return sql.replace("?", "%s")
 
 
 def insert_sql(table: _Table[Any]) -> str:

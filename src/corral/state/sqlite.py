@@ -167,6 +167,10 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
             self._executor.shutdown()
             raise
 
+    @staticmethod
+    def _dialect(sql: str) -> str:
+        return sql  # the shared statements are written in SQLite's placeholders
+
     async def _run(self, op: Callable[[sqlite3.Connection], T], what: str = "") -> T:
         if self._conn is None:
             raise StoreError(f"store {self.path} is closed")

@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from corral.state.records import AuditEntry, InflightRecord, RunRecord, StepRecord
+from corral.state.records import (
+    ApprovalRecord,
+    ApprovalStatus,
+    AuditEntry,
+    InflightRecord,
+    Json,
+    ProposalRecord,
+    RunRecord,
+    StepRecord,
+    Verdict,
+)
 from corral.state.sqlite_steps import StepWrite
-from corral.state.sqlite_tables import _INFLIGHT, _STEPS, _TOTALS
+from corral.state.sqlite_tables import (
+    _APPROVALS,
+    _INFLIGHT,
+    _PROPOSALS,
+    _STEPS,
+    _TOTALS,
+    _dump_opt,
+    _Table,
+)
 from corral.state.store import ConstraintError
 
+R = TypeVar("R")
 Seal = Callable[[AuditEntry | None], AuditEntry]
 
 
@@ -79,6 +98,108 @@ class StepQueue:
             settles,
         )
         self._enqueue(write)
+
+
+class Statements:
+    """What the mixins below use of a store: its one-statement helpers, and `_dialect`,
+    which turns a statement written with SQLite's ? placeholders into the store's."""
+
+    if TYPE_CHECKING:  # what each store provides
+
+        @staticmethod
+        def _dialect(sql: str) -> str: ...
+        async def _one(self, table: _Table[R], where: str, *args: Any) -> R | None: ...
+        async def _all(self, table: _Table[R], where: str, *args: Any) -> list[R]: ...
+        async def _insert(self, table: _Table[R], record: R, what: str) -> None: ...
+        async def _update(self, sql: str, *args: Any, what: str = "") -> bool: ...
+
+
+class Approvals(Statements):
+    """Mixed into both stores' approvals: every decision is one UPDATE whose WHERE clause
+    holds the state it expects (see sqlite_approvals and postgres_approvals for why that
+    makes a check and its write one atomic step in each)."""
+
+    async def add_approval(self, approval: ApprovalRecord) -> None:
+        await self._insert(_APPROVALS, approval, f"add_approval {approval.id!r}")
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        return await self._one(_APPROVALS, self._dialect("WHERE id = ?"), approval_id)
+
+    async def find_approvals(
+        self, *, call_key: str | None = None, request_key: str | None = None
+    ) -> list[ApprovalRecord]:
+        if (call_key is None) == (request_key is None):
+            raise ValueError("find_approvals takes one of call_key and request_key")
+        column = "call_key" if call_key is not None else "request_key"
+        return await self._all(
+            _APPROVALS,
+            self._dialect(f"WHERE {column} = ? ORDER BY requested_at DESC, rowid DESC"),
+            call_key if call_key is not None else request_key,
+        )
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        status: ApprovalStatus,
+        *,
+        by: str | None,
+        at: float,
+        note: str | None = None,
+        args: Json = None,
+    ) -> bool:
+        if status == "pending":
+            raise ValueError(f"decide_approval {approval_id!r}: a decision cannot be 'pending'")
+        return await self._update(
+            self._dialect(
+                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, note = ?,"
+                " approved_args = ? WHERE id = ? AND status = 'pending'"
+            ),
+            status,
+            at,
+            by,
+            note,
+            _dump_opt(args),
+            approval_id,
+            what=f"decide_approval {approval_id!r} as {status!r}",
+        )
+
+    async def escalate_approval(
+        self, approval_id: str, *, escalations: int, timeout_at: float
+    ) -> bool:
+        return await self._update(
+            self._dialect(
+                "UPDATE approvals SET escalations = escalations + 1, timeout_at = ?"
+                " WHERE id = ? AND status = 'pending' AND escalations = ?"
+            ),
+            timeout_at,
+            approval_id,
+            escalations,
+            what=f"escalate_approval {approval_id!r}",
+        )
+
+    # shadow proposals
+
+    async def add_proposal(self, proposal: ProposalRecord) -> None:
+        await self._insert(_PROPOSALS, proposal, f"add_proposal {proposal.id!r}")
+
+    async def get_proposal(self, proposal_id: str) -> ProposalRecord | None:
+        return await self._one(_PROPOSALS, self._dialect("WHERE id = ?"), proposal_id)
+
+    async def review_proposal(
+        self, proposal_id: str, verdict: Verdict, *, by: str, at: float, note: str | None = None
+    ) -> bool:
+        return await self._update(
+            self._dialect(
+                "UPDATE proposals SET verdict = ?, reviewed_by = ?, reviewed_at = ?, note = ?"
+                " WHERE id = ? AND verdict IS NULL"
+            ),
+            verdict,
+            by,
+            at,
+            note,
+            proposal_id,
+            what=f"review_proposal {proposal_id!r}",
+        )
 
 
 class Purge:

@@ -47,7 +47,6 @@ from corral.state.postgres_tables import (
 )
 from corral.state.records import (
     DeadLetterRecord,
-    InflightRecord,
     Json,
     LeaseRecord,
     RunRecord,
@@ -55,7 +54,6 @@ from corral.state.records import (
 )
 from corral.state.sqlite_steps import StepWrite
 from corral.state.sqlite_tables import (
-    _INFLIGHT,
     _KILL_REQUESTS,
     _LEASES,
     _RUNS,
@@ -66,6 +64,7 @@ from corral.state.sqlite_tables import (
     _Table,
 )
 from corral.state.store import ConstraintError, NotFoundError, Store, StoreError, add_topup
+from corral.state.store_common import Records, halted_reason
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -101,7 +100,7 @@ async def _save_run(conn: Conn, row: Mapping[str, Any], what: str) -> None:
 
 
 class PostgresStore(
-    PostgresGroupCommit, PostgresRecords, PostgresApprovals, PostgresObserve, Store
+    PostgresGroupCommit, PostgresRecords, Records, PostgresApprovals, PostgresObserve, Store
 ):
     """A Store in a PostgreSQL database (the first schema of the URL's search_path).
 
@@ -264,9 +263,6 @@ class PostgresStore(
 
     # runs
 
-    async def create_run(self, run: RunRecord) -> None:
-        await self._insert(_RUNS, run, f"create_run {run.id!r}")
-
     async def save_run(self, run: RunRecord) -> None:
         row = named(_RUNS, run)
 
@@ -274,37 +270,6 @@ class PostgresStore(
             await _save_run(conn, row, "save_run")
 
         await self._write(op, f"save_run {run.id!r}")
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._one(_RUNS, "WHERE id = %s", run_id)
-
-    async def list_runs(
-        self,
-        *,
-        limit: int = 50,
-        status: RunStatus | None = None,
-        agent: str | None = None,
-        session: str | None = None,
-    ) -> list[RunRecord]:
-        if limit < 0:
-            raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
-        filters = {"status": None if status is None else str(status), "agent": agent}
-        filters["session"] = session
-        where = [f"{column} = %s" for column, value in filters.items() if value is not None]
-        args = [value for value in filters.values() if value is not None]
-        condition = f"WHERE {' AND '.join(where)}" if where else ""
-        return await self._all(
-            _RUNS, f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT %s", *args, limit
-        )
-
-    async def request_kill(self, run_id: str, at: float) -> bool:
-        return await self._update(
-            "UPDATE runs SET kill_requested_at = COALESCE(kill_requested_at, %s)"
-            " WHERE id = %s AND status = 'running'",
-            at,
-            run_id,
-            what=f"request_kill {run_id!r}",
-        )
 
     async def kill_requests(self) -> dict[str, float]:
         async def op(conn: Conn) -> dict[str, float]:
@@ -315,13 +280,8 @@ class PostgresStore(
         return await self._read(op, "kill_requests")
 
     async def halt_run(self, run: RunRecord, packet: Json) -> DeadLetterRecord:
-        if run.status != RunStatus.HALTED or run.halt_reason is None:
-            raise ConstraintError(
-                f"halt_run {run.id!r}: the run must be halted with a halt_reason,"
-                f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
-            )
+        reason = str(halted_reason(run))
         row = named(_RUNS, run)
-        reason = str(run.halt_reason)
         encoded = _dump(packet)
 
         async def op(conn: Conn) -> DeadLetterRecord:
@@ -399,9 +359,6 @@ class PostgresStore(
 
     # write-ahead records and leases
 
-    async def inflight(self, run_id: str) -> list[InflightRecord]:
-        return await self._all(_INFLIGHT, "WHERE run_id = %s ORDER BY rowid", run_id)
-
     async def renew_lease(self, lease: LeaseRecord) -> None:
         row = params(_LEASES, lease)
         sql = insert_sql(_LEASES) + (
@@ -434,20 +391,6 @@ class PostgresStore(
                 await cur.executemany(sql, rows)
 
         await self._write(op, f"add_steps for run {steps[0].run_id!r}")
-
-    async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
-        if last is None:
-            return await self._all(_STEPS, "WHERE run_id = %s ORDER BY seq", run_id)
-        if last < 0:
-            raise ValueError(f"list_steps: last must be >= 0, got {last}")
-        return await self._all(
-            _STEPS,
-            "WHERE run_id = %s AND seq IN"
-            " (SELECT seq FROM steps WHERE run_id = %s ORDER BY seq DESC LIMIT %s) ORDER BY seq",
-            run_id,
-            run_id,
-            last,
-        )
 
     # lifecycle
 

@@ -14,21 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from corral.state.postgres_steps import Conn, append_entries, lock_audit
 from corral.state.postgres_tables import insert_sql, params
 from corral.state.records import (
-    AgentKeyRecord,
-    ArtifactRecord,
     AuditEntry,
     CheckpointRecord,
     DeadLetterRecord,
-    DeadLetterStatus,
     IdempotencyRecord,
     Json,
 )
 from corral.state.sqlite_tables import (
-    _AGENT_KEYS,
-    _ARTIFACTS,
-    _AUDIT,
-    _CHECKPOINTS,
-    _DEAD_LETTERS,
     _IDEMPOTENCY,
     _dump,
     _Table,
@@ -88,12 +80,6 @@ class PostgresRecords:
 
         return await self._write(op, f"add_checkpoint for run {run_id!r}")
 
-    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE id = %s", checkpoint_id)
-
-    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
-
     # dead letters
 
     async def add_dead_letter(self, run_id: str, reason: str, packet: Json) -> DeadLetterRecord:
@@ -106,41 +92,7 @@ class PostgresRecords:
 
         return await self._write(op, f"add_dead_letter for run {run_id!r}")
 
-    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE id = %s", dead_letter_id)
-
-    async def list_dead_letters(
-        self, *, status: DeadLetterStatus | None = "open"
-    ) -> list[DeadLetterRecord]:
-        if status is None:
-            return await self._all(_DEAD_LETTERS, "ORDER BY id")
-        return await self._all(_DEAD_LETTERS, "WHERE status = %s ORDER BY id", status)
-
-    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE run_id = %s ORDER BY id DESC LIMIT 1", run_id)
-
-    async def set_dead_letter_status(
-        self,
-        dead_letter_id: int,
-        status: DeadLetterStatus,
-        *,
-        only_if: DeadLetterStatus | None = None,
-    ) -> bool:
-        # The status test in the WHERE clause makes check-and-set one statement.
-        expected, args = ("", ()) if only_if is None else (" AND status = %s", (only_if,))
-        return await self._update(
-            f"UPDATE dead_letters SET status = %s, updated_at = %s WHERE id = %s{expected}",
-            status,
-            self._clock(),
-            dead_letter_id,
-            *args,
-            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
-        )
-
     # idempotency
-
-    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
-        return await self._one(_IDEMPOTENCY, "WHERE key = %s", key)
 
     async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
         row = params(_IDEMPOTENCY, record)
@@ -159,33 +111,6 @@ class PostgresRecords:
 
         return await self._write(op, f"put_idempotent {record.key!r}")
 
-    # artifacts
-
-    async def put_artifact(self, artifact: ArtifactRecord) -> None:
-        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
-
-    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
-        return await self._one(_ARTIFACTS, "WHERE handle = %s", handle)
-
-    # agent keys
-
-    async def add_agent_key(self, key: AgentKeyRecord) -> None:
-        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
-
-    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
-        return await self._one(_AGENT_KEYS, "WHERE key_hash = %s", key_hash)
-
-    async def list_agent_keys(self) -> list[AgentKeyRecord]:
-        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
-
-    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
-        return await self._update(
-            "UPDATE agent_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
-            at,
-            key_id,
-            what=f"revoke_agent_key {key_id!r}",
-        )
-
     # audit
 
     async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
@@ -195,9 +120,6 @@ class PostgresRecords:
             return entry
 
         return await self._write(op, "append_audit")
-
-    async def list_audit(self) -> list[AuditEntry]:
-        return await self._all(_AUDIT, "ORDER BY pos")
 
     async def audit_head(self) -> tuple[int, str] | None:
         async def op(conn: Conn) -> tuple[int, str] | None:

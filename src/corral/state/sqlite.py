@@ -22,14 +22,10 @@ from typing import Any, TypeVar
 
 from corral.calls import RunStatus
 from corral.state.records import (
-    AgentKeyRecord,
-    ArtifactRecord,
     AuditEntry,
     CheckpointRecord,
     DeadLetterRecord,
-    DeadLetterStatus,
     IdempotencyRecord,
-    InflightRecord,
     Json,
     LeaseRecord,
     RunRecord,
@@ -42,14 +38,8 @@ from corral.state.sqlite_retention import SQLiteRetention
 from corral.state.sqlite_schema import migrate, transaction
 from corral.state.sqlite_steps import StepWrite, append_audit, settle, write_batch, write_step
 from corral.state.sqlite_tables import (
-    _AGENT_KEYS,
-    _ARTIFACTS,
-    _AUDIT,
-    _CHECKPOINTS,
     _COUNTED,
-    _DEAD_LETTERS,
     _IDEMPOTENCY,
-    _INFLIGHT,
     _KILL_REQUESTS,
     _LEASES,
     _OWNER_GONE,
@@ -68,7 +58,7 @@ from corral.state.store import (
     StoreError,
     add_topup,
 )
-from corral.state.store_common import StepQueue
+from corral.state.store_common import Records, StepQueue, halted_reason
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -136,7 +126,7 @@ def _guarded(op: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection, wh
         raise ConstraintError(f"{what}: {exc}") from exc
 
 
-class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
+class SQLiteStore(StepQueue, Records, SQLiteApprovals, SQLiteRetention, SQLiteObserve, Store):
     """A Store in one SQLite file (or ":memory:").
 
     Construction opens and migrates the file and waits for it: do it at startup,
@@ -210,9 +200,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
     # runs
 
-    async def create_run(self, run: RunRecord) -> None:
-        await self._insert(_RUNS, run, f"create_run {run.id!r}")
-
     async def save_run(self, run: RunRecord) -> None:
         row = _run_params(run)
 
@@ -221,43 +208,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
         await self._run(op, f"save_run {run.id!r}")
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._one(_RUNS, "WHERE id = ?", run_id)
-
-    async def list_runs(
-        self,
-        *,
-        limit: int = 50,
-        status: RunStatus | None = None,
-        agent: str | None = None,
-        session: str | None = None,
-    ) -> list[RunRecord]:
-        if limit < 0:
-            raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
-        where = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if agent is not None:
-            where.append("agent = ?")
-            params.append(agent)
-        if session is not None:
-            where.append("session = ?")
-            params.append(session)
-        condition = f"WHERE {' AND '.join(where)}" if where else ""
-        return await self._all(
-            _RUNS, f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT ?", *params, limit
-        )
-
-    async def request_kill(self, run_id: str, at: float) -> bool:
-        return await self._update(
-            "UPDATE runs SET kill_requested_at = IFNULL(kill_requested_at, ?)"
-            " WHERE id = ? AND status = 'running'",
-            at,
-            run_id,
-        )
-
     async def kill_requests(self) -> dict[str, float]:
         def op(conn: sqlite3.Connection) -> dict[str, float]:
             return dict(conn.execute(_KILL_REQUESTS).fetchall())
@@ -265,13 +215,8 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
         return await self._run(op)
 
     async def halt_run(self, run: RunRecord, packet: Json) -> DeadLetterRecord:
-        if run.status != RunStatus.HALTED or run.halt_reason is None:
-            raise ConstraintError(
-                f"halt_run {run.id!r}: the run must be halted with a halt_reason,"
-                f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
-            )
+        reason = halted_reason(run)
         row = _run_params(run)
-        reason = run.halt_reason
         encoded = _dump(packet)
 
         def op(conn: sqlite3.Connection) -> DeadLetterRecord:
@@ -388,9 +333,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
     # write-ahead records and leases
 
-    async def inflight(self, run_id: str) -> list[InflightRecord]:
-        return await self._all(_INFLIGHT, "WHERE run_id = ? ORDER BY rowid", run_id)
-
     async def renew_lease(self, lease: LeaseRecord) -> None:
         row = _LEASES.to_row(lease)
 
@@ -463,20 +405,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
             outcomes = [StoreError(f"{write.what}: {exc}") for write in batch]
         loop.call_soon_threadsafe(settle, batch, outcomes)
 
-    async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
-        if last is None:
-            return await self._all(_STEPS, "WHERE run_id = ? ORDER BY seq", run_id)
-        if last < 0:
-            raise ValueError(f"list_steps: last must be >= 0, got {last}")
-        return await self._all(
-            _STEPS,
-            "WHERE run_id = ? AND seq IN"
-            " (SELECT seq FROM steps WHERE run_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-            run_id,
-            run_id,
-            last,
-        )
-
     # checkpoints
 
     async def add_checkpoint(self, run_id: str, step: int, state: Json) -> CheckpointRecord:
@@ -497,12 +425,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
         return await self._run(op, f"add_checkpoint for run {run_id!r}")
 
-    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE id = ?", checkpoint_id)
-
-    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
-        return await self._one(_CHECKPOINTS, "WHERE run_id = ? ORDER BY id DESC LIMIT 1", run_id)
-
     # dead letters
 
     async def add_dead_letter(self, run_id: str, reason: str, packet: Json) -> DeadLetterRecord:
@@ -515,42 +437,7 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
         return await self._run(op, f"add_dead_letter for run {run_id!r}")
 
-    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE id = ?", dead_letter_id)
-
-    async def list_dead_letters(
-        self, *, status: DeadLetterStatus | None = "open"
-    ) -> list[DeadLetterRecord]:
-        if status is None:
-            return await self._all(_DEAD_LETTERS, "ORDER BY id")
-        return await self._all(_DEAD_LETTERS, "WHERE status = ? ORDER BY id", status)
-
-    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
-        return await self._one(_DEAD_LETTERS, "WHERE run_id = ? ORDER BY id DESC LIMIT 1", run_id)
-
-    async def set_dead_letter_status(
-        self,
-        dead_letter_id: int,
-        status: DeadLetterStatus,
-        *,
-        only_if: DeadLetterStatus | None = None,
-    ) -> bool:
-        # The status test in the WHERE clause makes check-and-set one statement.
-        return await self._update(
-            "UPDATE dead_letters SET status = ?, updated_at = ?"
-            " WHERE id = ? AND (? IS NULL OR status = ?)",
-            status,
-            self._clock(),
-            dead_letter_id,
-            only_if,
-            only_if,
-            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
-        )
-
     # idempotency
-
-    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
-        return await self._one(_IDEMPOTENCY, "WHERE key = ?", key)
 
     async def put_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord:
         row = _IDEMPOTENCY.to_row(record)
@@ -564,30 +451,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
 
         return await self._run(op, f"put_idempotent {record.key!r}")
 
-    # artifacts
-
-    async def put_artifact(self, artifact: ArtifactRecord) -> None:
-        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
-
-    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
-        return await self._one(_ARTIFACTS, "WHERE handle = ?", handle)
-
-    # agent keys
-
-    async def add_agent_key(self, key: AgentKeyRecord) -> None:
-        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
-
-    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
-        return await self._one(_AGENT_KEYS, "WHERE key_hash = ?", key_hash)
-
-    async def list_agent_keys(self) -> list[AgentKeyRecord]:
-        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
-
-    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
-        return await self._update(
-            "UPDATE agent_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", at, key_id
-        )
-
     # audit
 
     async def append_audit(self, seal: Callable[[AuditEntry | None], AuditEntry]) -> AuditEntry:
@@ -596,9 +459,6 @@ class SQLiteStore(StepQueue, SQLiteApprovals, SQLiteRetention, SQLiteObserve, St
                 return append_audit(conn, seal)
 
         return await self._run(op, "append_audit")
-
-    async def list_audit(self) -> list[AuditEntry]:
-        return await self._all(_AUDIT, "ORDER BY pos")
 
     async def audit_head(self) -> tuple[int, str] | None:
         def op(conn: sqlite3.Connection) -> tuple[int, str] | None:

@@ -4,6 +4,15 @@ runs them: SQLite's worker thread, psycopg's pool).
 
 - StepQueue: record_step, queue_step and begin_call, which turn a step or a write-ahead
   record into a StepWrite (sqlite_steps) for the store's group commit (`_enqueue`).
+- Records: the operations on runs, steps and the one-table records that are one
+  statement alike in both stores, and their argument checks.
+- Approvals: the approval and proposal operations of one statement each.
+- Purge: which tables Store.purge clears with which cutoff, counted or done; the store
+  gives its conditions and chunk statement and runs them.
+
+Shared statements are written with SQLite's ? placeholders; each store's `_dialect` puts
+them in its own (PostgresStore: %s, postgres_tables.dialect). What differs in SQL, or in
+how a write of several statements is run, stays in the store's own modules.
 """
 
 from __future__ import annotations
@@ -12,10 +21,17 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from corral.calls import RunStatus
 from corral.state.records import (
+    AgentKeyRecord,
     ApprovalRecord,
     ApprovalStatus,
+    ArtifactRecord,
     AuditEntry,
+    CheckpointRecord,
+    DeadLetterRecord,
+    DeadLetterStatus,
+    IdempotencyRecord,
     InflightRecord,
     Json,
     ProposalRecord,
@@ -25,9 +41,16 @@ from corral.state.records import (
 )
 from corral.state.sqlite_steps import StepWrite
 from corral.state.sqlite_tables import (
+    _AGENT_KEYS,
     _APPROVALS,
+    _ARTIFACTS,
+    _AUDIT,
+    _CHECKPOINTS,
+    _DEAD_LETTERS,
+    _IDEMPOTENCY,
     _INFLIGHT,
     _PROPOSALS,
+    _RUNS,
     _STEPS,
     _TOTALS,
     _dump_opt,
@@ -105,6 +128,7 @@ class Statements:
     which turns a statement written with SQLite's ? placeholders into the store's."""
 
     if TYPE_CHECKING:  # what each store provides
+        _clock: Callable[[], float]
 
         @staticmethod
         def _dialect(sql: str) -> str: ...
@@ -112,6 +136,163 @@ class Statements:
         async def _all(self, table: _Table[R], where: str, *args: Any) -> list[R]: ...
         async def _insert(self, table: _Table[R], record: R, what: str) -> None: ...
         async def _update(self, sql: str, *args: Any, what: str = "") -> bool: ...
+
+
+def halted_reason(run: RunRecord) -> str:
+    """The halt reason halt_run records; ConstraintError for a run not halted with one."""
+    if run.status != RunStatus.HALTED or run.halt_reason is None:
+        raise ConstraintError(
+            f"halt_run {run.id!r}: the run must be halted with a halt_reason,"
+            f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
+        )
+    return run.halt_reason
+
+
+class Records(Statements):
+    """Mixed into both stores: the operations of one statement that both write alike."""
+
+    # runs
+
+    async def create_run(self, run: RunRecord) -> None:
+        await self._insert(_RUNS, run, f"create_run {run.id!r}")
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._one(_RUNS, self._dialect("WHERE id = ?"), run_id)
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+    ) -> list[RunRecord]:
+        if limit < 0:
+            raise ValueError(f"list_runs: limit must be >= 0, got {limit}")
+        filters = {"status": None if status is None else str(status), "agent": agent}
+        filters["session"] = session
+        given = {column: value for column, value in filters.items() if value is not None}
+        condition = f"WHERE {' AND '.join(f'{column} = ?' for column in given)}" if given else ""
+        return await self._all(
+            _RUNS,
+            self._dialect(f"{condition} ORDER BY created_at DESC, rowid DESC LIMIT ?"),
+            *given.values(),
+            limit,
+        )
+
+    async def request_kill(self, run_id: str, at: float) -> bool:
+        return await self._update(
+            self._dialect(
+                "UPDATE runs SET kill_requested_at = COALESCE(kill_requested_at, ?)"
+                " WHERE id = ? AND status = 'running'"
+            ),
+            at,
+            run_id,
+            what=f"request_kill {run_id!r}",
+        )
+
+    # write-ahead records and steps
+
+    async def inflight(self, run_id: str) -> list[InflightRecord]:
+        return await self._all(_INFLIGHT, self._dialect("WHERE run_id = ? ORDER BY rowid"), run_id)
+
+    async def list_steps(self, run_id: str, *, last: int | None = None) -> list[StepRecord]:
+        if last is None:
+            return await self._all(_STEPS, self._dialect("WHERE run_id = ? ORDER BY seq"), run_id)
+        if last < 0:
+            raise ValueError(f"list_steps: last must be >= 0, got {last}")
+        return await self._all(
+            _STEPS,
+            self._dialect(
+                "WHERE run_id = ? AND seq IN"
+                " (SELECT seq FROM steps WHERE run_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            ),
+            run_id,
+            run_id,
+            last,
+        )
+
+    # checkpoints
+
+    async def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
+        return await self._one(_CHECKPOINTS, self._dialect("WHERE id = ?"), checkpoint_id)
+
+    async def last_checkpoint(self, run_id: str) -> CheckpointRecord | None:
+        where = self._dialect("WHERE run_id = ? ORDER BY id DESC LIMIT 1")
+        return await self._one(_CHECKPOINTS, where, run_id)
+
+    # dead letters
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        return await self._one(_DEAD_LETTERS, self._dialect("WHERE id = ?"), dead_letter_id)
+
+    async def list_dead_letters(
+        self, *, status: DeadLetterStatus | None = "open"
+    ) -> list[DeadLetterRecord]:
+        if status is None:
+            return await self._all(_DEAD_LETTERS, "ORDER BY id")
+        return await self._all(_DEAD_LETTERS, self._dialect("WHERE status = ? ORDER BY id"), status)
+
+    async def dead_letter_for_run(self, run_id: str) -> DeadLetterRecord | None:
+        where = self._dialect("WHERE run_id = ? ORDER BY id DESC LIMIT 1")
+        return await self._one(_DEAD_LETTERS, where, run_id)
+
+    async def set_dead_letter_status(
+        self,
+        dead_letter_id: int,
+        status: DeadLetterStatus,
+        *,
+        only_if: DeadLetterStatus | None = None,
+    ) -> bool:
+        # The status test in the WHERE clause makes check-and-set one statement.
+        expected, args = ("", ()) if only_if is None else (" AND status = ?", (only_if,))
+        return await self._update(
+            self._dialect(
+                f"UPDATE dead_letters SET status = ?, updated_at = ? WHERE id = ?{expected}"
+            ),
+            status,
+            self._clock(),
+            dead_letter_id,
+            *args,
+            what=f"set_dead_letter_status {dead_letter_id} to {status!r}",
+        )
+
+    # idempotency and artifacts
+
+    async def get_idempotent(self, key: str) -> IdempotencyRecord | None:
+        return await self._one(_IDEMPOTENCY, self._dialect("WHERE key = ?"), key)
+
+    async def put_artifact(self, artifact: ArtifactRecord) -> None:
+        await self._insert(_ARTIFACTS, artifact, f"put_artifact {artifact.handle!r}")
+
+    async def get_artifact(self, handle: str) -> ArtifactRecord | None:
+        return await self._one(_ARTIFACTS, self._dialect("WHERE handle = ?"), handle)
+
+    # agent keys
+
+    async def add_agent_key(self, key: AgentKeyRecord) -> None:
+        await self._insert(_AGENT_KEYS, key, f"add_agent_key {key.id!r}")
+
+    async def find_agent_key(self, key_hash: str) -> AgentKeyRecord | None:
+        return await self._one(_AGENT_KEYS, self._dialect("WHERE key_hash = ?"), key_hash)
+
+    async def list_agent_keys(self) -> list[AgentKeyRecord]:
+        return await self._all(_AGENT_KEYS, "ORDER BY created_at, rowid")
+
+    async def revoke_agent_key(self, key_id: str, at: float) -> bool:
+        return await self._update(
+            self._dialect(
+                "UPDATE agent_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+            ),
+            at,
+            key_id,
+            what=f"revoke_agent_key {key_id!r}",
+        )
+
+    # audit
+
+    async def list_audit(self) -> list[AuditEntry]:
+        return await self._all(_AUDIT, "ORDER BY pos")
 
 
 class Approvals(Statements):

@@ -26,7 +26,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from corral.calls import RunStatus
 from corral.state.postgres_approvals import PostgresApprovals
 from corral.state.postgres_observe import PostgresObserve
 from corral.state.postgres_records import PostgresRecords, insert_dead_letter
@@ -59,17 +58,26 @@ from corral.state.sqlite_tables import (
     _RUNS,
     _STEPS,
     _dump,
-    _dump_opt,
-    _load_opt,
     _Table,
 )
-from corral.state.store import ConstraintError, NotFoundError, Store, StoreError, add_topup
-from corral.state.store_common import Records, halted_reason
+from corral.state.store import NotFoundError, Store, StoreError, add_topup
+from corral.state.store_common import (
+    REOPEN_FIND,
+    REOPEN_RUN,
+    RETRY_DEAD_LETTERS,
+    Records,
+    halted_reason,
+    reopened_topup,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_POOL_SIZE = 10
+
+_REOPEN_FIND = dialect(REOPEN_FIND) + " FOR UPDATE"
+_REOPEN_RUN = dialect(REOPEN_RUN)
+_RETRY_DEAD_LETTERS = dialect(RETRY_DEAD_LETTERS)
 
 
 def describe(url: str) -> str:
@@ -296,34 +304,10 @@ class PostgresStore(
         add_topup(None, topup)  # refuse a bad top-up before touching the database
 
         async def op(conn: Conn) -> RunRecord:
-            found = await (
-                await conn.execute(
-                    "SELECT status, topup, (SELECT status FROM dead_letters"
-                    " WHERE run_id = runs.id ORDER BY id DESC LIMIT 1)"
-                    " FROM runs WHERE id = %s FOR UPDATE",
-                    (run_id,),
-                )
-            ).fetchone()
-            if found is None:
-                raise NotFoundError(f"reopen_run: no run {run_id!r}")
-            status, total, newest_dead_letter = found
-            if status != RunStatus.HALTED:
-                raise ConstraintError(f"reopen_run: run {run_id!r} is {status}, not halted")
-            if newest_dead_letter == "dropped":
-                raise ConstraintError(
-                    f"reopen_run: run {run_id!r} was dropped from the dead-letter queue"
-                )
-            await conn.execute(
-                "UPDATE runs SET status = 'running', halt_reason = NULL, ended_at = NULL,"
-                " kill_requested_at = NULL, time_to_safe_fail_ms = NULL, updated_at = %s,"
-                " topup = %s WHERE id = %s",
-                (at, _dump_opt(add_topup(_load_opt(total), topup)), run_id),
-            )
-            await conn.execute(
-                "UPDATE dead_letters SET status = 'retried', updated_at = %s"
-                " WHERE run_id = %s AND status = 'open'",
-                (at, run_id),
-            )
+            cur = await conn.execute(_REOPEN_FIND, (run_id,))
+            total = reopened_topup(run_id, await cur.fetchone(), topup)
+            await conn.execute(_REOPEN_RUN, (at, total, run_id))
+            await conn.execute(_RETRY_DEAD_LETTERS, (at, run_id))
             row = await (await conn.execute(RUN_BY_ID, (run_id,))).fetchone()
             assert row is not None  # locked above
             return _RUNS.from_row(row)

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from corral.calls import RunStatus
 from corral.state.records import (
     AuditEntry,
     CheckpointRecord,
@@ -47,8 +46,6 @@ from corral.state.sqlite_tables import (
     _SAVE_RUN,
     _STEPS,
     _dump,
-    _dump_opt,
-    _load_opt,
     _Table,
 )
 from corral.state.store import (
@@ -58,7 +55,15 @@ from corral.state.store import (
     StoreError,
     add_topup,
 )
-from corral.state.store_common import Records, StepQueue, halted_reason
+from corral.state.store_common import (
+    REOPEN_FIND,
+    REOPEN_RUN,
+    RETRY_DEAD_LETTERS,
+    Records,
+    StepQueue,
+    halted_reason,
+    reopened_topup,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -233,31 +238,10 @@ class SQLiteStore(StepQueue, Records, SQLiteApprovals, SQLiteRetention, SQLiteOb
 
         def op(conn: sqlite3.Connection) -> RunRecord:
             with transaction(conn):
-                found = conn.execute(
-                    "SELECT status, topup, (SELECT status FROM dead_letters"
-                    " WHERE run_id = runs.id ORDER BY id DESC LIMIT 1) FROM runs WHERE id = ?",
-                    (run_id,),
-                ).fetchone()
-                if found is None:
-                    raise NotFoundError(f"reopen_run: no run {run_id!r}")
-                status, total, newest_dead_letter = found
-                if status != RunStatus.HALTED:
-                    raise ConstraintError(f"reopen_run: run {run_id!r} is {status}, not halted")
-                if newest_dead_letter == "dropped":
-                    raise ConstraintError(
-                        f"reopen_run: run {run_id!r} was dropped from the dead-letter queue"
-                    )
-                conn.execute(
-                    "UPDATE runs SET status = 'running', halt_reason = NULL, ended_at = NULL,"
-                    " kill_requested_at = NULL, time_to_safe_fail_ms = NULL, updated_at = ?,"
-                    " topup = ? WHERE id = ?",
-                    (at, _dump_opt(add_topup(_load_opt(total), topup)), run_id),
-                )
-                conn.execute(
-                    "UPDATE dead_letters SET status = 'retried', updated_at = ?"
-                    " WHERE run_id = ? AND status = 'open'",
-                    (at, run_id),
-                )
+                found = conn.execute(REOPEN_FIND, (run_id,)).fetchone()
+                total = reopened_topup(run_id, found, topup)
+                conn.execute(REOPEN_RUN, (at, total, run_id))
+                conn.execute(RETRY_DEAD_LETTERS, (at, run_id))
                 row = conn.execute(f"{_RUNS.select} WHERE id = ?", (run_id,)).fetchone()
             return _RUNS.from_row(row)
 

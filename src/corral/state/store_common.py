@@ -18,7 +18,7 @@ how a write of several statements is run, stays in the store's own modules.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from corral.calls import RunStatus
@@ -54,9 +54,10 @@ from corral.state.sqlite_tables import (
     _STEPS,
     _TOTALS,
     _dump_opt,
+    _load_opt,
     _Table,
 )
-from corral.state.store import ConstraintError
+from corral.state.store import ConstraintError, NotFoundError, add_topup
 
 R = TypeVar("R")
 Seal = Callable[[AuditEntry | None], AuditEntry]
@@ -146,6 +147,37 @@ def halted_reason(run: RunRecord) -> str:
             f" got status {str(run.status)!r} and halt_reason {run.halt_reason!r}"
         )
     return run.halt_reason
+
+
+# reopen_run's statements, around reopened_topup (PostgresStore locks the row it reads).
+REOPEN_FIND = (
+    "SELECT status, topup, (SELECT status FROM dead_letters"
+    " WHERE run_id = runs.id ORDER BY id DESC LIMIT 1) FROM runs WHERE id = ?"
+)
+REOPEN_RUN = (
+    "UPDATE runs SET status = 'running', halt_reason = NULL, ended_at = NULL,"
+    " kill_requested_at = NULL, time_to_safe_fail_ms = NULL, updated_at = ?,"
+    " topup = ? WHERE id = ?"
+)
+RETRY_DEAD_LETTERS = (
+    "UPDATE dead_letters SET status = 'retried', updated_at = ?"
+    " WHERE run_id = ? AND status = 'open'"
+)
+
+
+def reopened_topup(
+    run_id: str, found: Sequence[Any] | None, topup: Mapping[str, float]
+) -> str | None:
+    """The top-up column of a run reopen_run reopens, from what REOPEN_FIND found of it;
+    NotFoundError or ConstraintError for a run it may not reopen."""
+    if found is None:
+        raise NotFoundError(f"reopen_run: no run {run_id!r}")
+    status, total, newest_dead_letter = found
+    if status != RunStatus.HALTED:
+        raise ConstraintError(f"reopen_run: run {run_id!r} is {status}, not halted")
+    if newest_dead_letter == "dropped":
+        raise ConstraintError(f"reopen_run: run {run_id!r} was dropped from the dead-letter queue")
+    return _dump_opt(add_topup(_load_opt(total), topup))
 
 
 class Records(Statements):

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection
 
-from corral.state.records import RunRecord, Spending
-from corral.state.sqlite_observe import _FAILED, _GROUP_COLUMNS, _HOP, _window
+from corral.state.records import Spending
+from corral.state.sqlite_observe import _FAILED, _HOP, _group_column, _window
 from corral.state.sqlite_retention import _DELETED, _SPENT_ANSWERS
-from corral.state.sqlite_tables import _COUNTED, _RUNS, _Table
+from corral.state.sqlite_tables import _COUNTED, _Table
 from corral.state.store import STEP_PERCENTILE, RunOrigin, StatsGroup, StepStats
 from corral.state.store_common import Purge
 
@@ -120,15 +120,6 @@ class PostgresObserve(Purge):
 
     # observability
 
-    async def runs_between(self, since: float, until: float) -> list[RunRecord]:
-        _window(since, until, "runs_between")
-        return await self._all(
-            _RUNS,
-            "WHERE created_at >= %s AND created_at < %s ORDER BY created_at, rowid",
-            since,
-            until,
-        )
-
     async def run_origins(self, since: float, until: float) -> list[RunOrigin]:
         _window(since, until, "run_origins")
 
@@ -142,11 +133,7 @@ class PostgresObserve(Purge):
         self, since: float, until: float, *, by: StatsGroup = "agent"
     ) -> list[StepStats]:
         _window(since, until, "step_stats")
-        if by not in _GROUP_COLUMNS:
-            raise ValueError(
-                f"step_stats: by must be one of {', '.join(_GROUP_COLUMNS)}, not {by!r}"
-            )
-        sql = _STEP_STATS.format(group=_GROUP_COLUMNS[by])
+        sql = _STEP_STATS.format(group=_group_column(by))
         args = {"since": since, "until": until, "fraction": STEP_PERCENTILE / 100}
 
         async def op(conn: Conn) -> list[StepStats]:

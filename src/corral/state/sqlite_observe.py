@@ -13,8 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from corral.state.records import RunRecord
-from corral.state.sqlite_tables import _RUNS, _Table
+from corral.state.sqlite_tables import _Table
 from corral.state.store import (
     FAILED_STEP_STATUSES,
     STEP_PERCENTILE,
@@ -76,6 +75,13 @@ def _window(since: float, until: float, what: str) -> None:
         raise ValueError(f"{what}: the window must not end before it starts ({since} > {until})")
 
 
+def _group_column(by: str) -> str:
+    """The column step_stats groups by, for its `by`."""
+    if by not in _GROUP_COLUMNS:
+        raise ValueError(f"step_stats: by must be one of {', '.join(_GROUP_COLUMNS)}, not {by!r}")
+    return _GROUP_COLUMNS[by]
+
+
 class SQLiteObserve:
     """Mixed into SQLiteStore, whose statement helpers it uses."""
 
@@ -83,15 +89,6 @@ class SQLiteObserve:
 
         async def _run(self, op: Callable[[sqlite3.Connection], T], what: str = "") -> T: ...
         async def _all(self, table: _Table[R], where: str, *params: Any) -> list[R]: ...
-
-    async def runs_between(self, since: float, until: float) -> list[RunRecord]:
-        _window(since, until, "runs_between")
-        return await self._all(
-            _RUNS,
-            "WHERE created_at >= ? AND created_at < ? ORDER BY created_at, rowid",
-            since,
-            until,
-        )
 
     async def run_origins(self, since: float, until: float) -> list[RunOrigin]:
         _window(since, until, "run_origins")
@@ -106,11 +103,7 @@ class SQLiteObserve:
         self, since: float, until: float, *, by: StatsGroup = "agent"
     ) -> list[StepStats]:
         _window(since, until, "step_stats")
-        if by not in _GROUP_COLUMNS:
-            raise ValueError(
-                f"step_stats: by must be one of {', '.join(_GROUP_COLUMNS)}, not {by!r}"
-            )
-        sql = _STEP_STATS.format(group=_GROUP_COLUMNS[by])
+        sql = _STEP_STATS.format(group=_group_column(by))
 
         def op(conn: sqlite3.Connection) -> list[StepStats]:
             return [

@@ -39,6 +39,7 @@ from corral.state.records import (
     StepRecord,
     Verdict,
 )
+from corral.state.sqlite_observe import _window
 from corral.state.sqlite_steps import StepWrite
 from corral.state.sqlite_tables import (
     _AGENT_KEYS,
@@ -325,6 +326,17 @@ class Records(Statements):
 
     async def list_audit(self) -> list[AuditEntry]:
         return await self._all(_AUDIT, "ORDER BY pos")
+
+    # observability
+
+    async def runs_between(self, since: float, until: float) -> list[RunRecord]:
+        _window(since, until, "runs_between")
+        return await self._all(
+            _RUNS,
+            self._dialect("WHERE created_at >= ? AND created_at < ? ORDER BY created_at, rowid"),
+            since,
+            until,
+        )
 
 
 class Approvals(Statements):

@@ -192,41 +192,6 @@ async def test_run_origins_name_the_parent_and_the_session_opener(fleet: SQLiteS
     ]
 
 
-async def test_step_stats_sum_in_the_window_per_agent_and_hop(fleet: SQLiteStore) -> None:
-    stats = await fleet.step_stats(T, UNTIL)
-    assert stats == [
-        StepStats("editor", "tool", "notify", 1, 0, 0.0, 0.75),
-        StepStats("planner", "llm", "claude-x", 1, 0, 0.125, 0.5),
-        StepStats("planner", "llm", "gpt-4o", 2, 1, 0.25, 2.0),
-        StepStats("planner", "tool", "lookup", 20, 16, 0.0, 4.75),
-        StepStats("planner", "tool", "search", 3, 1, 0.0, 3.0),
-        StepStats("researcher", "llm", "gpt-4o-mini", 1, 0, 0.25, 0.5),
-        StepStats("researcher", "tool", "fetch", 2, 1, 0.0, 4.0),
-        StepStats("writer", "llm", "gpt-4o", 1, 0, 0.125, 2.5),
-    ]
-    by_type = await fleet.step_stats(T, UNTIL, by="agent_type")
-    assert [(s.group, s.hop, s.calls, s.p95_s) for s in by_type] == [
-        ("legacy", "gpt-4o", 1, 2.5),
-        ("operational", "claude-x", 1, 0.5),
-        ("operational", "gpt-4o", 2, 2.0),
-        ("operational", "lookup", 20, 4.75),
-        ("operational", "notify", 1, 0.75),
-        ("operational", "search", 3, 3.0),
-        ("research", "gpt-4o-mini", 1, 0.5),
-        ("research", "fetch", 2, 4.0),
-    ]
-    # The window is by the step's start: the old run's first step and the late one are out.
-    whole = await fleet.step_stats(T - 3 * DAY, T + 3 * DAY)
-    assert [(s.group, s.hop, s.calls, s.cost_usd) for s in whole if s.hop == "gpt-4o"] == [
-        ("editor", "gpt-4o", 1, 4.0),
-        ("planner", "gpt-4o", 3, 8.25),
-        ("writer", "gpt-4o", 1, 0.125),
-    ]
-    assert await fleet.step_stats(T + 2 * DAY, T + 3 * DAY) == []
-    with pytest.raises(ValueError, match="by must be one of agent, agent_type"):
-        await fleet.step_stats(T, UNTIL, by="task")  # type: ignore[arg-type]
-
-
 async def test_each_read_is_one_statement(fleet: SQLiteStore) -> None:
     statements: list[str] = []
 
